@@ -52,6 +52,8 @@ def check_output_path(path, *, force: bool = False) -> Path:
     if path.exists() and not force:
         raise OutputExistsError(f"output exists, not overwritten (use --force / force=True): {path}")
     folder = path.parent if str(path.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise AlignSeriesError(f"output folder is a file, not a folder: {folder}")
     if not folder.is_dir():
         raise AlignSeriesError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK):

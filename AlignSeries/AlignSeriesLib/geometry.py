@@ -348,8 +348,9 @@ class VolumeGeometry:
         return VolumeGeometry(self.dimensions, transform @ self.ijk_to_ras)
 
     def is_close(self, other: VolumeGeometry, *, atol: float = 1e-6) -> bool:
-        """True when both grids have the same dimensions and matrices equal within ``atol``."""
-        return self.dimensions == other.dimensions and bool(np.allclose(self.ijk_to_ras, other.ijk_to_ras, atol=atol))
+        """True when both grids have the same dimensions and matrices equal within ``atol`` (absolute, mm)."""
+        same_matrix = np.allclose(self.ijk_to_ras, other.ijk_to_ras, rtol=0, atol=atol)  # rtol would scale with mm
+        return self.dimensions == other.dimensions and bool(same_matrix)
 
     def summary(self) -> str:
         """One line a person can read: dimensions, spacing, orientation, handedness."""
