@@ -1,0 +1,419 @@
+"""Header-only reading of DICOM files: one :class:`SliceHeader` per image or frame.
+
+Nothing here decodes pixel data. Files are read with pydicom's ``defer_size`` so that the pixel
+data element is skipped (its offset and length are kept for a later fast read, see
+:mod:`AlignSeriesLib.dicom_pixels`). Enhanced multi-frame objects give one header per frame, with
+the geometry taken from the per-frame functional groups, falling back to the shared ones.
+
+Frames: positions and directions are DICOM patient coordinates (LPS, mm), as in the files.
+Every error message names the file (and frame) and the DICOM tag that is missing or wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from .errors import DicomError
+
+logger = logging.getLogger(__name__)
+
+#: SOP Class UID of DICOM Spatial Registration objects (collected for REG import, never loaded).
+SPATIAL_REGISTRATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.1"
+
+#: Elements longer than this many bytes are not read during the header scan (pixel data above all).
+DEFER_SIZE_BYTES = 4096
+
+#: Largest deviation from orthonormal (|row|-1, |column|-1, row.column) that ImageOrientationPatient
+#: may have before a file is refused: beyond it the two vectors do not describe an image plane.
+#: Smaller deviations are repaired and reported (see ``dicom_stack.ORIENTATION_ATOL``).
+ORIENTATION_REJECT_ATOL = 0.02
+
+_PIXEL_DATA_TAG = 0x7FE00010
+_READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, IndexError, struct.error)
+
+
+@dataclass(frozen=True)
+class PixelLayout:
+    """Where and how one file stores its pixels (shared by all frames of a multi-frame file).
+
+    Attributes
+    ----------
+    transfer_syntax : str
+        Transfer Syntax UID.
+    bits_allocated, bits_stored, pixel_representation, samples_per_pixel : int
+        As in the file (pixel representation 1 = signed).
+    offset : int or None
+        Byte offset of the pixel data value in the file; None when encapsulated (compressed).
+    length : int or None
+        Byte length of the native pixel data value; None when encapsulated.
+    """
+
+    transfer_syntax: str
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    samples_per_pixel: int
+    offset: int | None
+    length: int | None
+
+    @property
+    def is_native_little_endian(self) -> bool:
+        """True when the pixels can be read straight from the file (uncompressed little endian)."""
+        syntax = UID(self.transfer_syntax)
+        return self.offset is not None and not syntax.is_compressed and syntax.is_little_endian and not (
+            syntax.is_deflated
+        )
+
+    @property
+    def stored_dtype(self) -> np.dtype:
+        """numpy dtype of one stored sample (little endian)."""
+        kind = "i" if self.pixel_representation == 1 else "u"
+        return np.dtype(f"<{kind}{self.bits_allocated // 8}")
+
+
+@dataclass(frozen=True, eq=False)
+class SliceHeader:
+    """What the header of one image (one file, or one frame of a multi-frame file) says.
+
+    Attributes
+    ----------
+    path : str
+    frame : int or None
+        1-based frame number in a multi-frame file, None for a single-frame file.
+    orientation : (6,) ndarray
+        ImageOrientationPatient as stored: row direction (along i) then column direction (along j), LPS.
+    position_lps : (3,) ndarray, mm
+        ImagePositionPatient: LPS center of the first pixel (i = j = 0).
+    pixel_spacing : (2,) ndarray, mm
+        PixelSpacing as stored: (row spacing, column spacing) = (j spacing, i spacing).
+    rescale : tuple of 2 float
+        (slope, intercept) of the modality LUT.
+    image_type : tuple of str
+        ImageType (or the frame's FrameType).
+    attributes : dict
+        Values that may tell images at one position apart (``echo``, ``echo_time``, ``b_value``, ``gradient``,
+        ``temporal``, ``trigger``, ``acquisition_number``, ``acquisition_time``) and the slice
+        spacing hints (``spacing_between_slices``, ``slice_thickness``); absent keys are None.
+    """
+
+    path: str
+    frame: int | None
+    sop_instance_uid: str
+    instance_number: int | None
+    series_instance_uid: str
+    study_instance_uid: str
+    frame_of_reference_uid: str | None
+    modality: str
+    series_number: int | None
+    series_description: str
+    rows: int
+    columns: int
+    orientation: np.ndarray
+    position_lps: np.ndarray
+    pixel_spacing: np.ndarray
+    rescale: tuple[float, float]
+    image_type: tuple[str, ...]
+    stack_id: str | None
+    pixels: PixelLayout
+    attributes: dict = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        """The file (and frame) for messages."""
+        return self.path if self.frame is None else f"{self.path} frame {self.frame}"
+
+    @property
+    def is_localizer(self) -> bool:
+        """True for scout / localizer images (ImageType contains LOCALIZER)."""
+        return "LOCALIZER" in self.image_type
+
+
+@dataclass(frozen=True)
+class FileNote:
+    """A file that gives no image: why, and its series when the header told it."""
+
+    path: str
+    reason: str
+    series_instance_uid: str | None = None
+    is_registration: bool = False
+
+
+def iter_files(paths) -> Iterator[Path]:
+    """Yield the files under ``paths`` (files as given, folders recursively, sorted, no hidden files).
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path does not exist.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    for path in map(Path, paths):
+        if path.is_dir():
+            yield from _files_in_folder(path)
+        elif path.exists():
+            yield path
+        else:
+            raise FileNotFoundError(f"DICOM input not found: {path}")
+
+
+def _files_in_folder(folder: Path) -> Iterator[Path]:
+    for root, folders, names in os.walk(folder):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in sorted(names):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def read_headers(path) -> list[SliceHeader] | FileNote:
+    """Read one file's headers without its pixel data.
+
+    Returns
+    -------
+    list of SliceHeader
+        One per image (one per frame of a multi-frame file).
+    FileNote
+        When the file is not a DICOM image (not DICOM, corrupt, a non-image object, unusable
+        geometry); ``reason`` names the file and the tag.
+    """
+    path = str(path)
+    try:
+        dataset = pydicom.dcmread(path, defer_size=DEFER_SIZE_BYTES)
+        return _headers_of_dataset(path, dataset)
+    except InvalidDicomError:
+        return FileNote(path, f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)")
+    except DicomError as error:
+        return FileNote(path, str(error), _series_uid_or_none(path))
+    except _READ_ERRORS as error:
+        return FileNote(path, f"{path}: corrupt or truncated DICOM file ({type(error).__name__}: {error})")
+
+
+def _series_uid_or_none(path: str) -> str | None:
+    try:
+        return str(pydicom.dcmread(path, specific_tags=["SeriesInstanceUID"]).get("SeriesInstanceUID", "")) or None
+    except _READ_ERRORS:
+        return None
+
+
+def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | FileNote:
+    sop_class = str(dataset.get("SOPClassUID", ""))
+    series_uid = str(dataset.get("SeriesInstanceUID", "")) or None
+    if sop_class == SPATIAL_REGISTRATION_SOP_CLASS:
+        return FileNote(path, f"{path}: spatial registration object, kept for REG import", series_uid, True)
+    name = UID(sop_class).name if sop_class else "no SOPClassUID"
+    if _PIXEL_DATA_TAG not in dataset and ("Rows" in dataset or name.endswith("Image Storage")):
+        raise DicomError(f"{path}: {name} object without PixelData (7FE0,0010): corrupt or truncated file")
+    if _PIXEL_DATA_TAG not in dataset or "Rows" not in dataset:
+        return FileNote(path, f"{path}: not an image (SOP class {name}), skipped", series_uid)
+    layout = _pixel_layout(path, dataset)
+    if "PerFrameFunctionalGroupsSequence" in dataset:
+        return [_enhanced_frame_header(path, dataset, layout, frame) for frame in _frame_numbers(path, dataset)]
+    return [_classic_header(path, dataset, layout)]
+
+
+def _frame_numbers(path: str, dataset: Dataset) -> range:
+    count = int(dataset.get("NumberOfFrames", 1) or 1)
+    per_frame = len(dataset.PerFrameFunctionalGroupsSequence)
+    if per_frame != count:
+        raise DicomError(
+            f"{path}: PerFrameFunctionalGroupsSequence (5200,9230) has {per_frame} items but "
+            f"NumberOfFrames (0028,0008) is {count}"
+        )
+    return range(1, count + 1)
+
+
+def _pixel_layout(path: str, dataset: Dataset) -> PixelLayout:
+    bits_allocated = _required_int(path, dataset, "BitsAllocated", "(0028,0100)")
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    if samples != 1 or bits_allocated not in (8, 16, 32):
+        raise DicomError(
+            f"{path}: SamplesPerPixel (0028,0002) {samples} / BitsAllocated (0028,0100) {bits_allocated}: "
+            "only single-sample 8, 16 or 32-bit images can form a scalar volume"
+        )
+    element = dataset.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
+    syntax = str(dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))
+    native = not UID(syntax).is_encapsulated and element.length != 0xFFFFFFFF
+    offset, length = (element.value_tell, element.length) if native and hasattr(element, "value_tell") else (None, None)
+    layout = PixelLayout(syntax, bits_allocated, int(dataset.get("BitsStored", bits_allocated)),
+                         int(dataset.get("PixelRepresentation", 0)), samples, offset, length)
+    _check_pixel_length(path, dataset, layout)
+    return layout
+
+
+def _check_pixel_length(path: str, dataset: Dataset, layout: PixelLayout) -> None:
+    if layout.length is None:
+        return
+    rows = _required_int(path, dataset, "Rows", "(0028,0010)")
+    columns = _required_int(path, dataset, "Columns", "(0028,0011)")
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    expected = rows * columns * frames * layout.bits_allocated // 8
+    if layout.length < expected:
+        raise DicomError(
+            f"{path}: PixelData (7FE0,0010) holds {layout.length} bytes, but Rows (0028,0010) x Columns (0028,0011) "
+            f"x NumberOfFrames x BitsAllocated/8 = {rows} x {columns} x {frames} x {layout.bits_allocated // 8} "
+            f"= {expected} bytes"
+        )
+    available = os.path.getsize(path) - layout.offset
+    if available < expected:
+        raise DicomError(
+            f"{path}: truncated file: PixelData (7FE0,0010) needs {expected} bytes from offset {layout.offset} "
+            f"but only {available} bytes follow"
+        )
+
+
+def _classic_header(path: str, dataset: Dataset, layout: PixelLayout) -> SliceHeader:
+    geometry = _plane_geometry(path, dataset, dataset, dataset, dataset)
+    slope = float(dataset.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(dataset.get("RescaleIntercept", 0.0) or 0.0)
+    attributes = _classic_attributes(dataset)
+    return _make_header(path, None, dataset, layout, geometry, (slope, intercept),
+                        tuple(dataset.get("ImageType", ())), None, attributes)
+
+
+def _enhanced_frame_header(path: str, dataset: Dataset, layout: PixelLayout, frame: int) -> SliceHeader:
+    per_frame = dataset.PerFrameFunctionalGroupsSequence[frame - 1]
+    shared = dataset.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
+
+    def group(keyword: str) -> Dataset:
+        return _first_item(per_frame, keyword) or _first_item(shared, keyword) or Dataset()
+
+    where = f"{path} frame {frame}"
+    geometry = _plane_geometry(where, group("PlanePositionSequence"), group("PlaneOrientationSequence"),
+                               group("PixelMeasuresSequence"), dataset)
+    transformation = group("PixelValueTransformationSequence")
+    rescale = (float(transformation.get("RescaleSlope", 1.0) or 1.0),
+               float(transformation.get("RescaleIntercept", 0.0) or 0.0))
+    frame_type = (group("MRImageFrameTypeSequence") or group("CTImageFrameTypeSequence")).get("FrameType")
+    image_type = tuple(frame_type or dataset.get("ImageType", ()))
+    content = group("FrameContentSequence")
+    stack_id = content.get("StackID")
+    attributes = _enhanced_attributes(content, group("MREchoSequence"), group("MRDiffusionSequence"))
+    return _make_header(path, frame, dataset, layout, geometry, rescale, image_type,
+                        None if stack_id is None else str(stack_id), attributes)
+
+
+def _first_item(dataset: Dataset, keyword: str) -> Dataset | None:
+    sequence = dataset.get(keyword)
+    return sequence[0] if sequence else None
+
+
+def _make_header(path, frame, dataset, layout, geometry, rescale, image_type, stack_id, attributes) -> SliceHeader:
+    orientation, position_lps, pixel_spacing = geometry
+    sop_uid = dataset.get("SOPInstanceUID")
+    if not sop_uid:
+        raise DicomError(f"{path}: missing SOPInstanceUID (0008,0018)")
+    attributes["spacing_between_slices"] = _float_or_none(dataset.get("SpacingBetweenSlices"))
+    attributes["slice_thickness"] = _float_or_none(dataset.get("SliceThickness"))
+    return SliceHeader(
+        path=path, frame=frame, sop_instance_uid=str(sop_uid),
+        instance_number=_int_or_none(dataset.get("InstanceNumber")),
+        series_instance_uid=str(dataset.get("SeriesInstanceUID", "") or f"no-series-uid:{path}"),
+        study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
+        frame_of_reference_uid=str(dataset.get("FrameOfReferenceUID", "")) or None,
+        modality=str(dataset.get("Modality", "")), series_number=_int_or_none(dataset.get("SeriesNumber")),
+        series_description=str(dataset.get("SeriesDescription", "")).strip(),
+        rows=int(dataset.Rows), columns=_required_int(path, dataset, "Columns", "(0028,0011)"),
+        orientation=orientation, position_lps=position_lps, pixel_spacing=pixel_spacing, rescale=rescale,
+        image_type=tuple(str(value).upper() for value in image_type), stack_id=stack_id, pixels=layout,
+        attributes=attributes,
+    )
+
+
+def _plane_geometry(where: str, position_source: Dataset, orientation_source: Dataset,
+                    spacing_source: Dataset, dataset: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    position = _required_vector(where, position_source, "ImagePositionPatient", "(0020,0032)", 3)
+    orientation = _required_vector(where, orientation_source, "ImageOrientationPatient", "(0020,0037)", 6)
+    spacing = _required_vector(where, spacing_source, "PixelSpacing", "(0028,0030)", 2)
+    if np.any(spacing <= 0):
+        raise DicomError(f"{where}: PixelSpacing (0028,0030) must be positive, got {spacing.tolist()}")
+    _check_orientation(where, orientation)
+    return orientation, position, spacing
+
+
+def _check_orientation(where: str, orientation: np.ndarray) -> None:
+    row, column = orientation[:3], orientation[3:]
+    norms = np.linalg.norm(row), np.linalg.norm(column)
+    if min(norms) < 1e-6:
+        raise DicomError(
+            f"{where}: ImageOrientationPatient (0020,0037) has a zero-length vector: {orientation.tolist()}")
+    cosine = abs(float(row @ column)) / (norms[0] * norms[1])
+    deviation = max(abs(norms[0] - 1), abs(norms[1] - 1), cosine)
+    if deviation > ORIENTATION_REJECT_ATOL:
+        raise DicomError(
+            f"{where}: ImageOrientationPatient (0020,0037) {orientation.tolist()} is not a pair of orthogonal unit "
+            f"vectors (deviation {deviation:.3g}, limit {ORIENTATION_REJECT_ATOL})"
+        )
+
+
+def _required_vector(where: str, dataset: Dataset, keyword: str, tag: str, size: int) -> np.ndarray:
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        raise DicomError(f"{where}: missing {keyword} {tag}")
+    try:
+        vector = np.array([float(v) for v in value], dtype=float)
+    except (TypeError, ValueError):
+        raise DicomError(f"{where}: {keyword} {tag} is not numeric: {value!r}") from None
+    if vector.shape != (size,) or not np.all(np.isfinite(vector)):
+        raise DicomError(f"{where}: {keyword} {tag} must be {size} finite numbers, got {list(value)!r}")
+    return vector
+
+
+def _required_int(path: str, dataset: Dataset, keyword: str, tag: str) -> int:
+    value = dataset.get(keyword)
+    if value is None or value == "" or int(value) <= 0:
+        raise DicomError(f"{path}: missing or invalid {keyword} {tag}: {value!r}")
+    return int(value)
+
+
+def _classic_attributes(dataset: Dataset) -> dict:
+    gradient = dataset.get("DiffusionGradientOrientation")
+    return {
+        "echo": _float_or_none(dataset.get("EchoNumbers")),
+        "echo_time": _float_or_none(dataset.get("EchoTime")),
+        "b_value": _float_or_none(dataset.get("DiffusionBValue")),
+        "gradient": None if gradient is None else tuple(round(float(g), 4) for g in gradient),
+        "temporal": _float_or_none(dataset.get("TemporalPositionIdentifier")),
+        "trigger": _float_or_none(dataset.get("TriggerTime")),
+        "acquisition_number": _float_or_none(dataset.get("AcquisitionNumber")),
+        "acquisition_time": str(dataset.get("AcquisitionTime", "")) or None,
+    }
+
+
+def _enhanced_attributes(content: Dataset, echo: Dataset, diffusion: Dataset) -> dict:
+    direction = _first_item(diffusion, "DiffusionGradientDirectionSequence") or Dataset()
+    gradient = direction.get("DiffusionGradientOrientation")
+    return {
+        "echo": None,
+        "echo_time": _float_or_none(echo.get("EffectiveEchoTime")),
+        "b_value": _float_or_none(diffusion.get("DiffusionBValue")),
+        "gradient": None if gradient is None else tuple(round(float(g), 4) for g in gradient),
+        "temporal": _float_or_none(content.get("TemporalPositionIndex")),
+        "trigger": None,
+        "acquisition_number": None,
+        "acquisition_time": str(content.get("FrameAcquisitionDateTime", "")) or None,
+    }
+
+
+def _float_or_none(value) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value[0] if isinstance(value, list | pydicom.multival.MultiValue) else value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int_or_none(value) -> int | None:
+    number = _float_or_none(value)
+    return None if number is None else int(number)

@@ -1,0 +1,151 @@
+"""Bad DICOM input: every failure names the file and the tag; one bad file never sinks a series."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import pydicom
+import pytest
+from dicom_fixtures import ORIENTATIONS, stack_positions, write_phantom_series
+
+from AlignSeriesLib import dicom_series
+from AlignSeriesLib.errors import DicomError
+
+FIRST_LPS = (0.0, 0.0, 0.0)
+
+
+def one_good_series(folder, count=4) -> list:
+    files, _ = write_phantom_series(folder, stack_positions(FIRST_LPS, ORIENTATIONS["axial"], np.arange(count) * 2.0))
+    return files
+
+
+def edited(path, **changes):
+    """Rewrite a DICOM file with elements changed (value None deletes the element)."""
+    dataset = pydicom.dcmread(path)
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(dataset, keyword)
+        else:
+            setattr(dataset, keyword, value)
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_empty_folder_is_refused(tmp_path):
+    with pytest.raises(DicomError, match=f"no files found in {tmp_path}"):
+        dicom_series.scan_dicom(tmp_path)
+
+
+def test_missing_path_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        dicom_series.scan_dicom(tmp_path / "nowhere")
+
+
+def test_folder_without_dicom_files_names_them(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+
+    with pytest.raises(DicomError, match=r"notes\.txt: not a DICOM file"):
+        dicom_series.scan_dicom(tmp_path)
+
+
+@pytest.mark.parametrize("keyword, tag", [("ImagePositionPatient", "(0020,0032)"),
+                                          ("ImageOrientationPatient", "(0020,0037)"),
+                                          ("PixelSpacing", "(0028,0030)")])
+def test_missing_geometry_tag_is_named(tmp_path, keyword, tag):
+    path = edited(one_good_series(tmp_path, 1)[0], **{keyword: None})
+
+    with pytest.raises(DicomError, match=f"{path.name}: missing {keyword} {re.escape(tag)}"):
+        dicom_series.scan_dicom(path)
+
+
+@pytest.mark.parametrize("orientation, problem", [([1, 0, 0, 0, 0, 0], "zero-length vector"),
+                                                  ([1, 0, 0, 0.3, 0.95, 0], "not a pair of orthogonal unit vectors")])
+def test_unusable_orientation_is_named(tmp_path, orientation, problem):
+    path = edited(one_good_series(tmp_path, 1)[0], ImageOrientationPatient=orientation)
+
+    with pytest.raises(DicomError, match=rf"{path.name}: ImageOrientationPatient \(0020,0037\).*{problem}"):
+        dicom_series.scan_dicom(path)
+
+
+def test_pixel_data_shorter_than_rows_times_columns_is_named(tmp_path):
+    path = one_good_series(tmp_path, 1)[0]
+    dataset = pydicom.dcmread(path)
+    dataset.PixelData = dataset.PixelData[:100]
+    dataset.save_as(path, enforce_file_format=True)
+
+    with pytest.raises(DicomError, match=rf"{path.name}: PixelData \(7FE0,0010\) holds 100 bytes.*Rows \(0028,0010\)"):
+        dicom_series.scan_dicom(path)
+
+
+def test_truncated_file_is_named(tmp_path):
+    path = one_good_series(tmp_path, 1)[0]
+    path.write_bytes(path.read_bytes()[:-300])
+
+    with pytest.raises(DicomError, match=rf"{path.name}: truncated file: PixelData \(7FE0,0010\)"):
+        dicom_series.scan_dicom(path)
+
+
+def test_corrupt_header_is_named(tmp_path):
+    path = one_good_series(tmp_path, 1)[0]
+    data = bytearray(path.read_bytes())
+    length_at = data.find(b"\x20\x00\x37\x00DS") + 6  # ImageOrientationPatient's 2-byte length
+    data[length_at:length_at + 2] = b"\xf0\xff"  # now it swallows the rest of the file
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(DicomError, match=rf"{path.name}: CT Image Storage object without PixelData \(7FE0,0010\)"):
+        dicom_series.scan_dicom(path)
+
+
+def test_non_image_objects_are_skipped_with_a_note(tmp_path):
+    files = one_good_series(tmp_path)
+    report = pydicom.dcmread(files[0])
+    report.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    report.SOPInstanceUID = pydicom.uid.generate_uid()
+    for keyword in ("PixelData", "Rows", "Columns"):
+        delattr(report, keyword)
+    report.save_as(tmp_path / "report.dcm", enforce_file_format=True)
+
+    result = dicom_series.scan_dicom(tmp_path)
+
+    assert len(result.volumes) == 1 and result.volumes[0].geometry.dimensions[2] == 4
+    assert [(p.endswith("report.dcm"), "not an image (SOP class Basic Text SR" in r) for p, r in result.skipped] == [
+        (True, True)]
+
+
+def test_one_bad_file_in_a_good_series_is_skipped_and_reported(tmp_path):
+    files = one_good_series(tmp_path, 5)
+    edited(files[4], ImagePositionPatient=None)
+
+    result = dicom_series.scan_dicom(tmp_path)
+
+    (volume,) = result.volumes
+    assert volume.geometry.dimensions[2] == 4 and volume.files == [str(f) for f in files[:4]]
+    assert result.skipped == [(str(files[4]), f"{files[4]}: missing ImagePositionPatient (0020,0032)")]
+    assert [w.code for w in volume.warnings] == ["skipped_file"]
+    assert files[4].name in volume.warnings[0].message
+
+
+def test_spatial_registration_objects_are_collected_not_loaded(tmp_path):
+    files = one_good_series(tmp_path, 2)
+    registration = pydicom.dcmread(files[0])
+    registration.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66.1"
+    del registration.PixelData
+    registration.save_as(tmp_path / "reg.dcm", enforce_file_format=True)
+
+    result = dicom_series.scan_dicom(tmp_path)
+
+    assert result.registrations == [str(tmp_path / "reg.dcm")] and result.skipped == []
+
+
+def test_scanning_and_reading_leave_every_input_byte_identical(tmp_path):
+    one_good_series(tmp_path / "good", 5)
+    (tmp_path / "junk.bin").write_bytes(b"junk")
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()}
+
+    for volume in dicom_series.scan_dicom(tmp_path).volumes:
+        volume.read_voxels()
+
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before
