@@ -1,0 +1,524 @@
+"""Write a volume resampled onto a DICOM series' grid as a DICOM series or PNGs, slice for slice.
+
+The volume must lie on the reference series' grid (see :mod:`.resample`), its slice ``k`` on the
+reference's slice ``k``: the reference slices are given as ``reference_files`` and
+``reference_frames`` in k order (the ``files`` and ``frames`` of a scanned DICOM volume; a frame
+number is 1-based, ``None`` for a single-frame file).
+
+DICOM series (:func:`write_dicom_series`)
+-----------------------------------------
+One single-frame instance per reference slice, with that slice's ImagePositionPatient,
+ImageOrientationPatient, PixelSpacing and SliceThickness, the reference's FrameOfReferenceUID and
+its patient and study identity, so that it lines up with the reference in any viewer. Each
+instance is DERIVED/SECONDARY, names its reference slice in SourceImageSequence and
+ReferencedImageSequence, and has a new SOPInstanceUID; the series gets a new SeriesInstanceUID.
+
+* SOP class: CT Image Storage for a CT reference, MR Image Storage for an MR reference (enhanced
+  references too), so that readers that place images by ImagePositionPatient (ITK/GDCM, Slicer)
+  do so. For other modalities Secondary Capture Image Storage is used, with the plane attributes
+  kept as standard extended attributes (some readers ignore a secondary capture's geometry: a
+  warning is logged). Acquisition attributes of the reference are *not* copied: the pixels
+  come from another series.
+* Pixels: whole-number data that fits int16 (or uint16) is stored as is (RescaleSlope 1,
+  RescaleIntercept 0); other data is scaled linearly to uint16 with one RescaleSlope and
+  RescaleIntercept for the whole series (error at most half a slope). Label maps
+  (``labelmap=True``) are never rescaled: whole-number labels in the uint16 or int16 range are
+  stored as they are, otherwise :class:`DicomError` is raised.
+
+PNG slices (:func:`export_png_slices`)
+--------------------------------------
+One PNG per reference slice, named ``<InstanceNumber>_<SOPInstanceUID>.png`` (with
+``_frame<N>`` for a frame of a multi-frame file), row 0 at the top as a DICOM viewer shows it.
+Scalars are windowed to 8-bit grey (default window: :data:`.preview.DEFAULT_WINDOW_PERCENTILES`
+percentiles of the volume); label maps are coloured with :data:`.preview.LABEL_COLORS`.
+
+Both write into a temporary folder beside ``output_dir`` and rename it into place when complete,
+so a failure leaves no partial output. An existing non-empty folder is refused unless ``force``;
+even then only a folder holding nothing but ``.dcm``/``.png`` files is replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
+
+from . import __version__
+from .errors import AlignSeriesError, DicomError, OutputExistsError
+from .preview import label_colored, png_bytes, window_of, windowed
+
+logger = logging.getLogger(__name__)
+
+#: SOP class written for each reference Modality; others get Secondary Capture.
+SOP_CLASS_BY_MODALITY = {"CT": CTImageStorage, "MR": MRImageStorage}
+
+#: Attributes copied from the reference: patient, study, frame of reference, character set.
+IDENTITY_KEYWORDS = (
+    "SpecificCharacterSet", "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+    "PatientAge", "PatientSize", "PatientWeight", "PatientIdentityRemoved", "StudyInstanceUID", "StudyDate",
+    "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription",
+    "FrameOfReferenceUID", "PositionReferenceIndicator", "PatientPosition", "BodyPartExamined", "Modality",
+)
+
+#: Suffixes of the files the exporters write; with ``force`` only a folder of such files is replaced.
+EXPORT_SUFFIXES = (".dcm", ".png")
+
+#: Offset added to the reference's SeriesNumber for the exported series.
+SERIES_NUMBER_OFFSET = 1000
+
+#: Permissions of the created folder (``tempfile.mkdtemp`` makes it private).
+FOLDER_MODE = 0o755
+
+_INT16 = np.iinfo(np.int16)
+_UINT16 = np.iinfo(np.uint16)
+
+
+@dataclass(frozen=True)
+class PixelEncoding:
+    """How real values are stored: ``value = stored * slope + intercept``, stored as ``dtype``."""
+
+    dtype: np.dtype
+    slope: float
+    intercept: float
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Stored pixels of ``values`` (any shape), rounded and clipped to ``dtype``."""
+        if self.slope == 1 and self.intercept == 0:
+            return values.astype(self.dtype)
+        info = np.iinfo(self.dtype)
+        return np.clip(np.rint((values - self.intercept) / self.slope), info.min, info.max).astype(self.dtype)
+
+
+@dataclass(frozen=True)
+class _SeriesIdentity:
+    series_instance_uid: str
+    sop_class_uid: str
+    series_number: int | None
+    series_description: str
+    derivation_description: str
+    timestamp: datetime.datetime
+
+
+# -- public API -----------------------------------------------------------------------------------
+
+
+def write_dicom_series(
+    array_kji,
+    reference_files: Sequence[str],
+    reference_frames: Sequence[int | None],
+    output_dir,
+    *,
+    series_description: str,
+    labelmap: bool = False,
+    force: bool = False,
+    derivation_description: str | None = None,
+) -> list[Path]:
+    """Write a volume on a DICOM series' grid as a DICOM series aligned slice for slice with it.
+
+    Parameters
+    ----------
+    array_kji : (K, J, I) array_like
+        The volume on the reference grid, indexed ``[k, j, i]``: slice ``k`` lies on reference
+        slice ``k``, ``J`` = Rows and ``I`` = Columns of the reference.
+    reference_files : sequence of K str or Path
+        The reference slice files, in k order (a multi-frame file repeats).
+    reference_frames : sequence of K (int or None)
+        1-based frame number of each slice in its file, ``None`` for single-frame files.
+    output_dir : str or Path
+        New folder to create (its parent must exist).
+    series_description : str
+        SeriesDescription of the new series.
+    labelmap : bool
+        The volume is a label map: stored without rescaling.
+    force : bool
+        Replace an existing non-empty folder that holds only exported files.
+    derivation_description : str, optional
+        DerivationDescription; a sentence naming the reference series by default.
+
+    Returns
+    -------
+    list of Path
+        The written files, in k order.
+
+    Raises
+    ------
+    DicomError
+        If a reference file is unreadable or lacks plane geometry, does not match the array's
+        shape, or the labels cannot be stored.
+    OutputExistsError, AlignSeriesError
+        If ``output_dir`` exists and is not empty (without ``force``), or cannot be written.
+    """
+    array, references = _checked_inputs(array_kji, reference_files, reference_frames)
+    encoding = pixel_encoding(array, labelmap=labelmap)
+    first = references[0][0]
+    identity = _SeriesIdentity(
+        series_instance_uid=generate_uid(),
+        sop_class_uid=_sop_class(first.get("Modality", "OT")),
+        series_number=int(first.SeriesNumber) + SERIES_NUMBER_OFFSET if "SeriesNumber" in first else None,
+        series_description=series_description,
+        derivation_description=derivation_description or (
+            f"Resampled onto the grid of series {first.get('SeriesInstanceUID', '?')} by AlignSeries {__version__}"),
+        timestamp=datetime.datetime.now(),
+    )
+    window = window_of(array) if not labelmap else (float(np.min(array)), float(np.max(array)))
+    with _atomic_folder(output_dir, force=force) as folder:
+        paths = []
+        for k, (reference, frame) in enumerate(references):
+            dataset = _slice_dataset(reference, frame, array[k], encoding, identity, k + 1, window)
+            path = folder / f"slice_{k + 1:04d}.dcm"
+            dataset.save_as(path, enforce_file_format=True)
+            paths.append(Path(output_dir) / path.name)
+    logger.info("wrote %d DICOM instances of series %s to %s", len(paths), identity.series_instance_uid, output_dir)
+    return paths
+
+
+def export_png_slices(
+    array_kji,
+    reference_files: Sequence[str],
+    reference_frames: Sequence[int | None],
+    output_dir,
+    *,
+    labelmap: bool = False,
+    window: tuple[float, float] | None = None,
+    force: bool = False,
+) -> list[Path]:
+    """Write one PNG per reference slice, named by the slice's InstanceNumber and SOPInstanceUID.
+
+    Parameters
+    ----------
+    array_kji : (K, J, I) array_like
+        The volume on the reference grid, indexed ``[k, j, i]`` (see :func:`write_dicom_series`).
+    reference_files, reference_frames : sequence of K
+        As for :func:`write_dicom_series`.
+    output_dir : str or Path
+        New folder to create.
+    labelmap : bool
+        Colour labels with :data:`.preview.LABEL_COLORS` (RGB) instead of windowing (grey).
+    window : (low, high), optional
+        Values shown black and white; default the volume's percentiles
+        (:data:`.preview.DEFAULT_WINDOW_PERCENTILES`).
+    force : bool
+        Replace an existing non-empty folder that holds only exported files.
+
+    Returns
+    -------
+    list of Path
+        The written files, in k order: ``<InstanceNumber:04d>_<SOPInstanceUID>[_frame<N:04d>].png``.
+
+    Raises
+    ------
+    DicomError, OutputExistsError, AlignSeriesError
+        As for :func:`write_dicom_series`.
+    """
+    array, references = _checked_inputs(array_kji, reference_files, reference_frames)
+    window = None if labelmap else (window or window_of(array))
+    with _atomic_folder(output_dir, force=force) as folder:
+        paths = []
+        for k, (reference, frame) in enumerate(references):
+            picture = label_colored(array[k]) if labelmap else windowed(array[k], window)
+            path = folder / png_slice_name(reference, frame)
+            if path.exists():
+                raise DicomError(f"two reference slices are both named {path.name}: duplicate SOPInstanceUID")
+            path.write_bytes(png_bytes(picture))
+            paths.append(Path(output_dir) / path.name)
+    logger.info("wrote %d PNG slices to %s", len(paths), output_dir)
+    return paths
+
+
+def png_slice_name(reference: Dataset, frame: int | None) -> str:
+    """``<InstanceNumber:04d>_<SOPInstanceUID>[_frame<N:04d>].png`` (InstanceNumber 0 if absent)."""
+    number = int(reference.get("InstanceNumber") or 0)
+    suffix = "" if frame is None else f"_frame{frame:04d}"
+    return f"{number:04d}_{reference.SOPInstanceUID}{suffix}.png"
+
+
+def pixel_encoding(array, *, labelmap: bool = False) -> PixelEncoding:
+    """Choose how to store a volume's values in 16-bit DICOM pixels.
+
+    Parameters
+    ----------
+    array : array_like
+        Values of the whole volume (any shape, e.g. ``(K, J, I)``).
+    labelmap : bool
+        Refuse rescaling (labels must be stored exactly).
+
+    Returns
+    -------
+    PixelEncoding
+        int16 or uint16 with slope 1 and intercept 0 for whole numbers that fit, else uint16 with
+        ``slope = (max - min) / 65535`` and ``intercept = min``.
+
+    Raises
+    ------
+    DicomError
+        If values are not finite, or labels are not whole numbers in the int16 or uint16 range.
+    """
+    array = np.asarray(array)
+    low, high = float(np.min(array)), float(np.max(array))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise DicomError(f"the volume has non-finite values (min {low}, max {high}); DICOM pixels cannot hold them")
+    whole = array.dtype.kind in "biu" or bool(np.all(np.equal(np.mod(array, 1), 0)))
+    if whole and _INT16.min <= low and high <= _INT16.max:
+        return PixelEncoding(np.dtype(np.int16), 1.0, 0.0)
+    if whole and 0 <= low and high <= _UINT16.max:
+        return PixelEncoding(np.dtype(np.uint16), 1.0, 0.0)
+    if labelmap:
+        raise DicomError(
+            f"labels must be whole numbers within int16 or uint16 range to be stored exactly; got range "
+            f"[{low}, {high}]{'' if whole else ' with fractional values'}"
+        )
+    return PixelEncoding(np.dtype(np.uint16), (high - low) / _UINT16.max if high > low else 1.0, low)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+
+def _checked_inputs(
+    array_kji, reference_files, reference_frames
+) -> tuple[np.ndarray, list[tuple[Dataset, int | None]]]:
+    """The array and each reference slice's header with its frame; shapes checked."""
+    array = np.asarray(array_kji)
+    if array.ndim != 3:
+        raise DicomError(f"array_kji must be 3-D [k, j, i], got shape {array.shape}")
+    if not (len(reference_files) == len(reference_frames) == array.shape[0]):
+        raise DicomError(
+            f"array_kji has {array.shape[0]} slices but {len(reference_files)} reference files and "
+            f"{len(reference_frames)} frame numbers were given (one per slice, in k order)"
+        )
+    headers: dict[str, Dataset] = {}
+    references = []
+    for path, frame in zip(reference_files, reference_frames, strict=True):
+        if str(path) not in headers:
+            headers[str(path)] = _read_header(path)
+        header = headers[str(path)]
+        _check_in_plane_shape(header, path, array.shape[1:])
+        references.append((header, None if frame is None else int(frame)))
+    return array, references
+
+
+def _read_header(path) -> Dataset:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (OSError, pydicom.errors.InvalidDicomError) as error:
+        raise DicomError(f"cannot read reference DICOM file {path}: {error}") from None
+
+
+def _check_in_plane_shape(header: Dataset, path, shape_jk) -> None:
+    rows, columns = header.get("Rows"), header.get("Columns")
+    if (rows, columns) != tuple(shape_jk):
+        raise DicomError(
+            f"reference file {path} has Rows x Columns {rows} x {columns}, but the array's slices are "
+            f"{shape_jk[0]} x {shape_jk[1]} ([j, i]); resample onto the reference's grid first"
+        )
+
+
+def _plane_attributes(reference: Dataset, frame: int | None) -> dict:
+    """ImagePositionPatient, ImageOrientationPatient, PixelSpacing (+ SliceThickness) of one slice.
+
+    Reads the top level of a single-frame file, or a multi-frame file's per-frame and shared
+    functional groups.
+    """
+    sources = [reference]
+    if frame is not None:
+        per_frame = reference.get("PerFrameFunctionalGroupsSequence")
+        if per_frame is None or not 1 <= frame <= len(per_frame):
+            raise DicomError(f"reference {reference.SOPInstanceUID} has no frame {frame}")
+        shared = reference.get("SharedFunctionalGroupsSequence") or [Dataset()]
+        sources = [_flatten_groups(per_frame[frame - 1]), _flatten_groups(shared[0]), reference]
+    plane = {}
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness"):
+        value = next((source.get(keyword) for source in sources if source.get(keyword) is not None), None)
+        if value is None and keyword != "SliceThickness":
+            raise DicomError(
+                f"reference {reference.get('SOPInstanceUID', '?')}{'' if frame is None else f' frame {frame}'} "
+                f"has no {keyword}: it has no plane geometry to align to"
+            )
+        if value is not None:
+            plane[keyword] = value
+    return plane
+
+
+def _flatten_groups(group: Dataset) -> Dataset:
+    """The attributes inside a functional group item's sequences, as one flat dataset."""
+    flat = Dataset()
+    for element in group:
+        if element.VR == "SQ" and len(element.value):
+            for inner in element.value[0]:
+                flat.add(inner)
+    return flat
+
+
+# -- datasets -------------------------------------------------------------------------------------
+
+
+def _slice_dataset(reference: Dataset, frame: int | None, pixels_ji: np.ndarray, encoding: PixelEncoding,
+                   identity: _SeriesIdentity, number: int, window: tuple[float, float]) -> Dataset:
+    """One derived single-frame instance for reference slice ``number`` (1-based, k order)."""
+    dataset = Dataset()
+    for keyword in IDENTITY_KEYWORDS:
+        if keyword in reference:
+            setattr(dataset, keyword, reference.data_element(keyword).value)
+    if "FrameOfReferenceUID" not in dataset:
+        raise DicomError(f"reference {reference.get('SOPInstanceUID', '?')} has no FrameOfReferenceUID")
+    dataset.SOPClassUID = identity.sop_class_uid
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.ImageType = ["DERIVED", "SECONDARY"]
+    _set_series(dataset, identity, number)
+    _set_derivation(dataset, reference, frame, identity)
+    _set_modality_attributes(dataset)
+    for keyword, value in _plane_attributes(reference, frame).items():
+        setattr(dataset, keyword, value)
+    _set_pixels(dataset, pixels_ji, encoding, window)
+    dataset.file_meta = _file_meta(dataset)
+    return dataset
+
+
+def _sop_class(modality: str) -> str:
+    sop_class = SOP_CLASS_BY_MODALITY.get(modality)
+    if sop_class is None:
+        logger.warning("reference modality %s: writing Secondary Capture, whose geometry some readers ignore",
+                       modality)
+        return SecondaryCaptureImageStorage
+    return sop_class
+
+
+def _set_series(dataset: Dataset, identity: _SeriesIdentity, number: int) -> None:
+    dataset.SeriesInstanceUID = identity.series_instance_uid
+    dataset.SeriesDescription = identity.series_description
+    if identity.series_number is not None:
+        dataset.SeriesNumber = identity.series_number
+    dataset.InstanceNumber = number
+    date, time = identity.timestamp.strftime("%Y%m%d"), identity.timestamp.strftime("%H%M%S")
+    dataset.SeriesDate = dataset.ContentDate = dataset.InstanceCreationDate = date
+    dataset.SeriesTime = dataset.ContentTime = dataset.InstanceCreationTime = time
+    dataset.Manufacturer = "AlignSeries"
+    dataset.SoftwareVersions = __version__
+
+
+def _set_derivation(dataset: Dataset, reference: Dataset, frame: int | None, identity: _SeriesIdentity) -> None:
+    dataset.DerivationDescription = identity.derivation_description[:1024]
+    item = Dataset()
+    item.ReferencedSOPClassUID = reference.SOPClassUID
+    item.ReferencedSOPInstanceUID = reference.SOPInstanceUID
+    if frame is not None:
+        item.ReferencedFrameNumber = frame
+    dataset.SourceImageSequence = [item]
+    dataset.ReferencedImageSequence = [Dataset(item)]
+
+
+def _set_modality_attributes(dataset: Dataset) -> None:
+    """Type 1/2 attributes of the CT, MR or SC image modules that are not copied from the reference."""
+    if dataset.SOPClassUID == MRImageStorage:
+        dataset.ScanningSequence = "RM"  # research mode: the pixels were computed, not acquired
+        dataset.SequenceVariant = "NONE"
+        for keyword in ("ScanOptions", "MRAcquisitionType", "EchoTime", "EchoTrainLength", "RepetitionTime"):
+            setattr(dataset, keyword, None)
+    elif dataset.SOPClassUID == CTImageStorage:
+        dataset.KVP = None
+        dataset.AcquisitionNumber = None
+    else:
+        dataset.ConversionType = "WSD"
+        dataset.Modality = dataset.get("Modality", "OT")
+
+
+def _set_pixels(dataset: Dataset, pixels_ji: np.ndarray, encoding: PixelEncoding,
+                window: tuple[float, float]) -> None:
+    stored = encoding.encode(np.asarray(pixels_ji))
+    dataset.Rows, dataset.Columns = stored.shape
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    dataset.BitsAllocated = dataset.BitsStored = 16
+    dataset.HighBit = 15
+    dataset.PixelRepresentation = int(encoding.dtype.kind == "i")
+    dataset.RescaleSlope = f"{encoding.slope:.10g}"
+    dataset.RescaleIntercept = f"{encoding.intercept:.10g}"
+    dataset.RescaleType = "US"
+    low, high = window
+    dataset.WindowCenter = f"{(low + high) / 2:.6g}"
+    dataset.WindowWidth = f"{max(high - low, 1):.6g}"
+    dataset.PixelData = np.ascontiguousarray(stored, dtype=stored.dtype.newbyteorder("<")).tobytes()
+
+
+def _file_meta(dataset: Dataset) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return meta
+
+
+# -- atomic folder output -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _atomic_folder(output_dir, *, force: bool) -> Iterator[Path]:
+    """Yield a temporary folder beside ``output_dir``; rename it to ``output_dir`` on success.
+
+    On any exception the temporary folder is removed and an existing ``output_dir`` is untouched.
+    """
+    output_dir = _checked_output_folder(output_dir, force=force)
+    try:
+        temporary = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial", dir=output_dir.parent))
+    except OSError as error:
+        raise AlignSeriesError(f"cannot write in the output folder's parent {output_dir.parent}: {error}") from None
+    try:
+        temporary.chmod(FOLDER_MODE)
+        yield temporary
+        _replace_folder(temporary, output_dir)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _checked_output_folder(output_dir, *, force: bool) -> Path:
+    output_dir = Path(output_dir).absolute()
+    if not output_dir.parent.is_dir():
+        raise AlignSeriesError(f"the parent of output folder {output_dir} does not exist or is not a folder")
+    if not os.access(output_dir.parent, os.W_OK):
+        raise AlignSeriesError(f"output folder's parent {output_dir.parent} is not writable")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputExistsError(f"output {output_dir} exists and is not a folder")
+    contents = list(output_dir.iterdir()) if output_dir.is_dir() else []
+    if contents and not force:
+        raise OutputExistsError(
+            f"output folder {output_dir} is not empty ({len(contents)} entries); use force to replace it"
+        )
+    foreign = [p.name for p in contents if not (p.is_file() and p.suffix.lower() in EXPORT_SUFFIXES)]
+    if foreign:
+        raise OutputExistsError(
+            f"output folder {output_dir} holds entries other than {'/'.join(EXPORT_SUFFIXES)} files "
+            f"(e.g. {foreign[0]!r}); not replaced even with force: choose a new folder"
+        )
+    return output_dir
+
+
+def _replace_folder(new: Path, destination: Path) -> None:
+    """Move ``new`` to ``destination``; an existing ``destination`` is removed only once ``new`` is in place."""
+    if not destination.exists():
+        os.rename(new, destination)
+        return
+    old = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.old")
+    os.rename(destination, old)
+    try:
+        os.rename(new, destination)
+    except OSError:
+        os.rename(old, destination)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,611 @@
+"""Resample a voxel array onto a reference geometry through a linear world transform.
+
+The one public workhorse is :func:`resample_to_geometry`; :func:`geometry_covering`,
+:func:`slab` and :func:`crop_to_overlap` build explicit reference geometries for it.
+
+Frames and conventions
+----------------------
+* Arrays are indexed ``[k, j, i]`` (:mod:`.geometry`). Geometries are :class:`VolumeGeometry`.
+* ``input_geometry`` places the input array in its own (moving) RAS world; ``moving_to_fixed_ras``
+  maps that world onto the reference's (fixed) RAS world, as a registration transform node's
+  "to parent" matrix does. The output voxel at reference index ``p`` samples the input at
+  ``input.ras_to_ijk @ inv(moving_to_fixed_ras) @ reference.ijk_to_ras @ p``.
+* A sample lying within half a voxel outside the input's first/last voxel centre takes the edge
+  voxel's value (the input's voxel *boxes* are covered); farther out it takes ``background``.
+
+How it is computed
+------------------
+``vtkImageReslice`` works in index space: the input is wrapped without copying as a
+``vtkImageData`` of spacing 1 and origin 0, and the reslice axes are the combined
+reference-index-to-input-index matrix, which sidesteps VTK's partial support of direction
+matrices. Threads come from ``vtkSMPTools`` with the ``STDThread`` backend
+(:data:`SMP_BACKEND`). Integer outputs are rounded to nearest (``vtkImageReslice`` rounds and
+clamps to the output type), never truncated.
+
+Interpolation and value range
+-----------------------------
+* ``nearest``, ``linear`` (trilinear) and ``cubic`` (``vtkImageReslice``'s cubic: Catmull-Rom,
+  i.e. Keys with a = -0.5, interpolating). Cubic overshoots at edges; its output is clamped to
+  the range of the input and the background, for every scalar type, so it never invents
+  intensities that are not in the input's range (and never wraps).
+* The output keeps the input's scalar type. Only a ``background`` that the type cannot hold
+  (e.g. ``-1`` for ``uint8``, ``nan`` for ``int16``) widens it, with a ``dtype_widened`` warning.
+
+Label maps (``labelmap=True``)
+------------------------------
+Labels are label-safe: the output contains only values present in the input, plus
+``background`` outside the input's field. With ``interpolation="nearest"`` the nearest input
+voxel is taken. Otherwise (``linear`` or ``cubic`` requested) a *label-wise linear* vote is used
+when the input has at most :data:`LABELWISE_MAX_LABELS` distinct values: each label's one-hot mask
+is interpolated linearly and the label of largest weight wins, ties going to a foreground label
+rather than background. Boundaries are then smooth instead of stair-stepped, and a structure one
+voxel thick that falls between output samples (e.g. a 1 mm sheet on a 2 mm grid) is kept, where
+nearest-neighbour sampling drops every other one. It costs one linear resampling per label; beyond
+:data:`LABELWISE_MAX_LABELS` labels nearest-neighbour is used and a ``labels_nearest`` warning
+says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import vtk
+from vtk.util import numpy_support
+
+from .errors import GeometryError, OperationCancelledError, ResampleError
+from .geometry import VolumeGeometry, apply_affine, as_matrix4
+
+logger = logging.getLogger(__name__)
+
+#: Interpolation names accepted by :func:`resample_to_geometry`.
+INTERPOLATIONS = ("nearest", "linear", "cubic")
+
+#: Largest number of distinct values (background included) for which label maps are resampled by a
+#: label-wise linear vote; more labels fall back to nearest neighbour (one linear pass per label).
+LABELWISE_MAX_LABELS = 16
+
+#: Tolerance, in voxels, when deciding whether two grids' voxel boxes overlap.
+OVERLAP_ATOL = 1e-6
+
+#: ``vtkSMPTools`` backend used for resampling; the default ``Sequential`` backend uses one core.
+SMP_BACKEND = "STDThread"
+
+#: Number of output slabs processed one after the other when a ``progress`` callback is given.
+PROGRESS_STEPS = 10
+
+_VOTE_SCALE = 255  # one-hot masks are interpolated to uint8 weights 0..255
+_VTK_INTERPOLATION_MODES = {"nearest": vtk.VTK_NEAREST_INTERPOLATION, "linear": vtk.VTK_LINEAR_INTERPOLATION,
+                            "cubic": vtk.VTK_CUBIC_INTERPOLATION}
+_SUPPORTED_KINDS = "biuf"
+
+ProgressCallback = Callable[[float], bool | None]
+
+
+@dataclass(frozen=True)
+class ResampleWarning:
+    """Something the caller should know about a resampling that still produced an output.
+
+    Attributes
+    ----------
+    code : str
+        Stable identifier: ``no_overlap``, ``dtype_widened``, ``labels_nearest``.
+    message : str
+        Sentence naming the measured value and the threshold.
+    """
+
+    code: str
+    message: str
+
+    def to_dict(self) -> dict:
+        """JSON-ready ``{"code", "message"}``."""
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, eq=False)
+class ResampleResult:
+    """Output of :func:`resample_to_geometry`.
+
+    Attributes
+    ----------
+    array : (K, J, I) ndarray
+        Voxels on the reference grid, indexed ``[k, j, i]``; ``(K, J, I) = geometry.shape``.
+    geometry : VolumeGeometry
+        The reference geometry the array lies on.
+    method : str
+        Interpolation actually used: ``nearest``, ``linear``, ``cubic`` or ``label-wise linear``.
+    background : int or float
+        Value given to reference voxels outside the input's field.
+    warnings : tuple of ResampleWarning
+    """
+
+    array: np.ndarray
+    geometry: VolumeGeometry
+    method: str
+    background: float
+    warnings: tuple[ResampleWarning, ...] = ()
+
+
+# -- public API -----------------------------------------------------------------------------------
+
+
+def resample_to_geometry(
+    array_kji,
+    input_geometry: VolumeGeometry,
+    reference_geometry: VolumeGeometry,
+    moving_to_fixed_ras=None,
+    *,
+    interpolation: str = "linear",
+    labelmap: bool = False,
+    background: float | None = None,
+    progress: ProgressCallback | None = None,
+) -> ResampleResult:
+    """Resample an array onto a reference grid through a linear world transform.
+
+    Parameters
+    ----------
+    array_kji : (K, J, I) array_like
+        Input voxels indexed ``[k, j, i]``; ``(K, J, I)`` must equal ``input_geometry.shape``. Any
+        integer, boolean or float32/float64 type. Never modified; not copied when C-contiguous.
+    input_geometry : VolumeGeometry
+        Grid of the input in its own (moving) RAS world.
+    reference_geometry : VolumeGeometry
+        Output grid, in the fixed RAS world.
+    moving_to_fixed_ras : (4, 4) array_like, optional
+        Affine mapping moving RAS mm to fixed RAS mm (a transform node's "to parent" matrix);
+        identity by default. Non-linear transforms are not supported.
+    interpolation : {"nearest", "linear", "cubic"}
+    labelmap : bool
+        Treat the input as a label map: label-safe resampling (see the module notes).
+    background : float, optional
+        Value outside the input's field; default the input's minimum (``0`` for label maps).
+    progress : callable, optional
+        Called with the completed fraction (0..1) as the work advances; returning True cancels
+        (:class:`OperationCancelledError` is raised).
+
+    Returns
+    -------
+    ResampleResult
+        ``array`` of shape ``reference_geometry.shape`` (``[k, j, i]``), the input's scalar type
+        unless a warning says it was widened.
+
+    Raises
+    ------
+    OperationCancelledError
+        If ``progress`` returned True.
+    ResampleError
+        If the array does not match ``input_geometry``, its type is unsupported, the interpolation
+        is unknown or the transform is not a 4x4 affine.
+    GeometryError
+        If a geometry is missing or invalid, or the transform is singular.
+    """
+    input_geometry = _checked_geometry(input_geometry, "input_geometry")
+    reference_geometry = _checked_geometry(reference_geometry, "reference_geometry")
+    array = _checked_array(array_kji, input_geometry)
+    interpolation = _checked_interpolation(interpolation)
+    reference_ijk_to_input_ijk = reference_ijk_to_input_ijk_matrix(
+        reference_geometry, input_geometry, moving_to_fixed_ras
+    )
+    background = _default_background(array, labelmap) if background is None else background
+    output_dtype, warnings = _output_dtype(array.dtype, background)
+    if not _grids_overlap(reference_geometry.dimensions, reference_ijk_to_input_ijk, input_geometry.dimensions):
+        warnings.append(_no_overlap_warning(reference_geometry, input_geometry, moving_to_fixed_ras))
+        output = np.full(reference_geometry.shape, background, dtype=output_dtype)
+        method = "label-wise linear" if labelmap and interpolation != "nearest" else interpolation
+        return ResampleResult(output, reference_geometry, method, background, tuple(warnings))
+    vtk.vtkSMPTools.SetBackend(SMP_BACKEND)
+    job = _Reslicer(array, reference_ijk_to_input_ijk, reference_geometry.shape)
+    if labelmap and interpolation != "nearest":
+        output, method, label_warnings = _resample_labels(job, background, output_dtype, progress)
+        warnings.extend(label_warnings)
+    else:
+        output = _resample_scalars(job, interpolation, background, output_dtype, progress)
+        method = interpolation
+    for warning in warnings:
+        logger.warning("%s", warning.message)
+    return ResampleResult(output, reference_geometry, method, background, tuple(warnings))
+
+
+def reference_ijk_to_input_ijk_matrix(
+    reference_geometry: VolumeGeometry, input_geometry: VolumeGeometry, moving_to_fixed_ras=None
+) -> np.ndarray:
+    """Index-to-index matrix that tells which input voxel each reference voxel samples.
+
+    Parameters
+    ----------
+    reference_geometry, input_geometry : VolumeGeometry
+    moving_to_fixed_ras : (4, 4) array_like, optional
+        Input (moving) RAS to reference (fixed) RAS; identity by default.
+
+    Returns
+    -------
+    (4, 4) ndarray
+        ``input.ras_to_ijk @ inv(moving_to_fixed_ras) @ reference.ijk_to_ras``: maps a reference
+        index ``(i, j, k, 1)`` to a fractional input index.
+    """
+    moving_to_fixed_ras = _checked_transform(moving_to_fixed_ras)
+    return input_geometry.ras_to_ijk @ np.linalg.inv(moving_to_fixed_ras) @ reference_geometry.ijk_to_ras
+
+
+def geometry_covering(
+    input_geometry: VolumeGeometry, spacing=None, *, directions_ras=None
+) -> VolumeGeometry:
+    """An axis-aligned grid that covers every voxel box of the input, centred on it.
+
+    Parameters
+    ----------
+    input_geometry : VolumeGeometry
+    spacing : float or (3,) array_like, mm, optional
+        Isotropic spacing (one number) or spacing along i, j, k; default the input's smallest
+        spacing, isotropic.
+    directions_ras : (3, 3) array_like, optional
+        Column ``n`` is the RAS direction of the new grid's axis ``n``; identity (i towards Right,
+        j towards Anterior, k towards Superior) by default.
+
+    Returns
+    -------
+    VolumeGeometry
+        The smallest grid of that spacing and orientation whose voxel boxes contain all of the
+        input's, with the same centre as the input.
+
+    Examples
+    --------
+    >>> g = VolumeGeometry.from_spacing_origin_directions((4, 4, 2), (1, 1, 3), (0, 0, 0))
+    >>> geometry_covering(g, 2).dimensions
+    (2, 2, 3)
+    """
+    input_geometry = _checked_geometry(input_geometry, "input_geometry")
+    spacing = np.broadcast_to(
+        np.asarray(input_geometry.spacing.min() if spacing is None else spacing, dtype=float), (3,)
+    )
+    directions = np.eye(3) if directions_ras is None else np.asarray(directions_ras, dtype=float)
+    probe = VolumeGeometry.from_spacing_origin_directions((1, 1, 1), spacing, (0, 0, 0), directions)
+    box_corners = _box_corners(input_geometry.dimensions)
+    corners_in_probe = apply_affine(probe.ras_to_ijk @ input_geometry.ijk_to_ras, box_corners)
+    extent = corners_in_probe.max(axis=0) - corners_in_probe.min(axis=0)
+    dimensions = tuple(max(1, math.ceil(n - OVERLAP_ATOL)) for n in extent)
+    centre_in_probe = corners_in_probe.mean(axis=0)
+    origin_ras = probe.ijk_to_world(centre_in_probe - (np.array(dimensions) - 1) / 2.0)
+    return VolumeGeometry.from_spacing_origin_directions(dimensions, spacing, origin_ras, probe.directions_ras)
+
+
+def slab(reference_geometry: VolumeGeometry, first_slice: int, count: int) -> VolumeGeometry:
+    """Slices ``first_slice .. first_slice + count - 1`` of a grid, at their true position.
+
+    Parameters
+    ----------
+    reference_geometry : VolumeGeometry
+    first_slice : int
+        Index k of the slab's first slice in the reference grid.
+    count : int
+        Number of slices.
+
+    Returns
+    -------
+    VolumeGeometry
+        Dimensions ``(I, J, count)``; voxel ``(i, j, k)`` of the slab is voxel
+        ``(i, j, first_slice + k)`` of the reference, at the same RAS position. An array on the
+        reference grid ``a[k, j, i]`` gives the slab's voxels as ``a[first_slice:first_slice + count]``.
+
+    Raises
+    ------
+    GeometryError
+        If the slab does not lie within the reference's slices.
+    """
+    reference_geometry = _checked_geometry(reference_geometry, "reference_geometry")
+    slices = reference_geometry.dimensions[2]
+    if not (0 <= first_slice and count >= 1 and first_slice + count <= slices):
+        raise GeometryError(
+            f"slab of {count} slices from slice {first_slice} does not fit the reference's {slices} slices "
+            f"(need 0 <= first_slice and first_slice + count <= {slices}, count >= 1)"
+        )
+    return _subgrid(reference_geometry, (0, 0, first_slice), (*reference_geometry.dimensions[:2], count))
+
+
+def crop_to_overlap(
+    reference_geometry: VolumeGeometry, input_geometry: VolumeGeometry, moving_to_fixed_ras=None
+) -> VolumeGeometry:
+    """The part of the reference grid that the input covers, as a grid of its own.
+
+    Parameters
+    ----------
+    reference_geometry, input_geometry : VolumeGeometry
+    moving_to_fixed_ras : (4, 4) array_like, optional
+        Input (moving) RAS to reference (fixed) RAS; identity by default.
+
+    Returns
+    -------
+    VolumeGeometry
+        The smallest index-aligned box of reference voxels containing every reference voxel
+        whose box overlaps the input's voxel boxes' bounding box in reference index space (for an
+        oblique input a few corner voxels of the crop may lie outside the input). Same spacing and
+        directions as the reference, each voxel at its reference position.
+
+    Raises
+    ------
+    GeometryError
+        If the input does not overlap the reference at all.
+    """
+    reference_geometry = _checked_geometry(reference_geometry, "reference_geometry")
+    input_geometry = _checked_geometry(input_geometry, "input_geometry")
+    input_ijk_to_reference_ijk = np.linalg.inv(
+        reference_ijk_to_input_ijk_matrix(reference_geometry, input_geometry, moving_to_fixed_ras)
+    )
+    corners = apply_affine(input_ijk_to_reference_ijk, _box_corners(input_geometry.dimensions))
+    first = np.maximum(np.floor(corners.min(axis=0) - 0.5 + OVERLAP_ATOL).astype(int) + 1, 0)
+    last = np.minimum(np.ceil(corners.max(axis=0) + 0.5 - OVERLAP_ATOL).astype(int) - 1,
+                      np.array(reference_geometry.dimensions) - 1)
+    if np.any(last < first) or not _grids_overlap(
+        reference_geometry.dimensions, np.linalg.inv(input_ijk_to_reference_ijk), input_geometry.dimensions
+    ):
+        raise GeometryError(
+            "input does not overlap the reference: " + _no_overlap_warning(
+                reference_geometry, input_geometry, moving_to_fixed_ras).message
+        )
+    return _subgrid(reference_geometry, tuple(first), tuple(last - first + 1))
+
+
+# -- argument checks ------------------------------------------------------------------------------
+
+
+def _checked_geometry(geometry, name: str) -> VolumeGeometry:
+    if geometry is None:
+        raise GeometryError(f"{name} is missing: the volume has no geometry (dimensions and ijk_to_ras)")
+    if not isinstance(geometry, VolumeGeometry):
+        raise GeometryError(f"{name} must be a VolumeGeometry, got {type(geometry).__name__}")
+    return geometry
+
+
+def _checked_array(array_kji, input_geometry: VolumeGeometry) -> np.ndarray:
+    array = np.asarray(array_kji)
+    if array.ndim != 3 or array.shape != input_geometry.shape:
+        raise ResampleError(
+            f"array_kji has shape {array.shape}, expected {input_geometry.shape} ([k, j, i] of "
+            f"input_geometry with dimensions (i, j, k) = {input_geometry.dimensions})"
+        )
+    if array.dtype.kind not in _SUPPORTED_KINDS or array.dtype == np.float16:
+        raise ResampleError(f"array_kji has unsupported type {array.dtype}: use an integer, bool, float32 or float64")
+    return np.ascontiguousarray(array)
+
+
+def _checked_interpolation(interpolation: str) -> str:
+    if interpolation not in INTERPOLATIONS:
+        raise ResampleError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
+    return interpolation
+
+
+def _checked_transform(moving_to_fixed_ras) -> np.ndarray:
+    if moving_to_fixed_ras is None:
+        return np.eye(4)
+    try:
+        matrix = np.asarray(moving_to_fixed_ras, dtype=float)
+    except (TypeError, ValueError):
+        raise ResampleError(
+            f"moving_to_fixed_ras must be a 4x4 affine matrix (moving RAS to fixed RAS), got "
+            f"{type(moving_to_fixed_ras).__name__}; non-linear transforms are not supported"
+        ) from None
+    if matrix.shape != (4, 4):
+        raise ResampleError(
+            f"moving_to_fixed_ras must be a 4x4 affine matrix, got shape {matrix.shape}; "
+            "non-linear transforms are not supported"
+        )
+    return as_matrix4(matrix, "moving_to_fixed_ras")
+
+
+def _default_background(array: np.ndarray, labelmap: bool):
+    if labelmap:
+        return False if array.dtype == bool else 0
+    return array.min().item()
+
+
+def _output_dtype(dtype: np.dtype, background) -> tuple[np.dtype, list[ResampleWarning]]:
+    """The input's type if it holds ``background`` exactly, else the smallest type that does."""
+    if _holds_exactly(dtype, background):
+        return dtype, []
+    if float(background).is_integer():
+        widened = np.result_type(dtype, np.min_scalar_type(int(background)))
+    else:
+        widened = np.promote_types(dtype, np.float32)
+    if widened.kind == "f" and not _holds_exactly(widened, background):
+        widened = np.dtype(np.float64)
+    message = (f"background {background!r} does not fit the input type {dtype}: output widened to {widened}")
+    return widened, [ResampleWarning("dtype_widened", message)]
+
+
+def _holds_exactly(dtype: np.dtype, value) -> bool:
+    value = float(value)
+    if dtype.kind == "f":
+        return math.isnan(value) or float(np.asarray(value, dtype=dtype)) == value
+    if dtype.kind == "b":
+        return value in (0.0, 1.0)
+    info = np.iinfo(dtype)
+    return value.is_integer() and info.min <= value <= info.max
+
+
+# -- overlap --------------------------------------------------------------------------------------
+
+
+def _box_corners(dimensions) -> np.ndarray:
+    """(8, 3) index coordinates of the corners of a grid's voxel boxes (half a voxel out)."""
+    low, high = -0.5, np.asarray(dimensions, dtype=float) - 0.5
+    return np.array([[(low, high[0])[a], (low, high[1])[b], (low, high[2])[c]]
+                     for c in (0, 1) for b in (0, 1) for a in (0, 1)])
+
+
+def _grids_overlap(reference_dimensions, reference_ijk_to_input_ijk: np.ndarray, input_dimensions) -> bool:
+    """Exact test (separating axes) whether two grids' voxel-box parallelepipeds intersect.
+
+    Works in input index space, where the input box is axis-aligned and the reference box is a
+    parallelepiped; touching faces (within :data:`OVERLAP_ATOL`) do not count as overlap.
+    """
+    input_corners = _box_corners(input_dimensions)
+    reference_corners = apply_affine(reference_ijk_to_input_ijk, _box_corners(reference_dimensions))
+    edges = reference_ijk_to_input_ijk[:3, :3].T
+    axes = [*np.eye(3), *(np.cross(edges[a], edges[b]) for a, b in ((0, 1), (1, 2), (2, 0))),
+            *(np.cross(unit, edge) for unit in np.eye(3) for edge in edges)]
+    for axis in axes:
+        norm = np.linalg.norm(axis)
+        if norm < 1e-12:
+            continue
+        a, b = input_corners @ (axis / norm), reference_corners @ (axis / norm)
+        if a.max() <= b.min() + OVERLAP_ATOL or b.max() <= a.min() + OVERLAP_ATOL:
+            return False
+    return True
+
+
+def _no_overlap_warning(reference: VolumeGeometry, input_geometry: VolumeGeometry, moving_to_fixed_ras):
+    moved = input_geometry.transformed(_checked_transform(moving_to_fixed_ras))
+    message = (
+        f"the input does not overlap the reference grid: input spans RAS {_bounds_text(moved)} after the "
+        f"transform, reference spans {_bounds_text(reference)}; the output is all background. Check the "
+        "transform (or pre-align the volumes) and the reference."
+    )
+    return ResampleWarning("no_overlap", message)
+
+
+def _bounds_text(geometry: VolumeGeometry) -> str:
+    return " x ".join(f"[{lo:.1f}, {hi:.1f}]" for lo, hi in geometry.bounds_ras)
+
+
+def _subgrid(geometry: VolumeGeometry, first_index, dimensions) -> VolumeGeometry:
+    matrix = geometry.ijk_to_ras.copy()
+    matrix[:3, 3] = geometry.ijk_to_world(np.asarray(first_index, dtype=float))
+    return VolumeGeometry(tuple(int(n) for n in dimensions), matrix)
+
+
+# -- the VTK pipeline -----------------------------------------------------------------------------
+
+
+class _Reslicer:
+    """Resamples arrays of one input shape onto one reference grid with ``vtkImageReslice``.
+
+    Parameters
+    ----------
+    array : (K, J, I) C-contiguous ndarray
+        The input, ``[k, j, i]``; wrapped without copying.
+    reference_ijk_to_input_ijk : (4, 4) ndarray
+    reference_shape : tuple of 3 int
+        ``(K, J, I)`` of the output.
+    """
+
+    def __init__(self, array: np.ndarray, reference_ijk_to_input_ijk: np.ndarray, reference_shape):
+        self.array = array
+        self.reference_shape = tuple(reference_shape)
+        self.axes = vtk.vtkMatrix4x4()
+        self.axes.DeepCopy(reference_ijk_to_input_ijk.ravel().tolist())
+
+    def reslice(self, array: np.ndarray, *, mode: str, background: float, output_dtype: np.dtype,
+                slices: tuple[int, int] | None = None, scale: float = 1.0) -> np.ndarray:
+        """Resample ``array`` (same shape as the input) onto output slices ``slices = (first, stop)``.
+
+        Returns a ``(stop - first, J, I)`` array of ``output_dtype``, rounded and clamped to it.
+        """
+        first, stop = slices or (0, self.reference_shape[0])
+        reslice = vtk.vtkImageReslice()
+        reslice.SetEnableSMP(True)  # threads from vtkSMPTools (SMP_BACKEND) rather than vtkMultiThreader
+        reslice.SetInputData(_wrap(array))
+        reslice.SetResliceAxes(self.axes)
+        reslice.SetOutputSpacing(1.0, 1.0, 1.0)
+        reslice.SetOutputOrigin(0.0, 0.0, 0.0)
+        reslice.SetOutputExtent(0, self.reference_shape[2] - 1, 0, self.reference_shape[1] - 1, first, stop - 1)
+        reslice.SetOutputScalarType(numpy_support.get_vtk_array_type(_vtk_dtype(output_dtype)))
+        reslice.SetInterpolationMode(_VTK_INTERPOLATION_MODES[mode])
+        reslice.SetBackgroundLevel(float(background))
+        reslice.SetScalarScale(scale)
+        reslice.Update()
+        scalars = numpy_support.vtk_to_numpy(reslice.GetOutput().GetPointData().GetScalars())
+        return scalars.view(output_dtype).reshape((stop - first, *self.reference_shape[1:]))
+
+
+def _vtk_dtype(dtype: np.dtype) -> np.dtype:
+    return np.dtype(np.uint8) if dtype.kind == "b" else np.dtype(dtype)
+
+
+def _wrap(array: np.ndarray) -> vtk.vtkImageData:
+    """A ``vtkImageData`` (spacing 1, origin 0) sharing the memory of a C-contiguous [k, j, i] array."""
+    flat = array.reshape(-1).view(_vtk_dtype(array.dtype))
+    image = vtk.vtkImageData()
+    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(flat, deep=False))
+    return image
+
+
+def _resample_scalars(job: _Reslicer, interpolation: str, background, output_dtype: np.dtype,
+                      progress: ProgressCallback | None) -> np.ndarray:
+    """Nearest, linear or cubic resampling of the whole output, in slabs when reporting progress."""
+    slices = job.reference_shape[0]
+    if progress is None:
+        output = job.reslice(job.array, mode=interpolation, background=background, output_dtype=output_dtype)
+    else:
+        output = np.empty(job.reference_shape, dtype=output_dtype)
+        step = max(1, math.ceil(slices / PROGRESS_STEPS))
+        for first in range(0, slices, step):
+            stop = min(first + step, slices)
+            output[first:stop] = job.reslice(job.array, mode=interpolation, background=background,
+                                             output_dtype=output_dtype, slices=(first, stop))
+            _report(progress, stop / slices)
+    if interpolation == "cubic":
+        _clamp_to_input_range(output, job.array, background)
+    return output
+
+
+def _report(progress: ProgressCallback | None, fraction: float) -> None:
+    if progress is not None and progress(fraction):
+        raise OperationCancelledError(f"resampling cancelled at {fraction:.0%}")
+
+
+def _clamp_to_input_range(output: np.ndarray, array: np.ndarray, background) -> None:
+    """Clip cubic overshoot in place to ``[min(input, background), max(input, background)]``."""
+    low = min(array.min().item(), background)
+    high = max(array.max().item(), background)
+    np.clip(output, low, high, out=output)
+
+
+def _resample_labels(job: _Reslicer, background, output_dtype: np.dtype,
+                     progress: ProgressCallback | None) -> tuple[np.ndarray, str, list[ResampleWarning]]:
+    """Label-wise linear vote, or nearest neighbour when there are too many labels."""
+    labels = _label_values(job.array, LABELWISE_MAX_LABELS)
+    if labels is None:
+        message = (f"label map has more than {LABELWISE_MAX_LABELS} distinct values: resampled by nearest "
+                   "neighbour instead of label-wise linear (thin structures may be lost)")
+        output = _resample_scalars(job, "nearest", background, output_dtype, progress)
+        return output, "nearest", [ResampleWarning("labels_nearest", message)]
+    foreground = [label for label in labels if label != background]
+    votes = [(background, _VOTE_SCALE)] + [(label, 0) for label in foreground]
+    mask = np.empty(job.array.shape, dtype=bool)
+    best_weight = output = None
+    for done, (label, outside_weight) in enumerate(votes, start=1):
+        np.equal(job.array, label, out=mask)
+        weight = job.reslice(mask, mode="linear", background=outside_weight, output_dtype=np.dtype(np.uint8),
+                             scale=_VOTE_SCALE)
+        if output is None:
+            best_weight, output = weight, np.full(job.reference_shape, background, dtype=output_dtype)
+        else:
+            wins = weight >= best_weight
+            np.copyto(best_weight, weight, where=wins)
+            np.copyto(output, label, where=wins)
+        _report(progress, done / len(votes))
+    return output, "label-wise linear", []
+
+
+def _label_values(array: np.ndarray, limit: int) -> list | None:
+    """Sorted distinct values of ``array``, or None when there are more than ``limit``.
+
+    Scans slice by slice so that no full-size temporary is made; 8- and 16-bit integers are
+    counted with ``bincount`` instead of sorting.
+    """
+    values: set = set()
+    small_integer = array.dtype.kind in "biu" and array.dtype.itemsize <= 2
+    for plane in array:
+        if small_integer:
+            unsigned = plane.reshape(-1).view(f"u{array.dtype.itemsize}")
+            present = np.flatnonzero(np.bincount(unsigned)).astype(unsigned.dtype).view(array.dtype)
+        else:
+            present = np.unique(plane)
+        values.update(present.tolist())
+        if len(values) > limit:
+            return None
+    return sorted(values)
