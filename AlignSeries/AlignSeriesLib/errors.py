@@ -31,3 +31,19 @@ class TransformFileError(AlignSeriesError):
 
 class OutputExistsError(AlignSeriesError, FileExistsError):
     """An output file exists and overwriting it was not requested."""
+
+
+class OperationCancelledError(AlignSeriesError):
+    """The user cancelled a long operation through its progress callback."""
+
+
+class ResampleError(AlignSeriesError):
+    """A resampling request is unusable: array and geometry disagree, unknown interpolation or type."""
+
+
+class DicomDecodeError(DicomError):
+    """pydicom has no decoder for a file's transfer syntax (another reader may still read it)."""
+
+
+class IrregularSeriesError(DicomError):
+    """An irregular DICOM series was refused because regularization was switched off."""

@@ -1,0 +1,558 @@
+import pathlib
+from typing import Annotated
+
+import slicer
+import vtk
+from slicer import vtkMRMLLinearTransformNode, vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import *
+from slicer.util import VTKObservationMixin
+
+#
+# AlignSeries
+#
+
+GEOMETRY_MODES = ("frameOfReference", "centers", "moments")
+LANDMARK_MODES = ("rigid", "similarity", "affine")
+INTERPOLATIONS = ("nearest", "linear", "cubic")
+
+
+class AlignSeries(ScriptedLoadableModule):
+    """Module descriptor, as in Slicer's Extension Wizard template."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Align Series")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Registration")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["AlignSeries developers"]
+        self.parent.helpText = _("""
+Puts two image series of one patient in one space: reconstructs each DICOM series' true geometry
+(slice order along the normal, gantry tilt, gaps, multi-frame), computes the transform between them
+from their frames of reference, a DICOM registration object, volume centers, intensity moments or
+corresponding landmarks, and resamples a volume onto the other's grid (label-safe for masks).
+<p>Conventions: world coordinates are RAS (DICOM and ITK files are LPS, converted on reading);
+the computed transform maps the <b>moving</b> volume onto the <b>fixed</b> one and is stored as the
+transform node's "to parent" matrix, so placing the moving volume under it aligns the two. Voxel
+arrays are indexed [k, j, i]. See the
+<a href="https://github.com/alignseries/SlicerAlignSeries#readme">documentation</a>.</p>
+""")
+        self.parent.acknowledgementText = _("""
+Built on 3D Slicer's MRML libraries, pydicom and VTK. The module structure follows Slicer's
+Extension Wizard template by Jean-Christophe Fillion-Robin (Kitware), Andras Lasso (PerkLab) and
+Steve Pieper (Isomics).
+""")
+
+
+#
+# AlignSeriesParameterNode
+#
+
+
+@parameterNodeWrapper
+class AlignSeriesParameterNode:
+    """The parameters of the module panel, stored in the scene.
+
+    fixedVolume, movingVolume - the reference volume and the volume to align to it.
+    method - "geometry" (from headers) or "landmarks" (from point lists).
+    geometryMode - frameOfReference, centers or moments.
+    fixedPoints, movingPoints, landmarkMode - landmark registration inputs.
+    outputTransform - the moving-to-fixed transform (created when empty).
+    exportInputVolume, exportReferenceVolume, interpolation, exportOutputVolume - resampling.
+    exportFilePath - optional file (.nrrd, .nii.gz) or DICOM folder to write the resampled volume to.
+    """
+
+    fixedVolume: vtkMRMLScalarVolumeNode
+    movingVolume: vtkMRMLScalarVolumeNode
+    method: Annotated[str, Choice(["geometry", "landmarks"])] = "geometry"
+    geometryMode: Annotated[str, Choice(list(GEOMETRY_MODES))] = "frameOfReference"
+    fixedPoints: vtkMRMLMarkupsFiducialNode
+    movingPoints: vtkMRMLMarkupsFiducialNode
+    landmarkMode: Annotated[str, Choice(list(LANDMARK_MODES))] = "rigid"
+    outputTransform: vtkMRMLLinearTransformNode
+    exportInputVolume: vtkMRMLScalarVolumeNode
+    exportReferenceVolume: vtkMRMLScalarVolumeNode
+    interpolation: Annotated[str, Choice(list(INTERPOLATIONS))] = "linear"
+    exportOutputVolume: vtkMRMLScalarVolumeNode
+    exportFilePath: pathlib.Path
+
+
+#
+# AlignSeriesWidget
+#
+
+
+class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: binds the .ui to the parameter node and calls the logic; computes nothing."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._cancelRequested = False
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/AlignSeries.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = AlignSeriesLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.computeButton.connect("clicked(bool)", self.onComputeButton)
+        self.ui.applyTransformButton.connect("clicked(bool)", self.onApplyTransformButton)
+        self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.progressBar.hide()
+        self.ui.cancelButton.hide()
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onReload(self) -> None:
+        """Reload AlignSeriesLib's submodules too, so that Reload runs the edited code."""
+        import importlib
+        import sys
+
+        for name in sorted(name for name in sys.modules if name.startswith("AlignSeriesLib.")):
+            importlib.reload(sys.modules[name])
+        ScriptedLoadableModuleWidget.onReload(self)
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.fixedVolume:
+            self._parameterNode.fixedVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+            self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
+        """Show the input summaries and enable each button only when its inputs are valid."""
+        p = self._parameterNode
+        if p is None:
+            return
+        self.ui.fixedSummaryLabel.text = self.logic.describeVolume(p.fixedVolume) if p.fixedVolume else ""
+        self.ui.movingSummaryLabel.text = self.logic.describeVolume(p.movingVolume) if p.movingVolume else ""
+        landmarks = p.method == "landmarks"
+        self.ui.geometryModeComboBox.enabled = not landmarks
+        self.ui.landmarksGroupBox.enabled = landmarks
+        self._setButtonState(self.ui.computeButton, self._missingForCompute(p),
+                             _("Compute the moving-to-fixed transform"))
+        missingApply = "" if p.movingVolume and p.outputTransform else _(
+            "Select a moving volume and compute a transform first")
+        self._setButtonState(self.ui.applyTransformButton, missingApply,
+                             _("Place the moving volume under the transform (not hardened)"))
+        missingExport = "" if p.exportInputVolume and p.exportReferenceVolume else _(
+            "Select input and reference volumes")
+        self._setButtonState(self.ui.exportButton, missingExport, _("Resample the input onto the reference grid"))
+
+    def _missingForCompute(self, p) -> str:
+        if p.method == "landmarks":
+            return "" if p.fixedPoints and p.movingPoints else _("Select fixed and moving point lists")
+        return "" if p.fixedVolume and p.movingVolume else _("Select fixed and moving volumes")
+
+    @staticmethod
+    def _setButtonState(button, missing: str, action: str) -> None:
+        button.enabled = not missing
+        button.toolTip = missing or action
+
+    def _progress(self, fraction: float) -> bool:
+        """Progress callback for the logic: updates the bar, keeps the GUI alive, returns False to cancel."""
+        self.ui.progressBar.value = int(100 * fraction)
+        slicer.app.processEvents()
+        return not self._cancelRequested
+
+    def _runWithProgress(self, errorMessage: str, function, *args, **kwargs):
+        self._cancelRequested = False
+        self.ui.progressBar.show()
+        self.ui.cancelButton.show()
+        try:
+            with slicer.util.tryWithErrorDisplay(errorMessage, waitCursor=True):
+                return function(*args, progressCallback=self._progress, **kwargs)
+        finally:
+            self.ui.progressBar.hide()
+            self.ui.cancelButton.hide()
+
+    def onCancelButton(self) -> None:
+        self._cancelRequested = True
+
+    def onComputeButton(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Failed to compute the transform."), waitCursor=True):
+            if p.method == "landmarks":
+                self.logic.computeLandmarkTransform(p.fixedPoints, p.movingPoints, mode=p.landmarkMode,
+                                                    outputTransform=p.outputTransform)
+            else:
+                self.logic.computeGeometryTransform(p.fixedVolume, p.movingVolume, mode=p.geometryMode,
+                                                    outputTransform=p.outputTransform)
+            p.outputTransform = self.logic.lastResult.transformNode
+            self.showResult(self.logic.lastResult)
+
+    def showResult(self, result) -> None:
+        """Fill the results area: matrix, voxel mapping, errors and per-point residuals, warnings."""
+        self.ui.matrixTextEdit.plainText = self.logic.formatMatrix(result.movingToFixedRas)
+        self.ui.voxelMappingTextEdit.plainText = (
+            self.logic.formatMatrix(result.movingIjkToFixedIjk) if result.movingIjkToFixedIjk is not None else "")
+        self.ui.errorLabel.text = (
+            _("RMS error: {rms:.3f} mm").format(rms=result.rmsError) if result.rmsError is not None else "")
+        import qt
+
+        residuals = result.residuals if result.residuals is not None else []
+        self.ui.residualsTableWidget.setRowCount(len(residuals))
+        for row, (label, residual) in enumerate(zip(result.labels, residuals, strict=True)):
+            self.ui.residualsTableWidget.setItem(row, 0, qt.QTableWidgetItem(label))
+            self.ui.residualsTableWidget.setItem(row, 1, qt.QTableWidgetItem(f"{residual:.3f}"))
+        self.ui.warningsLabel.text = "\n".join(result.warnings)
+
+    def onApplyTransformButton(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Failed to apply the transform."), waitCursor=True):
+            self.logic.applyTransform(p.movingVolume, p.outputTransform)
+
+    def onExportButton(self) -> None:
+        p = self._parameterNode
+        outputVolume = self._runWithProgress(
+            _("Failed to export the resampled volume."), self.logic.exportResampledVolume,
+            p.exportInputVolume, p.exportReferenceVolume, transform=p.outputTransform,
+            interpolation=p.interpolation, outputVolume=p.exportOutputVolume)
+        if outputVolume is None:
+            return
+        p.exportOutputVolume = outputVolume
+        filePath = str(p.exportFilePath) if p.exportFilePath else ""
+        if filePath not in ("", "."):
+            with slicer.util.tryWithErrorDisplay(_("Failed to write the exported file."), waitCursor=True):
+                self.logic.writeVolume(outputVolume, filePath, referenceVolume=p.exportReferenceVolume)
+        slicer.util.setSliceViewerLayers(background=p.exportReferenceVolume, foreground=outputVolume,
+                                         foregroundOpacity=0.5)
+
+
+#
+# AlignSeriesLogic
+#
+
+
+class AlignSeriesLogic(ScriptedLoadableModuleLogic):
+    """Console and panel entry points. Each method delegates to AlignSeriesLib; all can be used without GUI widget."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self):
+        return AlignSeriesParameterNode(super().getParameterNode())
+
+    def loadDicomSeries(self, path, regularize: bool = True, progressCallback=None) -> list:
+        """Load every reconstructable volume of a DICOM folder or file list into the scene.
+
+        Can be used without GUI widget.
+        :param path: DICOM folder, file, or list of them.
+        :param regularize: resample irregular series (gantry tilt, uneven spacing) onto a regular grid;
+          when False an irregular series is refused instead.
+        :return: list of new volume nodes, one per volume found, with DICOM UIDs kept as node attributes.
+        """
+        from AlignSeriesLib import mrml
+
+        return mrml.load_dicom_series(slicer.mrmlScene, path, regularize=regularize,
+                                      progress=_coreProgress(progressCallback))
+
+    def computeGeometryTransform(self, fixedVolume, movingVolume, mode: str = "frameOfReference",
+                                 outputTransform=None, registration=None):
+        """Compute the moving-to-fixed transform from the two volumes' geometry.
+
+        Can be used without GUI widget.
+        :param fixedVolume: reference volume node.
+        :param movingVolume: volume node to align.
+        :param mode: "frameOfReference" (identity when FrameOfReferenceUIDs match, or the matrix of a
+          DICOM REG linking them), "centers" (align volume centers) or "moments" (align intensity centroids).
+        :param outputTransform: linear transform node to update; a new one is created when None.
+        :param registration: optional path of a DICOM Spatial Registration object.
+        :return: the transform node; the full result is in ``self.lastResult``.
+        """
+        from AlignSeriesLib import mrml
+
+        _checkChoice("mode", mode, GEOMETRY_MODES)
+        self.lastResult = TransformResult.fromCore(mrml.compute_geometry_transform(
+            slicer.mrmlScene, fixedVolume, movingVolume, mode, registrations=[registration] if registration else (),
+            transform_node=outputTransform))
+        return self.lastResult.transformNode
+
+    def computeLandmarkTransform(self, fixedPoints, movingPoints, mode: str = "rigid", outputTransform=None,
+                                 match: str = "order"):
+        """Compute the moving-to-fixed transform from corresponding landmarks.
+
+        Can be used without GUI widget.
+        :param fixedPoints: markups node (or (N, 3) RAS array) of points in the fixed volume.
+        :param movingPoints: markups node (or (N, 3) RAS array) of the same points in the moving volume.
+        :param mode: "rigid", "similarity" or "affine".
+        :param outputTransform: linear transform node to update; a new one is created when None.
+        :param match: pair points by "order", "labels" or "auto" (unordered lists).
+        :return: result with ``transformNode``, ``rmsError`` (mm) and ``residuals`` (mm, fixed order).
+        """
+        from AlignSeriesLib import mrml
+
+        _checkChoice("mode", mode, LANDMARK_MODES)
+        self.lastResult = TransformResult.fromCore(mrml.compute_landmark_transform(
+            slicer.mrmlScene, fixedPoints, movingPoints, mode, match=match, transform_node=outputTransform))
+        return self.lastResult
+
+    def exportResampledVolume(self, inputVolume, referenceVolume, transform=None, interpolation: str = "linear",
+                              outputVolume=None, progressCallback=None):
+        """Resample a volume onto a reference volume's grid, through a transform.
+
+        Can be used without GUI widget. The input is never modified. Label maps and segmentations
+        are always resampled label-safe, whatever ``interpolation`` says.
+        :param inputVolume: volume (or label map) node to resample.
+        :param referenceVolume: volume node whose grid the output takes.
+        :param transform: moving-to-fixed linear transform node (input to reference); parent
+          transforms of both volumes are taken into account.
+        :param interpolation: "nearest", "linear" or "cubic".
+        :param outputVolume: volume node to fill; a new node is created when None.
+        :return: the output volume node.
+        """
+        from AlignSeriesLib import mrml
+
+        _checkChoice("interpolation", interpolation, INTERPOLATIONS)
+        return mrml.resample_volume_node(
+            slicer.mrmlScene, inputVolume, referenceVolume, transform_node=transform, interpolation=interpolation,
+            output_node=outputVolume, progress=_coreProgress(progressCallback))
+
+    def applyTransform(self, movingVolume, transformNode) -> None:
+        """Place the moving volume under the transform without hardening it (its own geometry is kept).
+
+        Can be used without GUI widget.
+        """
+        if movingVolume is None or transformNode is None:
+            raise ValueError("applyTransform needs a moving volume and a transform node")
+        movingVolume.SetAndObserveTransformNodeID(transformNode.GetID())
+
+    def writeVolume(self, volumeNode, path: str, referenceVolume=None) -> None:
+        """Write a volume node to a file (.nrrd, .nii.gz, .mha) or, for a folder, as DICOM aligned to the reference.
+
+        Can be used without GUI widget. Existing files are not overwritten.
+        """
+        from AlignSeriesLib import mrml
+
+        mrml.write_volume(volumeNode, path, reference_node=referenceVolume)
+
+    def describeVolume(self, volumeNode) -> str:
+        """One-line geometry summary: dimensions, spacing, orientation, frame of reference, warnings."""
+        from AlignSeriesLib import mrml
+
+        return mrml.describe_volume_node(volumeNode)
+
+    @staticmethod
+    def formatMatrix(matrix) -> str:
+        """A 4x4 matrix as four tab-separated rows, easy to copy into a spreadsheet or numpy."""
+        return "\n".join("\t".join(f"{value: .6f}" for value in row) for row in matrix)
+
+
+class TransformResult:
+    """What the panel and console users see of a computed transform (camelCase view of the core result)."""
+
+    def __init__(self, transformNode, movingToFixedRas, movingIjkToFixedIjk=None, rmsError=None, residuals=None,
+                 labels=(), warnings=()):
+        self.transformNode = transformNode
+        self.movingToFixedRas = movingToFixedRas
+        self.movingIjkToFixedIjk = movingIjkToFixedIjk
+        self.rmsError = rmsError
+        self.residuals = residuals
+        self.labels = list(labels)
+        self.warnings = list(warnings)
+
+    @classmethod
+    def fromCore(cls, result):
+        return cls(result.transform_node, result.moving_to_fixed_ras,
+                   movingIjkToFixedIjk=getattr(result, "moving_ijk_to_fixed_ijk", None),
+                   rmsError=getattr(result, "rms_error", None), residuals=getattr(result, "residuals", None),
+                   labels=getattr(result, "labels", ()), warnings=getattr(result, "warnings", ()))
+
+
+def _checkChoice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _coreProgress(progressCallback):
+    """Adapt a Slicer-style callback ``fraction -> keepGoing`` to the core's ``progress(fraction) -> cancel``."""
+    if progressCallback is None:
+        return None
+
+    def progress(fraction):
+        return progressCallback(fraction) is False  # the core cancels when its callback returns True
+
+    return progress
+
+
+#
+# AlignSeriesTest
+#
+
+
+class AlignSeriesTest(ScriptedLoadableModuleTest):
+    """Self-test of the logic on synthetic volumes and markups built in the scene (no downloads)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        for name in sorted(name for name in dir(self) if name.startswith("test_")):
+            self.setUp()
+            getattr(self, name)()
+
+    # -- helpers --
+
+    def _addVolume(self, array, ijkToRas, name, frameOfReferenceUid=None, labelmap=False):
+        import numpy as np
+
+        className = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+        volumeNode = slicer.util.addVolumeFromArray(np.asarray(array), np.asarray(ijkToRas, dtype=float), name,
+                                                    nodeClassName=className)
+        if frameOfReferenceUid:
+            volumeNode.SetAttribute("DICOM.FrameOfReferenceUID", frameOfReferenceUid)
+        return volumeNode
+
+    def _addPoints(self, name, points):
+        pointsNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+        for n, point in enumerate(points):
+            pointsNode.AddControlPoint(vtk.vtkVector3d(*point), f"P{n + 1}")
+        return pointsNode
+
+    @staticmethod
+    def _toParent(transformNode):
+        return slicer.util.arrayFromTransformMatrix(transformNode)
+
+    # -- tests --
+
+    def test_computeGeometryTransform_frameOfReference(self):
+        """Same FrameOfReferenceUID gives identity; different UIDs give an error naming the alternatives."""
+        import numpy as np
+
+        fixed = self._addVolume(np.zeros((4, 5, 6)), np.diag([1.0, 1.0, 2.0, 1.0]), "fixed", "1.2.3.4")
+        moving = self._addVolume(np.zeros((3, 3, 3)), np.diag([0.5, 0.5, 3.0, 1.0]), "moving", "1.2.3.4")
+        logic = AlignSeriesLogic()
+        transformNode = logic.computeGeometryTransform(fixed, moving, mode="frameOfReference")
+        np.testing.assert_allclose(self._toParent(transformNode), np.eye(4), atol=1e-12)
+        self.assertEqual(transformNode.GetNodeReferenceID("movingVolume"), moving.GetID())
+        self.assertEqual(transformNode.GetNodeReferenceID("fixedVolume"), fixed.GetID())
+        # moving voxel (2, 2, 2) lies at RAS (1, 1, 6): fixed voxel (1, 1, 3)
+        np.testing.assert_allclose(logic.lastResult.movingIjkToFixedIjk @ [2, 2, 2, 1], [1, 1, 3, 1], atol=1e-12)
+        moving.SetAttribute("DICOM.FrameOfReferenceUID", "9.8.7")
+        with self.assertRaisesRegex(ValueError, "landmarks"):
+            logic.computeGeometryTransform(fixed, moving, mode="frameOfReference")
+
+    def test_computeGeometryTransform_centers(self):
+        """Centers mode translates the moving volume's center onto the fixed volume's center."""
+        import numpy as np
+
+        fixedIjkToRas = np.array([[-1.0, 0, 0, 50], [0, -1.0, 0, 20], [0, 0, 2.0, -10], [0, 0, 0, 1]])
+        fixed = self._addVolume(np.zeros((11, 21, 31)), fixedIjkToRas, "fixed")
+        moving = self._addVolume(np.zeros((5, 5, 5)), np.diag([2.0, 2.0, 2.0, 1.0]), "moving")
+        transformNode = AlignSeriesLogic().computeGeometryTransform(fixed, moving, mode="centers")
+        # centers computed by hand from the voxel-center extents
+        fixedCenter = np.array([50 - 15, 20 - 10, -10 + 10])
+        movingCenter = np.array([4.0, 4.0, 4.0])
+        np.testing.assert_allclose(self._toParent(transformNode)[:3, 3], fixedCenter - movingCenter, atol=1e-9)
+
+    def test_computeLandmarkTransform_rigid(self):
+        """Noise-free landmarks under a known rotation and shift give that transform and zero residuals."""
+        import numpy as np
+
+        angle = np.deg2rad(30)
+        movingToFixed = np.eye(4)
+        movingToFixed[:3, :3] = [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+        movingToFixed[:3, 3] = [5, -3, 12]
+        movingPoints = np.array([[0, 0, 0], [40, 0, 0], [0, 30, 0], [0, 0, 20], [10, 20, 30]], dtype=float)
+        fixedPoints = movingPoints @ movingToFixed[:3, :3].T + movingToFixed[:3, 3]
+        result = AlignSeriesLogic().computeLandmarkTransform(
+            self._addPoints("fixed", fixedPoints), self._addPoints("moving", movingPoints), mode="rigid")
+        np.testing.assert_allclose(self._toParent(result.transformNode), movingToFixed, atol=1e-9)
+        self.assertLess(result.rmsError, 1e-9)
+        self.assertEqual(len(result.residuals), len(fixedPoints))
+        with self.assertRaisesRegex(ValueError, "collinear"):
+            line = np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2]], dtype=float)
+            AlignSeriesLogic().computeLandmarkTransform(self._addPoints("a", line), self._addPoints("b", line))
+
+    def test_exportResampledVolume_labelmapIsLabelSafe(self):
+        """A label map resampled onto a shifted, finer grid keeps exactly its labels; the input is unchanged."""
+        import numpy as np
+
+        labels = np.zeros((10, 10, 10), dtype=np.uint8)
+        labels[2:8, 2:8, 2:5] = 3
+        labels[2:8, 2:8, 5:8] = 7
+        labelmap = self._addVolume(labels, np.diag([2.0, 2.0, 2.0, 1.0]), "labels", labelmap=True)
+        reference = self._addVolume(np.zeros((15, 15, 15), dtype=np.int16),
+                                    [[1.3, 0, 0, 0.7], [0, 1.3, 0, 0.7], [0, 0, 1.3, 0.7], [0, 0, 0, 1]], "reference")
+        output = AlignSeriesLogic().exportResampledVolume(labelmap, reference, interpolation="cubic")
+        self.assertTrue(output.IsA("vtkMRMLLabelMapVolumeNode"))
+        self.assertEqual(set(np.unique(slicer.util.arrayFromVolume(output))), {0, 3, 7})
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(labelmap), labels)
+        # reference voxel (i, j, k) = (7, 7, 7) is RAS (9.8, 9.8, 9.8): label voxel (4.9, 4.9, 4.9) -> label 7
+        self.assertEqual(slicer.util.arrayFromVolume(output)[7, 7, 7], 7)
+
+    def test_loadDicomSeries_ordersSlicesByPosition(self):
+        """A DICOM series written with shuffled file names loads in slice order, on the header geometry."""
+        import tempfile
+        from pathlib import Path
+
+        import numpy as np
+
+        from AlignSeriesLib import phantom
+        from AlignSeriesLib.geometry import VolumeGeometry
+
+        geometry = VolumeGeometry.from_spacing_origin_directions((24, 20, 12), (8.0, 9.0, 15.0), (80, 90, -80),
+                                                                 np.diag([-1.0, -1.0, 1.0]))
+        acquisition = phantom.Acquisition("CT", "CT", geometry, 1, "1.2.826.0.1.3680043.8.498.1", np.eye(4))
+        voxels = phantom.acquire(acquisition)
+        with tempfile.TemporaryDirectory() as folder:
+            phantom.write_dicom_series(acquisition, voxels, Path(folder), study_uid="1.2.826.0.1.3680043.8.498.2")
+            volumeNodes = AlignSeriesLogic().loadDicomSeries(folder)
+        self.assertEqual(len(volumeNodes), 1)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(volumeNodes[0]), voxels)
+        ijkToRas = vtk.vtkMatrix4x4()
+        volumeNodes[0].GetIJKToRASMatrix(ijkToRas)
+        np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(ijkToRas), geometry.ijk_to_ras, atol=1e-3)
+        self.assertEqual(volumeNodes[0].GetAttribute("DICOM.FrameOfReferenceUID"), "1.2.826.0.1.3680043.8.498.1")
+
+    def test_applyTransform_keepsMovingGeometry(self):
+        """Applying places the moving volume under the transform without hardening it."""
+        import numpy as np
+
+        moving = self._addVolume(np.arange(27, dtype=np.int16).reshape(3, 3, 3), np.eye(4), "moving")
+        transformNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+        AlignSeriesLogic().applyTransform(moving, transformNode)
+        self.assertEqual(moving.GetParentTransformNode(), transformNode)
+        ijkToRas = vtk.vtkMatrix4x4()
+        moving.GetIJKToRASMatrix(ijkToRas)
+        np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(ijkToRas), np.eye(4))

@@ -1,0 +1,258 @@
+"""The ``alignseries`` command line: headless AlignSeries on a real MRML scene from ``slicer-core``.
+
+Every command loads its inputs into a fresh scene through :mod:`AlignSeriesLib.mrml` and runs the
+same functions as the Slicer module's logic. ``--json`` prints one JSON document on stdout; a
+failure prints one line ``error: …`` on stderr and exits with status 2 (bad input) or 3 (a bug),
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import AlignSeriesError
+
+logger = logging.getLogger(__name__)
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL_ERROR = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        document = args.handler(args)
+    except (AlignSeriesError, OSError) as error:
+        return _fail(error, EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as error:  # a bug: still one line for the user, the traceback only with --verbose
+        logger.debug("internal error", exc_info=True)
+        return _fail(f"internal error ({type(error).__name__}): {error}", EXIT_INTERNAL_ERROR)
+    if args.json:
+        json.dump(document, sys.stdout, indent=1, default=_json_default)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(document.get("text", "") + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per job."""
+    parser = argparse.ArgumentParser(prog="alignseries", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"alignseries {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    common.add_argument("-v", "--verbose", action="store_true", help="log progress and details on stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser("info", parents=[common], help="describe every volume found in PATHs")
+    info.add_argument("paths", nargs="+", metavar="PATH", help="DICOM folder or files, or a volume file")
+    info.add_argument("--no-regularize", dest="regularize", action="store_false",
+                      help="refuse irregular series instead of resampling them onto a regular grid")
+    info.set_defaults(handler=run_info)
+
+    transform = commands.add_parser("transform", parents=[common], help="transform between two volumes' geometry")
+    _add_volume_argument(transform, "--fixed", "reference volume")
+    _add_volume_argument(transform, "--moving", "volume to align")
+    transform.add_argument("--mode", choices=("frameOfReference", "centers", "moments"), default="frameOfReference")
+    transform.add_argument("--registration", metavar="REG", help="DICOM Spatial Registration object linking the frames")
+    _add_output_argument(transform, "transform file: .h5/.tfm/.txt (ITK), .json/.mat4 (4x4 RAS to-parent)")
+    transform.set_defaults(handler=run_transform)
+
+    landmarks = commands.add_parser("landmarks", parents=[common], help="transform from corresponding points")
+    landmarks.add_argument("--fixed", required=True, metavar="POINTS", help="points on the fixed volume")
+    landmarks.add_argument("--moving", required=True, metavar="POINTS", help="the same points on the moving volume")
+    landmarks.add_argument("--mode", choices=("rigid", "similarity", "affine"), default="rigid")
+    landmarks.add_argument("--match", choices=("order", "labels", "auto"), default="order",
+                           help="pair points by list order, by label, or automatically for unordered lists")
+    _add_output_argument(landmarks, "transform file: .h5/.tfm/.txt (ITK), .json/.mat4 (4x4 RAS to-parent)")
+    landmarks.set_defaults(handler=run_landmarks)
+
+    resample = commands.add_parser("resample", parents=[common], help="resample a volume onto a reference grid")
+    _add_volume_argument(resample, "--input", "volume or label map to resample")
+    _add_volume_argument(resample, "--reference", "volume whose grid the output takes")
+    resample.add_argument("--transform", metavar="FILE", help="moving-to-fixed transform file (input to reference)")
+    resample.add_argument("--interpolation", choices=("nearest", "linear", "cubic"), default="linear")
+    resample.add_argument("--labelmap", action="store_true", help="the input is a label map: resample label-safe")
+    resample.add_argument("--background", type=float,
+                          help="value outside the input (default: its minimum, 0 for labels)")
+    resample.add_argument("--png", metavar="DIR", help="also write one PNG per reference slice into DIR")
+    resample.add_argument("--preview", metavar="PNG", help="also write a fused picture of reference and output")
+    _add_output_argument(resample, "volume file (.nrrd, .nii.gz, .mha) or a folder (ending in /) for DICOM")
+    resample.set_defaults(handler=run_resample)
+
+    demo = commands.add_parser("demo", parents=[common], help="the whole job on a built-in synthetic pair")
+    demo.add_argument("--output", default="demo-output", metavar="DIR", help="folder for the demo's outputs")
+    demo.add_argument("--force", action="store_true", help="replace the outputs of an earlier demo run")
+    demo.set_defaults(handler=run_demo)
+    return parser
+
+
+def _add_volume_argument(parser, flag: str, what: str) -> None:
+    parser.add_argument(flag, required=True, nargs="+", metavar="PATH",
+                        help=f"{what}: DICOM folder or files, or a volume file")
+    parser.add_argument(f"{flag}-volume", metavar="N", type=int, default=None,
+                        help=f"which volume of {flag} to use when it holds several (1-based, as `info` lists them)")
+
+
+def _add_output_argument(parser, what: str) -> None:
+    parser.add_argument("--output", required=True, metavar="FILE", help=what)
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def run_info(args) -> dict:
+    """``alignseries info``: every volume found, with geometry and warnings."""
+    from . import mrml
+
+    volumes = mrml.describe_inputs(args.paths, regularize=args.regularize)
+    text = "\n\n".join(_format_volume_text(number, volume) for number, volume in enumerate(volumes, start=1))
+    return {"volumes": volumes, "text": text}
+
+
+def run_transform(args) -> dict:
+    """``alignseries transform``: moving-to-fixed transform from the two volumes' geometry."""
+    from . import mrml
+
+    scene = mrml.new_scene()
+    fixed = mrml.load_one_volume(scene, args.fixed, index=args.fixed_volume, role="--fixed")
+    moving = mrml.load_one_volume(scene, args.moving, index=args.moving_volume, role="--moving")
+    registrations = [args.registration] if args.registration else ()
+    result = mrml.compute_geometry_transform(scene, fixed, moving, args.mode, registrations=registrations)
+    mrml.write_transform_file(scene, result.transform_node, args.output, force=args.force)
+    document = {
+        "mode": args.mode,
+        "moving_to_fixed_ras": result.moving_to_fixed_ras,
+        "moving_ijk_to_fixed_ijk": result.moving_ijk_to_fixed_ijk,
+        "fixed_ijk_to_moving_ijk": np.linalg.inv(result.moving_ijk_to_fixed_ijk),
+        "explanation": result.explanation,
+        "warnings": list(result.warnings),
+        "output": str(args.output),
+    }
+    document["text"] = _format_transform_text(document)
+    return document
+
+
+def run_landmarks(args) -> dict:
+    """``alignseries landmarks``: transform from corresponding points, with per-point errors."""
+    from . import mrml
+
+    scene = mrml.new_scene()
+    result = mrml.compute_landmark_transform(scene, args.fixed, args.moving, args.mode, match=args.match)
+    mrml.write_transform_file(scene, result.transform_node, args.output, force=args.force)
+    document = {
+        "mode": args.mode,
+        "moving_to_fixed_ras": result.moving_to_fixed_ras,
+        "rms_error_mm": result.rms_error,
+        "residuals_mm": result.residuals,
+        "labels": list(result.labels),
+        "leave_one_out_errors_mm": result.leave_one_out_errors,
+        "warnings": list(result.warnings),
+        "output": str(args.output),
+    }
+    document["text"] = _format_transform_text(document)
+    return document
+
+
+def run_resample(args) -> dict:
+    """``alignseries resample``: the input on the reference grid, as a file or a DICOM series."""
+    from . import mrml
+
+    scene = mrml.new_scene()
+    input_node = mrml.load_one_volume(scene, args.input, index=args.input_volume, role="--input",
+                                      labelmap=args.labelmap or None)
+    reference = mrml.load_one_volume(scene, args.reference, index=args.reference_volume, role="--reference")
+    transform = mrml.read_transform_file(scene, args.transform) if args.transform else None
+    output = mrml.resample_volume_node(scene, input_node, reference, transform_node=transform,
+                                       interpolation=args.interpolation, labelmap=args.labelmap or None,
+                                       background=args.background)
+    written = mrml.write_volume(output, args.output, reference_node=reference, force=args.force)
+    extras = mrml.write_resample_extras(output, reference, png_folder=args.png, preview=args.preview,
+                                        force=args.force)
+    document = {"output": [str(path) for path in written], "extras": [str(path) for path in extras],
+                "geometry": mrml.volume_geometry(output).to_dict(),
+                "warnings": mrml.node_warnings(output)}
+    document["text"] = "\n".join([f"wrote {path}" for path in document["output"] + document["extras"]]
+                                 + [f"warning: {w['message']}" for w in document["warnings"]])
+    return document
+
+
+def run_demo(args) -> dict:
+    """``alignseries demo``: the whole job on a built-in synthetic pair."""
+    from . import demo
+
+    return demo.run(Path(args.output), force=args.force)
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def _format_volume_text(number: int, volume: dict) -> str:
+    lines = [f"[{number}] {volume['name']}",
+             f"    {volume['summary']}",
+             f"    series {volume['series_instance_uid']}",
+             f"    frame of reference {volume['frame_of_reference_uid']}"]
+    lines += [f"    {line}" for line in volume.get("origin_lines", [])]
+    lines += [f"    warning [{w['code']}]: {w['message']}" for w in volume["warnings"]]
+    return "\n".join(lines)
+
+
+def _format_transform_text(document: dict) -> str:
+    lines = ["moving -> fixed (RAS, to-parent):"] + [_format_row(row) for row in document["moving_to_fixed_ras"]]
+    if "moving_ijk_to_fixed_ijk" in document:
+        lines += ["moving voxel (i, j, k) -> fixed voxel:"]
+        lines += [_format_row(row) for row in document["moving_ijk_to_fixed_ijk"]]
+    if document.get("rms_error_mm") is not None:
+        lines.append(f"RMS error {document['rms_error_mm']:.3f} mm")
+        for label, residual in zip(document["labels"], document["residuals_mm"], strict=True):
+            lines.append(f"  {label}: {residual:.3f} mm")
+    if document.get("explanation"):
+        lines.append(document["explanation"])
+    lines += [f"warning: {warning}" for warning in document["warnings"]]
+    lines.append(f"wrote {document['output']}")
+    return "\n".join(lines)
+
+
+def _format_row(row) -> str:
+    return "  " + " ".join(f"{value:12.6f}" for value in np.asarray(row, dtype=float))
+
+
+def _json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _fail(error, status: int) -> int:
+    message = str(error).replace("\n", " ").strip() or type(error).__name__
+    sys.stderr.write(f"error: {message}\n")
+    return status
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s: %(message)s",
+                        stream=sys.stderr)
+    from . import mrml
+
+    mrml.vtk_errors_to_log()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
