@@ -135,3 +135,16 @@ def test_alignseries_run_test_runs_every_test(scene, monkeypatch):
         monkeypatch.setattr(AlignSeries.AlignSeriesTest, name, lambda self, name=name: called.append(name))
     AlignSeries.AlignSeriesTest().runTest()
     assert called == _alignseries_test_names()
+
+
+def test_extension_catalog_entry_matches_the_cmake_metadata():
+    import json
+
+    entry = json.loads((MODULE_DIR.parent / "AlignSeries.json").read_text())
+    cmake = (MODULE_DIR.parent / "CMakeLists.txt").read_text()
+    assert {"$schema", "category", "scm_url"} <= set(entry), "the catalog schema requires these keys"
+    assert f'set(EXTENSION_CATEGORY "{entry["category"]}")' in cmake
+    homepage = re.search(r'set\(EXTENSION_HOMEPAGE "([^"#]+)', cmake).group(1)
+    assert entry["scm_url"].removesuffix(".git") == homepage.rstrip("/")
+    for url in re.findall(r'set\(EXTENSION_(?:ICONURL|SCREENSHOTURLS) "[^"]+/main/([^"]+)"\)', cmake):
+        assert (MODULE_DIR.parent / url).is_file(), f"the extension metadata names {url}, absent from the repository"

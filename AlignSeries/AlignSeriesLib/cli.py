@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -39,11 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a bug: still one line for the user, the traceback only with --verbose
         logger.debug("internal error", exc_info=True)
         return _fail(f"internal error ({type(error).__name__}): {error}", EXIT_INTERNAL_ERROR)
-    if args.json:
-        json.dump(document, sys.stdout, indent=1, default=_json_default)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(document.get("text", "") + "\n")
+    try:
+        if args.json:
+            json.dump({k: v for k, v in document.items() if k != "text"}, sys.stdout, indent=1, default=_json_default)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(document.get("text", "") + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `alignseries info … | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
     return 0
 
 

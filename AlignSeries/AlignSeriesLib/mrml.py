@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import slicer
 import vtk
 from vtk.util import numpy_support
 
-from . import alignment, dicom_export, dicom_series, landmarks, resample, transform_files
+from . import alignment, dicom_export, dicom_reg, dicom_series, landmarks, resample, transform_files
 from . import preview as preview_module
 from .errors import AlignSeriesError, DicomDecodeError, DicomError, GeometryError, LandmarkError, TransformFileError
 from .files import atomic_output, check_input_file
@@ -850,11 +851,37 @@ def write_transform_file(scene, transform_node, path, *, force: bool = False,
     kind = transform_files.transform_file_kind(path)
     if kind == "itk":
         return save_node(transform_node, path, force=force)
+    if kind == "reg":
+        return _write_registration_file(scene, transform_node, matrix, path, force=force)
     if kind == "flirt":
         moving_geometry = moving_geometry or _referenced_geometry(scene, transform_node, MOVING_VOLUME_REFERENCE_ROLE)
         fixed_geometry = fixed_geometry or _referenced_geometry(scene, transform_node, FIXED_VOLUME_REFERENCE_ROLE)
     return transform_files.write_transform(path, matrix, force=force, moving_geometry=moving_geometry,
                                            fixed_geometry=fixed_geometry)
+
+
+def _write_registration_file(scene, transform_node, moving_to_fixed_ras, path, *, force: bool) -> Path:
+    """Write a DICOM Spatial Registration relating the DICOM series the transform node references."""
+    fixed, moving = (scene.GetNodeByID(transform_node.GetNodeReferenceID(role) or "")
+                     for role in (FIXED_VOLUME_REFERENCE_ROLE, MOVING_VOLUME_REFERENCE_ROLE))
+    if fixed is None or moving is None or dicom_source(fixed) is None or dicom_source(moving) is None:
+        raise TransformFileError(f"{path}: a DICOM REG relates two DICOM series: both volumes must be loaded from "
+                                 "DICOM (this transform does not reference two such volumes)")
+    fixed_header = pydicom.dcmread(dicom_source(fixed)["files"][0], stop_before_pixels=True)
+    return dicom_reg.write_registration(path, moving_to_fixed_ras, _series_reference(fixed),
+                                        _series_reference(moving), reference_dataset=fixed_header, force=force)
+
+
+def _series_reference(volume_node) -> dicom_reg.SeriesReference:
+    """The UIDs a DICOM REG needs about a volume loaded from DICOM."""
+    first_file = dicom_source(volume_node)["files"][0]
+    sop_class_uid = pydicom.dcmread(first_file, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID
+    return dicom_reg.SeriesReference(
+        series_instance_uid=volume_node.GetAttribute(SERIES_UID_ATTRIBUTE),
+        frame_of_reference_uid=frame_of_reference_uid(volume_node),
+        sop_instance_uids=volume_node.GetAttribute(INSTANCE_UIDS_ATTRIBUTE).split(),
+        sop_class_uid=sop_class_uid,
+        study_instance_uid=volume_node.GetAttribute(STUDY_UID_ATTRIBUTE))
 
 
 def _referenced_geometry(scene, transform_node, role: str) -> VolumeGeometry | None:

@@ -38,12 +38,15 @@ FRAMES = ("RAS", "LPS")
 MATRIX_SUFFIXES = (".json", ".mat4")
 FLIRT_SUFFIXES = (".mat",)
 ITK_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt")
+REG_SUFFIXES = (".dcm",)
 
 _FRAME_DECLARATION = re.compile(r"frame\s*[:=]\s*(RAS|LPS)\b", re.IGNORECASE)
 
 
 def transform_file_kind(path) -> str:
-    """Classify a transform file name: "matrix" (.json/.mat4), "flirt" (.mat) or "itk" (.h5/.tfm/.txt).
+    """Classify a transform file name: "matrix" (.json/.mat4), "flirt" (.mat), "itk" (.h5/.tfm/.txt), "reg" (.dcm).
+
+    "reg" is a DICOM Spatial Registration object (:mod:`AlignSeriesLib.dicom_reg`).
 
     Raises
     ------
@@ -51,10 +54,11 @@ def transform_file_kind(path) -> str:
         For any other suffix.
     """
     suffix = Path(path).suffix.lower()
-    for kind, suffixes in (("matrix", MATRIX_SUFFIXES), ("flirt", FLIRT_SUFFIXES), ("itk", ITK_SUFFIXES)):
+    kinds = (("matrix", MATRIX_SUFFIXES), ("flirt", FLIRT_SUFFIXES), ("itk", ITK_SUFFIXES), ("reg", REG_SUFFIXES))
+    for kind, suffixes in kinds:
         if suffix in suffixes:
             return kind
-    known = ", ".join(MATRIX_SUFFIXES + FLIRT_SUFFIXES + ITK_SUFFIXES)
+    known = ", ".join(MATRIX_SUFFIXES + FLIRT_SUFFIXES + ITK_SUFFIXES + REG_SUFFIXES)
     raise TransformFileError(f"{path}: unknown transform file type {suffix!r}; use one of {known}")
 
 
@@ -274,7 +278,8 @@ def read_transform(path, *, moving_geometry: VolumeGeometry | None = None,
         return read_matrix_file(path)
     if kind == "flirt":
         return read_flirt_file(path, *_flirt_geometries(path, moving_geometry, fixed_geometry))
-    raise TransformFileError(f"{path}: ITK transform files are read through Slicer (mrml.read_transform_file)")
+    raise TransformFileError(f"{path}: {kind.upper()} transform files are read through Slicer "
+                             "(mrml.read_transform_file; a DICOM REG relates frames: use transform --registration)")
 
 
 def write_transform(path, moving_to_fixed_ras, *, force: bool = False, frame: str = "RAS",
@@ -287,7 +292,8 @@ def write_transform(path, moving_to_fixed_ras, *, force: bool = False, frame: st
     if kind == "flirt":
         moving, fixed = _flirt_geometries(path, moving_geometry, fixed_geometry)
         return write_flirt_file(path, moving_to_fixed_ras, moving, fixed, force=force)
-    raise TransformFileError(f"{path}: ITK transform files are written through Slicer (mrml.write_transform_file)")
+    raise TransformFileError(f"{path}: {kind.upper()} transform files are written through Slicer "
+                             "(mrml.write_transform_file)")
 
 
 def _flirt_geometries(path, moving_geometry, fixed_geometry) -> tuple[VolumeGeometry, VolumeGeometry]:
