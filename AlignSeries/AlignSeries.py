@@ -136,12 +136,11 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def onReload(self) -> None:
-        """Reload AlignSeriesLib's submodules too, so that Reload runs the edited code."""
-        import importlib
+        """Forget AlignSeriesLib too, so that Reload imports its edited modules afresh (all of them, in order)."""
         import sys
 
-        for name in sorted(name for name in sys.modules if name.startswith("AlignSeriesLib.")):
-            importlib.reload(sys.modules[name])
+        for name in [name for name in sys.modules if name == "AlignSeriesLib" or name.startswith("AlignSeriesLib.")]:
+            del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
 
     def initializeParameterNode(self) -> None:

@@ -140,6 +140,31 @@ class ScriptedLoadableModuleTest(unittest.TestCase):
         logging.info(message)
 
 
+class DicomDatabaseStandIn:
+    """The two look-ups AlignSeries makes in Slicer's ``ctkDICOMDatabase`` (``slicer.dicomDatabase``).
+
+    Built over real DICOM files: ``fileForInstance(SOPInstanceUID)`` gives the file, ``fileValue(file,
+    "gggg,eeee")`` a tag's value as text, as the CTK database answers them.
+    """
+
+    isOpen = True
+
+    def __init__(self, files):
+        import pydicom
+
+        self._files = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID): str(f) for f in files}
+
+    def fileForInstance(self, sopInstanceUid):
+        return self._files.get(sopInstanceUid, "")
+
+    def fileValue(self, fileName, tag):
+        import pydicom
+
+        group, element = (int(part, 16) for part in tag.split(","))
+        element = pydicom.dcmread(fileName, stop_before_pixels=True).get((group, element))
+        return "" if element is None else str(element.value)
+
+
 def _translate(context, text):
     return text
 

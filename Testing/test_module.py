@@ -148,3 +148,23 @@ def test_extension_catalog_entry_matches_the_cmake_metadata():
     assert entry["scm_url"].removesuffix(".git") == homepage.rstrip("/")
     for url in re.findall(r'set\(EXTENSION_(?:ICONURL|SCREENSHOTURLS) "[^"]+/main/([^"]+)"\)', cmake):
         assert (MODULE_DIR.parent / url).is_file(), f"the extension metadata names {url}, absent from the repository"
+
+
+def test_volumes_loaded_by_slicers_dicom_module_are_found_through_its_database(scene, tmp_path, monkeypatch):
+    """Slicer's DICOM module keeps only the instance UIDs: the frame and files come from its database."""
+    import numpy as np
+    import slicer
+
+    from AlignSeriesLib import mrml, phantom
+
+    acquisition = phantom.ct_acquisition()
+    files = phantom.write_dicom_series(acquisition, np.zeros(acquisition.geometry.shape, np.int16), tmp_path,
+                                       study_uid="1.2.826.0.1.3680043.8.498.7")
+    volume, = mrml.load_volumes(scene, tmp_path)
+    expected_files = mrml.dicom_source(volume)["files"]
+    for attribute in (mrml.FRAME_OF_REFERENCE_ATTRIBUTE, mrml.SOURCE_FILES_ATTRIBUTE):
+        volume.RemoveAttribute(attribute)  # what Slicer's own DICOM plugin leaves: DICOM.instanceUIDs only
+    assert mrml.frame_of_reference_uid(volume) is None and mrml.dicom_source(volume) is None
+    monkeypatch.setattr(slicer, "dicomDatabase", slicer_framework_standin.DicomDatabaseStandIn(files), raising=False)
+    assert mrml.frame_of_reference_uid(volume) == acquisition.frame_of_reference_uid
+    assert mrml.dicom_source(volume)["files"] == expected_files

@@ -259,6 +259,22 @@ def _image_data_from_array(array_kji: np.ndarray) -> vtk.vtkImageData:
     return image
 
 
+def _dicom_database():
+    """Slicer's DICOM database in the application (``None`` on slicer-core or when it is not open)."""
+    database = getattr(slicer, "dicomDatabase", None)
+    return database if database is not None and database.isOpen else None
+
+
+def _database_files(volume_node) -> list[str]:
+    """Files of a volume loaded by Slicer's own DICOM module, found through its instance UIDs, in slice order."""
+    database = _dicom_database()
+    uids = (volume_node.GetAttribute(INSTANCE_UIDS_ATTRIBUTE) or "").split() if volume_node is not None else []
+    if database is None or not uids:
+        return []
+    files = [database.fileForInstance(uid) for uid in uids]
+    return files if all(files) else []
+
+
 def registration_files(volume_node) -> list[str]:
     """DICOM REG files found beside a volume's DICOM files when it was loaded."""
     text = volume_node.GetAttribute(REGISTRATIONS_ATTRIBUTE)
@@ -266,15 +282,28 @@ def registration_files(volume_node) -> list[str]:
 
 
 def dicom_source(volume_node) -> dict | None:
-    """``{"files", "frames", "regularized"}`` of a volume loaded from DICOM, else None."""
+    """``{"files", "frames", "regularized"}`` of a volume loaded from DICOM, else None.
+
+    Volumes AlignSeries loaded carry this as an attribute; for a volume loaded by Slicer's DICOM
+    module the files are looked up in Slicer's DICOM database by the node's instance UIDs.
+    """
     text = volume_node.GetAttribute(SOURCE_FILES_ATTRIBUTE) if volume_node is not None else None
-    return json.loads(text) if text else None
+    if text:
+        return json.loads(text)
+    files = _database_files(volume_node)
+    return {"files": files, "frames": [None] * len(files), "regularized": False} if files else None
 
 
 def frame_of_reference_uid(volume_node) -> str | None:
-    """The FrameOfReferenceUID kept on a volume node by AlignSeries' DICOM loader, if any."""
+    """A volume's FrameOfReferenceUID: kept by AlignSeries' DICOM loader, or read from its first DICOM file.
+
+    For a volume loaded by Slicer's DICOM module, the file comes from Slicer's DICOM database.
+    """
     value = volume_node.GetAttribute(FRAME_OF_REFERENCE_ATTRIBUTE)
-    return value or None
+    if value:
+        return value
+    files = _database_files(volume_node)
+    return _dicom_database().fileValue(files[0], "0020,0052") or None if files else None
 
 
 # -- transforms ---------------------------------------------------------------------------------

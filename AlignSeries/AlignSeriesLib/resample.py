@@ -57,7 +57,7 @@ import vtk
 from vtk.util import numpy_support
 
 from .errors import GeometryError, OperationCancelledError, ResampleError
-from .geometry import VolumeGeometry, apply_affine, as_matrix4
+from .geometry import VolumeGeometry, apply_affine, as_matrix4, moving_ijk_to_fixed_ijk
 
 logger = logging.getLogger(__name__)
 
@@ -226,8 +226,8 @@ def reference_ijk_to_input_ijk_matrix(
         ``input.ras_to_ijk @ inv(moving_to_fixed_ras) @ reference.ijk_to_ras``: maps a reference
         index ``(i, j, k, 1)`` to a fractional input index.
     """
-    moving_to_fixed_ras = _checked_transform(moving_to_fixed_ras)
-    return input_geometry.ras_to_ijk @ np.linalg.inv(moving_to_fixed_ras) @ reference_geometry.ijk_to_ras
+    fixed_to_moving_ras = np.linalg.inv(_checked_transform(moving_to_fixed_ras))
+    return moving_ijk_to_fixed_ijk(reference_geometry, input_geometry, fixed_to_moving_ras)
 
 
 def geometry_covering(
