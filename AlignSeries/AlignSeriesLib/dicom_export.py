@@ -63,6 +63,7 @@ from pydicom.uid import (
 
 from . import __version__
 from .errors import AlignSeriesError, DicomError, OutputExistsError
+from .files import safe_name
 from .preview import label_colored, png_bytes, window_of, windowed
 
 logger = logging.getLogger(__name__)
@@ -245,9 +246,12 @@ def export_png_slices(
 
 def png_slice_name(reference: Dataset, frame: int | None) -> str:
     """``<InstanceNumber:04d>_<SOPInstanceUID>[_frame<N:04d>].png`` (InstanceNumber 0 if absent)."""
-    number = int(reference.get("InstanceNumber") or 0)
+    try:
+        number = int(reference.get("InstanceNumber") or 0)
+    except (TypeError, ValueError):  # a non-numeric IS value: the SOPInstanceUID still names the slice
+        number = 0
     suffix = "" if frame is None else f"_frame{frame:04d}"
-    return f"{number:04d}_{reference.SOPInstanceUID}{suffix}.png"
+    return f"{number:04d}_{safe_name(str(reference.SOPInstanceUID))}{suffix}.png"
 
 
 def pixel_encoding(array, *, labelmap: bool = False) -> PixelEncoding:

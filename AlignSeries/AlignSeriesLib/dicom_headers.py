@@ -39,6 +39,10 @@ DEFER_SIZE_BYTES = 4096
 #: Smaller deviations are repaired and reported (see ``dicom_stack.ORIENTATION_ATOL``).
 ORIENTATION_REJECT_ATOL = 0.02
 
+#: Largest magnitude (mm) accepted in ImagePositionPatient and PixelSpacing: 1 km. Larger values are
+#: header corruption, and would overflow the grid arithmetic (a 1e308 mm position has no neighbours).
+MAX_COORDINATE_MM = 1e6
+
 _PIXEL_DATA_TAG = 0x7FE00010
 _READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, IndexError, struct.error)
 
@@ -214,7 +218,9 @@ def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | File
     name = UID(sop_class).name if sop_class else "no SOPClassUID"
     if _PIXEL_DATA_TAG not in dataset and ("Rows" in dataset or name.endswith("Image Storage")):
         raise DicomError(f"{path}: {name} object without PixelData (7FE0,0010): corrupt or truncated file")
-    if _PIXEL_DATA_TAG not in dataset or "Rows" not in dataset:
+    if _PIXEL_DATA_TAG in dataset and "Rows" not in dataset:
+        raise DicomError(f"{path}: {name} object with PixelData (7FE0,0010) but no Rows (0028,0010)")
+    if _PIXEL_DATA_TAG not in dataset:
         return FileNote(path, f"{path}: not an image (SOP class {name}), skipped", series_uid)
     layout = _pixel_layout(path, dataset)
     if "PerFrameFunctionalGroupsSequence" in dataset:
@@ -223,7 +229,7 @@ def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | File
 
 
 def _frame_numbers(path: str, dataset: Dataset) -> range:
-    count = int(dataset.get("NumberOfFrames", 1) or 1)
+    count = _optional_int(path, dataset, "NumberOfFrames", "(0028,0008)", 1)
     per_frame = len(dataset.PerFrameFunctionalGroupsSequence)
     if per_frame != count:
         raise DicomError(
@@ -235,7 +241,7 @@ def _frame_numbers(path: str, dataset: Dataset) -> range:
 
 def _pixel_layout(path: str, dataset: Dataset) -> PixelLayout:
     bits_allocated = _required_int(path, dataset, "BitsAllocated", "(0028,0100)")
-    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    samples = _optional_int(path, dataset, "SamplesPerPixel", "(0028,0002)", 1)
     if samples != 1 or bits_allocated not in (8, 16, 32):
         raise DicomError(
             f"{path}: SamplesPerPixel (0028,0002) {samples} / BitsAllocated (0028,0100) {bits_allocated}: "
@@ -245,8 +251,12 @@ def _pixel_layout(path: str, dataset: Dataset) -> PixelLayout:
     syntax = str(dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))
     native = not UID(syntax).is_encapsulated and element.length != 0xFFFFFFFF
     offset, length = (element.value_tell, element.length) if native and hasattr(element, "value_tell") else (None, None)
-    layout = PixelLayout(syntax, bits_allocated, int(dataset.get("BitsStored", bits_allocated)),
-                         int(dataset.get("PixelRepresentation", 0)), samples, offset, length)
+    bits_stored = _optional_int(path, dataset, "BitsStored", "(0028,0101)", bits_allocated)
+    representation = _optional_int(path, dataset, "PixelRepresentation", "(0028,0103)", 0)
+    if not 1 <= bits_stored <= bits_allocated or representation not in (0, 1):
+        raise DicomError(f"{path}: BitsStored (0028,0101) {bits_stored} / PixelRepresentation (0028,0103) "
+                         f"{representation}: expected 1..BitsAllocated ({bits_allocated}) bits, 0 or 1")
+    layout = PixelLayout(syntax, bits_allocated, bits_stored, representation, samples, offset, length)
     _check_pixel_length(path, dataset, layout)
     return layout
 
@@ -256,7 +266,7 @@ def _check_pixel_length(path: str, dataset: Dataset, layout: PixelLayout) -> Non
         return
     rows = _required_int(path, dataset, "Rows", "(0028,0010)")
     columns = _required_int(path, dataset, "Columns", "(0028,0011)")
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    frames = _optional_int(path, dataset, "NumberOfFrames", "(0028,0008)", 1)
     expected = rows * columns * frames * layout.bits_allocated // 8
     if layout.length < expected:
         raise DicomError(
@@ -274,8 +284,8 @@ def _check_pixel_length(path: str, dataset: Dataset, layout: PixelLayout) -> Non
 
 def _classic_header(path: str, dataset: Dataset, layout: PixelLayout) -> SliceHeader:
     geometry = _plane_geometry(path, dataset, dataset, dataset, dataset)
-    slope = float(dataset.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(dataset.get("RescaleIntercept", 0.0) or 0.0)
+    slope = _rescale_value(path, dataset, "RescaleSlope", "(0028,1053)", 1.0)
+    intercept = _rescale_value(path, dataset, "RescaleIntercept", "(0028,1052)", 0.0)
     attributes = _classic_attributes(dataset)
     return _make_header(path, None, dataset, layout, geometry, (slope, intercept),
                         tuple(dataset.get("ImageType", ())), None, attributes)
@@ -292,8 +302,8 @@ def _enhanced_frame_header(path: str, dataset: Dataset, layout: PixelLayout, fra
     geometry = _plane_geometry(where, group("PlanePositionSequence"), group("PlaneOrientationSequence"),
                                group("PixelMeasuresSequence"), dataset)
     transformation = group("PixelValueTransformationSequence")
-    rescale = (float(transformation.get("RescaleSlope", 1.0) or 1.0),
-               float(transformation.get("RescaleIntercept", 0.0) or 0.0))
+    rescale = (_rescale_value(where, transformation, "RescaleSlope", "(0028,1053)", 1.0),
+               _rescale_value(where, transformation, "RescaleIntercept", "(0028,1052)", 0.0))
     frame_type = (group("MRImageFrameTypeSequence") or group("CTImageFrameTypeSequence")).get("FrameType")
     image_type = tuple(frame_type or dataset.get("ImageType", ()))
     content = group("FrameContentSequence")
@@ -323,7 +333,8 @@ def _make_header(path, frame, dataset, layout, geometry, rescale, image_type, st
         frame_of_reference_uid=str(dataset.get("FrameOfReferenceUID", "")) or None,
         modality=str(dataset.get("Modality", "")), series_number=_int_or_none(dataset.get("SeriesNumber")),
         series_description=str(dataset.get("SeriesDescription", "")).strip(),
-        rows=int(dataset.Rows), columns=_required_int(path, dataset, "Columns", "(0028,0011)"),
+        rows=_required_int(path, dataset, "Rows", "(0028,0010)"),
+        columns=_required_int(path, dataset, "Columns", "(0028,0011)"),
         orientation=orientation, position_lps=position_lps, pixel_spacing=pixel_spacing, rescale=rescale,
         image_type=tuple(str(value).upper() for value in image_type), stack_id=stack_id, pixels=layout,
         attributes=attributes,
@@ -366,14 +377,44 @@ def _required_vector(where: str, dataset: Dataset, keyword: str, tag: str, size:
         raise DicomError(f"{where}: {keyword} {tag} is not numeric: {value!r}") from None
     if vector.shape != (size,) or not np.all(np.isfinite(vector)):
         raise DicomError(f"{where}: {keyword} {tag} must be {size} finite numbers, got {list(value)!r}")
+    if np.any(np.abs(vector) > MAX_COORDINATE_MM):
+        raise DicomError(f"{where}: {keyword} {tag} {vector.tolist()} is beyond {MAX_COORDINATE_MM:g} mm: "
+                         "a corrupt header")
     return vector
 
 
 def _required_int(path: str, dataset: Dataset, keyword: str, tag: str) -> int:
+    value = _optional_int(path, dataset, keyword, tag, None)
+    if value is None or value <= 0:
+        raise DicomError(f"{path}: missing or invalid {keyword} {tag}: {dataset.get(keyword)!r}")
+    return value
+
+
+def _optional_int(path: str, dataset: Dataset, keyword: str, tag: str, default: int | None) -> int | None:
+    """An integer element, ``default`` when absent or empty; a DicomError naming the tag when not an integer."""
     value = dataset.get(keyword)
-    if value is None or value == "" or int(value) <= 0:
-        raise DicomError(f"{path}: missing or invalid {keyword} {tag}: {value!r}")
-    return int(value)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise DicomError(f"{path}: {keyword} {tag} is not an integer: {value!r}") from None
+
+
+def _rescale_value(where: str, dataset: Dataset, keyword: str, tag: str, default: float) -> float:
+    """RescaleSlope or RescaleIntercept: ``default`` when absent, else a finite number (a DicomError otherwise)."""
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DicomError(f"{where}: {keyword} {tag} is not a number: {value!r}") from None
+    if not np.isfinite(number):
+        raise DicomError(f"{where}: {keyword} {tag} must be a finite number, got {value!r}")
+    if keyword == "RescaleSlope" and number == 0:  # a zero slope would blank the image: read as "not set"
+        return default
+    return number
 
 
 def _classic_attributes(dataset: Dataset) -> dict:

@@ -45,6 +45,7 @@ from .dicom_stack import (
     stack_warnings,
 )
 from .errors import DicomError, IrregularSeriesError, OperationCancelledError
+from .files import safe_name
 from .geometry import VolumeGeometry
 from .regularize import resample_stack
 
@@ -265,6 +266,7 @@ def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | N
     if refused:
         raise IrregularSeriesError("; ".join(refused))
     _add_skipped_file_warnings(result.volumes, notes)
+    _add_duplicate_uid_warnings(result.volumes)
     return result
 
 
@@ -296,6 +298,22 @@ def _add_skipped_file_warnings(volumes: list[DicomVolume], notes: list[FileNote]
         for volume in volumes:
             if note.series_instance_uid == volume.series_instance_uid and not note.is_registration:
                 volume.warnings.append(DicomWarning("skipped_file", f"file left out of this series: {note.reason}"))
+
+
+def _add_duplicate_uid_warnings(volumes: list[DicomVolume]) -> None:
+    """Warn on volumes whose SOPInstanceUIDs also name other files (copied files, re-used UIDs)."""
+    files_of: dict[str, set] = {}
+    for volume in volumes:
+        for header in volume.slices:
+            files_of.setdefault(header.sop_instance_uid, set()).add(header.path)
+    for volume in volumes:
+        shared = sorted({h.sop_instance_uid for h in volume.slices if len(files_of[h.sop_instance_uid]) > 1})
+        if shared:
+            example = sorted(files_of[shared[0]])
+            volume.warnings.append(DicomWarning(
+                "duplicate_sop_instance_uid",
+                f"{len(shared)} SOPInstanceUID(s) (0008,0018) of this volume also identify other files (expected "
+                f"each once), e.g. {shared[0]} in {example[0]} and {example[1]}: copied files or re-used UIDs"))
 
 
 # -- grouping ------------------------------------------------------------------------------------
@@ -338,8 +356,9 @@ def _instance_order(header: SliceHeader) -> tuple:
 
 def _series_label(header: SliceHeader) -> str:
     number = "" if header.series_number is None else str(header.series_number)
-    label = f"{number} {header.series_description}".strip()
-    return label or f"series {header.series_instance_uid[-12:]}"
+    label = safe_name(f"{number} {header.series_description}")
+    return label or f"series {safe_name(header.series_instance_uid[-12:])}"
+
 
 
 def _stack_label(stack: list[SliceHeader], number: int, image_stacks: int) -> str:
@@ -474,7 +493,7 @@ def _series_warnings(slices: list[SliceHeader]) -> list[DicomWarning]:
 def _single_slice_spacing(header: SliceHeader) -> float:
     for key in ("spacing_between_slices", "slice_thickness"):
         value = header.attributes.get(key)
-        if value is not None and value > 0:
+        if value is not None and np.isfinite(value) and value > 0:
             return float(value)
     return DEFAULT_SINGLE_SLICE_SPACING
 

@@ -48,6 +48,10 @@ DEGENERATE_RTOL = 1e-3
 #: Two points closer than this (mm) are duplicates.
 DUPLICATE_ATOL = 1e-4
 
+#: Largest coordinate magnitude (mm) accepted in a point list: 1 km. Beyond it the fit's squared
+#: distances overflow (and LAPACK may never return).
+MAX_COORDINATE_MM = 1e6
+
 #: A point set is called mirrored when the best rotation fits with an RMS error above
 #: ``MIRROR_RATIO`` times that of the best reflection *and* above it by more than ``MIRROR_ATOL`` mm.
 MIRROR_RATIO = 2.0
@@ -314,6 +318,10 @@ def _validated_points(points, name: str) -> np.ndarray:
     bad = np.flatnonzero(~np.all(np.isfinite(array), axis=1))
     if bad.size:
         raise LandmarkError(f"{name} contain NaN or infinite coordinates at point(s) {(bad + 1).tolist()} (1-based)")
+    far = np.flatnonzero(np.any(np.abs(array) > MAX_COORDINATE_MM, axis=1))
+    if far.size:
+        raise LandmarkError(f"{name} have coordinates beyond {MAX_COORDINATE_MM:g} mm at point(s) "
+                            f"{(far + 1).tolist()} (1-based): not positions in a patient")
     return array
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from .errors import LandmarkError
 from .files import check_input_file, write_text_atomic
 from .geometry import lps_to_ras_points
+from .landmarks import MAX_COORDINATE_MM
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ def _coordinates(row: list, columns, path: Path, number: int) -> list[float]:
         raise LandmarkError(f"{path}: point {number} ({','.join(row)!r}) does not hold three numbers x,y,z") from None
     if not np.all(np.isfinite(values)):
         raise LandmarkError(f"{path}: point {number} has a non-finite coordinate: {values}")
+    if np.any(np.abs(values) > MAX_COORDINATE_MM):
+        raise LandmarkError(f"{path}: point {number} has a coordinate beyond {MAX_COORDINATE_MM:g} mm: {values}")
     return values
 
 
