@@ -29,7 +29,10 @@ EXIT_INTERNAL_ERROR = 3
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as error:
+        return _fail(error, EXIT_BAD_INPUT)
     _configure_logging(args.verbose)
     try:
         document = args.handler(args)
@@ -52,9 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+class UsageError(AlignSeriesError):
+    """The command line itself is wrong (unknown command or option, missing or invalid argument)."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors become one ``error: …`` line (sub-parsers inherit the class)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per job."""
-    parser = argparse.ArgumentParser(prog="alignseries", description=__doc__.split("\n\n")[0])
+    parser = _ArgumentParser(prog="alignseries", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"alignseries {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
@@ -72,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_volume_argument(transform, "--moving", "volume to align")
     transform.add_argument("--mode", choices=("frameOfReference", "centers", "moments"), default="frameOfReference")
     transform.add_argument("--registration", metavar="REG", help="DICOM Spatial Registration object linking the frames")
-    _add_output_argument(transform, "transform file: .h5/.tfm/.txt (ITK), .json/.mat4 (4x4 RAS to-parent)")
+    _add_output_argument(transform, "transform file: .h5/.tfm/.txt (ITK), .json/.mat4 (4x4 RAS to-parent), "
+                                    ".mat (FSL FLIRT, -in moving -ref fixed), .dcm (DICOM REG)")
     transform.set_defaults(handler=run_transform)
 
     landmarks = commands.add_parser("landmarks", parents=[common], help="transform from corresponding points")
@@ -87,11 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     resample = commands.add_parser("resample", parents=[common], help="resample a volume onto a reference grid")
     _add_volume_argument(resample, "--input", "volume or label map to resample")
     _add_volume_argument(resample, "--reference", "volume whose grid the output takes")
-    resample.add_argument("--transform", metavar="FILE", help="moving-to-fixed transform file (input to reference)")
+    resample.add_argument("--transform", metavar="FILE",
+                          help="moving-to-fixed transform file (input to reference): .h5/.tfm/.txt, .json/.mat4, "
+                               "or FSL FLIRT .mat (-in input -ref reference)")
     resample.add_argument("--interpolation", choices=("nearest", "linear", "cubic"), default="linear")
     resample.add_argument("--labelmap", action="store_true", help="the input is a label map: resample label-safe")
     resample.add_argument("--background", type=float,
                           help="value outside the input (default: its minimum, 0 for labels)")
+    resample.add_argument("--crop-to-overlap", action="store_true",
+                          help="output only the part of the reference grid that the input covers (same spacing, "
+                               "directions and voxel positions); not with a DICOM folder output or --png")
     resample.add_argument("--png", metavar="DIR", help="also write one PNG per reference slice into DIR")
     resample.add_argument("--preview", metavar="PNG", help="also write a fused picture of reference and output")
     _add_output_argument(resample, "volume file (.nrrd, .nii.gz, .mha) or a folder (ending in /) for DICOM")
@@ -176,14 +196,21 @@ def run_resample(args) -> dict:
     """``alignseries resample``: the input on the reference grid, as a file or a DICOM series."""
     from . import mrml
 
+    if args.crop_to_overlap and (args.png or str(args.output).endswith(("/", os.sep)) or Path(args.output).is_dir()):
+        raise AlignSeriesError("--crop-to-overlap gives a grid smaller than the reference, with no DICOM slices to "
+                               "align with: write a volume file (.nrrd, .nii.gz, .mha) and drop --png")
     scene = mrml.new_scene()
     input_node = mrml.load_one_volume(scene, args.input, index=args.input_volume, role="--input",
                                       labelmap=args.labelmap or None)
     reference = mrml.load_one_volume(scene, args.reference, index=args.reference_volume, role="--reference")
-    transform = mrml.read_transform_file(scene, args.transform) if args.transform else None
+    transform = None
+    if args.transform:  # a FLIRT .mat is relative to the two grids: -in = the input, -ref = the reference
+        transform = mrml.read_transform_file(scene, args.transform,
+                                             moving_geometry=mrml.volume_geometry(input_node, world=False),
+                                             fixed_geometry=mrml.volume_geometry(reference, world=False))
     output = mrml.resample_volume_node(scene, input_node, reference, transform_node=transform,
                                        interpolation=args.interpolation, labelmap=args.labelmap or None,
-                                       background=args.background)
+                                       background=args.background, crop_to_overlap=args.crop_to_overlap)
     written = mrml.write_volume(output, args.output, reference_node=reference, force=args.force)
     extras = mrml.write_resample_extras(output, reference, png_folder=args.png, preview=args.preview,
                                         force=args.force)
@@ -257,6 +284,8 @@ def _configure_logging(verbose: bool) -> None:
     from . import mrml
 
     mrml.vtk_errors_to_log()
+    if not verbose:  # pydicom (imported by mrml) logs a failed decode with its traceback; the error line says it
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

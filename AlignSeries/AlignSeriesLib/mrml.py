@@ -26,10 +26,10 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from . import alignment, dicom_export, dicom_reg, dicom_series, landmarks, resample, transform_files
+from . import alignment, dicom_export, dicom_pixels, dicom_reg, dicom_series, landmarks, resample, transform_files
 from . import preview as preview_module
 from .errors import AlignSeriesError, DicomDecodeError, DicomError, GeometryError, LandmarkError, TransformFileError
-from .files import atomic_output, check_input_file
+from .files import atomic_output, check_input_file, check_volume_file
 from .geometry import VolumeGeometry, as_matrix4
 from .points_files import read_points_csv, write_points_csv
 
@@ -444,30 +444,63 @@ def describe_inputs(paths, *, regularize: bool = True) -> list[dict]:
     which explain where the first voxel lies in LPS and in RAS.
     """
     paths = [Path(p) for p in ([paths] if isinstance(paths, str | Path) else paths)]
-    if len(paths) == 1 and is_volume_file(paths[0]):
-        scene = new_scene()
-        node = load_volume_file(scene, paths[0])
-        geometry = volume_geometry(node, world=False)
-        info = {"name": node.GetName(), "series_instance_uid": None, "frame_of_reference_uid": None,
-                "files": [str(paths[0])], "frames": [None], "sop_instance_uids": [], "regularized": False,
-                "warnings": [], **geometry.to_dict()}
-    else:
-        scan = dicom_series.scan_dicom(paths, regularize=regularize)
-        return [_with_explanations(volume.to_info_dict(), volume.geometry) for volume in scan.volumes]
-    return [_with_explanations(info, geometry)]
+    dicom_paths = [path for path in paths if not is_volume_file(path)]
+    described = []
+    for path in paths:  # volume files in the order given; all DICOM paths scanned together, at the first one's place
+        if is_volume_file(path):
+            described.append(_describe_volume_file(path))
+        elif path == dicom_paths[0]:
+            scan = dicom_series.scan_dicom(dicom_paths, regularize=regularize)
+            described += [_with_explanations(volume.to_info_dict(), volume.geometry, volume.instance_numbers,
+                                             volume.slice_positions_lps) for volume in scan.volumes]
+    return described
 
 
-def _with_explanations(info: dict, geometry: VolumeGeometry) -> dict:
-    """Add a one-line summary and the LPS/RAS origin explanation (why viewers show different origins)."""
+def _describe_volume_file(path: Path) -> dict:
+    """The ``info`` description of one volume file (.nrrd, .nii, .mha), read by Slicer on its own grid."""
+    node = load_volume_file(new_scene(), path)
+    geometry = volume_geometry(node, world=False)
+    info = {"name": node.GetName(), "series_instance_uid": None, "frame_of_reference_uid": None,
+            "files": [str(path)], "frames": [None], "sop_instance_uids": [], "regularized": False,
+            "warnings": [], **geometry.to_dict()}
+    return _with_explanations(info, geometry)
+
+
+def _with_explanations(info: dict, geometry: VolumeGeometry, instance_numbers=(), positions_lps=()) -> dict:
+    """Add a summary, handedness and the explanation of the origin (why viewers show different origins).
+
+    ``instance_numbers`` and ``positions_lps`` (per source slice, in k order) say which image a viewer
+    that lists images by InstanceNumber shows first, and where it lies.
+    """
     origin_lps, origin_ras = geometry.origin_lps, geometry.origin_ras
     info["summary"] = geometry.summary()
+    info.setdefault("orientation", geometry.orientation)
+    info.setdefault("mirrored", geometry.is_mirrored)
     info["origin_lines"] = [
         f"slices ordered along the normal {np.round(geometry.directions_ras[:, 2], 4).tolist()} (RAS), "
         f"first slice at k=0",
         f"first voxel center: LPS {np.round(origin_lps, 3).tolist()} (DICOM ImagePositionPatient) = "
         f"RAS {np.round(origin_ras, 3).tolist()} (Slicer): x and y change sign between the two conventions",
     ]
+    info["origin_lines"] += _instance_number_lines(instance_numbers, positions_lps)
+    if geometry.is_mirrored:
+        info["origin_lines"].append(
+            f"mirrored grid: determinant {geometry.determinant:+.0f} (left-handed index axes); no rotation "
+            "turns it into a right-handed grid, so it is kept as stored")
     return info
+
+
+def _instance_number_lines(instance_numbers, positions_lps) -> list[str]:
+    """Where the image with the lowest InstanceNumber lies, when it is not the first slice along the normal."""
+    numbered = [(number, k) for k, number in enumerate(instance_numbers) if number is not None]
+    if not numbered or len({number for number, _ in numbered}) != len(numbered):  # none, or multi-frame repeats
+        return []
+    lowest, k = min(numbered)
+    if k == 0:
+        return [f"InstanceNumber {lowest} is the first slice along the normal (k=0)"]
+    return [f"k=0 is InstanceNumber {instance_numbers[0]}; InstanceNumber {lowest}, which a viewer listing images "
+            f"by number shows first, is slice k={k} at LPS {np.round(positions_lps[k], 3).tolist()}: "
+            "a viewer that shows that image's ImagePositionPatient gives another origin"]
 
 
 # -- operations (shared by the module logic and the command line) --------------------------------
@@ -592,7 +625,8 @@ def points_and_labels(scene, source, role: str) -> tuple[np.ndarray, list[str]]:
 
 
 def resample_volume_node(scene, input_node, reference, *, transform_node=None, interpolation: str = "linear",
-                         labelmap: bool | None = None, background=None, output_node=None, progress=None):
+                         labelmap: bool | None = None, background=None, output_node=None, progress=None,
+                         crop_to_overlap: bool = False):
     """Resample a volume onto a reference grid through a transform, into a new (or given) volume node.
 
     Parameters
@@ -611,6 +645,9 @@ def resample_volume_node(scene, input_node, reference, *, transform_node=None, i
         Value outside the input; its minimum by default (0 for labels).
     output_node : vtkMRMLScalarVolumeNode, optional
         Node to fill; a new node is created when omitted (never the input).
+    crop_to_overlap : bool
+        Use only the part of the reference grid that the (transformed) input covers
+        (:func:`resample.crop_to_overlap`): same spacing, directions and voxel positions, fewer voxels.
 
     Returns
     -------
@@ -626,6 +663,8 @@ def resample_volume_node(scene, input_node, reference, *, transform_node=None, i
     if transform_node is not None:
         input_to_world_ras = transform_to_parent_matrix(transform_node) @ input_to_world_ras
     reference_geometry = reference if isinstance(reference, VolumeGeometry) else volume_geometry(reference)
+    if crop_to_overlap:
+        reference_geometry = resample.crop_to_overlap(reference_geometry, input_geometry, input_to_world_ras)
     result = resample.resample_to_geometry(
         volume_array(input_node), input_geometry, reference_geometry, input_to_world_ras,
         interpolation=interpolation, labelmap=labelmap, background=background, progress=progress)
@@ -716,6 +755,7 @@ def load_volume_file(scene, path, *, labelmap: bool | None = None, name: str | N
     FileNotFoundError, AlignSeriesError
     """
     path = check_input_file(path, "volume file")
+    check_volume_file(path, max_bytes=dicom_pixels.MAX_VOLUME_BYTES)
     if labelmap is None:
         labelmap = path.name.lower().endswith(".seg.nrrd")
     volumes_logic = module_logic(scene, "Volumes")
@@ -725,6 +765,11 @@ def load_volume_file(scene, path, *, labelmap: bool | None = None, name: str | N
         node = volumes_logic.AddArchetypeVolume(str(path), node_name, options)
     if node is None or node.GetImageData() is None:
         raise AlignSeriesError(f"{path}: Slicer could not read this file as a volume")
+    components = node.GetImageData().GetNumberOfScalarComponents()
+    if components != 1:
+        _remove_with_helpers(scene, node)
+        raise AlignSeriesError(f"{path}: {components} values per voxel (a vector, RGB or 4D volume); "
+                               "AlignSeries aligns and resamples scalar volumes only")
     return node
 
 
@@ -830,6 +875,7 @@ def vtk_errors_to_log() -> None:
     """Route VTK's error and warning output to Python logging instead of the terminal."""
     output = vtk.vtkStringOutputWindow()
     vtk.vtkOutputWindow.SetInstance(output)
+    vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)  # MRML storage nodes log there directly
 
 
 # -- markups and transform files ------------------------------------------------------------------
@@ -1060,6 +1106,8 @@ def load_dicom_volume(scene, dicom_volume, *, name: str | None = None, registrat
     }
     node = add_volume_node(scene, voxels_kji, dicom_volume.geometry, name or dicom_volume.name, attributes=attributes)
     set_node_warnings(node, [warning.to_dict() for warning in dicom_volume.warnings])
+    for warning in dicom_volume.warnings:
+        logger.warning("'%s' [%s]: %s", node.GetName(), warning.code, warning.message)
     _check_node_geometry(node, dicom_volume.geometry, dicom_volume.name, columns=range(4))
     return node
 
@@ -1076,8 +1124,9 @@ def _slicer_read_slices(scene, dicom_volume) -> np.ndarray:
                                                               file_list)
     try:
         if node is None or node.GetImageData() is None:
-            raise DicomError(f"'{dicom_volume.name}': Slicer could not read {dicom_volume.files[0]} and "
-                             f"{len(dicom_volume.files) - 1} more files")
+            raise DicomError(f"'{dicom_volume.name}': neither pydicom nor Slicer could decode PixelData (7FE0,0010) "
+                             f"of {dicom_volume.files[0]} and {len(dicom_volume.files) - 1} more files "
+                             f"(TransferSyntaxUID {dicom_volume.slices[0].pixels.transfer_syntax})")
         source_grid = VolumeGeometry.from_ijk_to_lps(node.GetImageData().GetDimensions(),
                                                      dicom_volume.slice_ijk_to_lps[0])
         # Slicer's k axis is its own estimate (sheared or averaged for irregular series): compare i, j, origin.
