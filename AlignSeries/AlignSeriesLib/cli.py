@@ -196,7 +196,7 @@ def run_resample(args) -> dict:
     """``alignseries resample``: the input on the reference grid, as a file or a DICOM series."""
     from . import mrml
 
-    if args.crop_to_overlap and (args.png or str(args.output).endswith(("/", os.sep)) or Path(args.output).is_dir()):
+    if args.crop_to_overlap and (args.png or mrml.is_folder_output(args.output)):
         raise AlignSeriesError("--crop-to-overlap gives a grid smaller than the reference, with no DICOM slices to "
                                "align with: write a volume file (.nrrd, .nii.gz, .mha) and drop --png")
     scene = mrml.new_scene()

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,14 +90,14 @@ def new_scene() -> vtk.vtkObject:
         logic.SetMRMLApplicationLogic(application_logic)
         application_logic.SetModuleLogic(name, logic)
         logics[name] = logic
-    # The application logic keeps only weak references: hold the logics as long as the scene lives.
+    # The application logic keeps only weak references: hold the logics as long as the scene's wrapper lives.
     _HEADLESS_LOGICS[scene] = logics
     if getattr(slicer, "mrmlScene", None) is None:
         slicer.mrmlScene = scene
     return scene
 
 
-_HEADLESS_LOGICS: dict = {}
+_HEADLESS_LOGICS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def module_logic(scene, name: str):
@@ -681,6 +682,11 @@ def resample_volume_node(scene, input_node, reference, *, transform_node=None, i
     return output_node
 
 
+def is_folder_output(path) -> bool:
+    """True when an output path names a folder (it ends in ``/`` or exists as one): a DICOM series is written there."""
+    return str(path).endswith(("/", os.sep)) or Path(path).is_dir()
+
+
 def write_volume(volume_node, path, *, reference_node=None, force: bool = False) -> list[Path]:
     """Write a volume to a file, or to a folder as a DICOM series aligned with a DICOM reference.
 
@@ -701,7 +707,7 @@ def write_volume(volume_node, path, *, reference_node=None, force: bool = False)
     list of Path
         The files written.
     """
-    if not (str(path).endswith(("/", os.sep)) or Path(path).is_dir()):
+    if not is_folder_output(path):
         return [save_node(volume_node, path, force=force)]
     source = dicom_source(reference_node) if reference_node is not None else None
     if source is None:
