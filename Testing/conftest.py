@@ -49,6 +49,22 @@ def real_series(request):
     return folder / "dicom", json.loads((folder / "expected.json").read_text())
 
 
+def run(capsys, *args) -> tuple[int, str, str]:
+    """Run ``alignseries ARGS`` in this process; returns (exit status, stdout, stderr)."""
+    from AlignSeriesLib import cli
+
+    status = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def run_json(capsys, *args) -> dict:
+    """Run ``alignseries ARGS --json``, check it succeeded, and return the parsed document."""
+    status, out, err = run(capsys, *args, "--json")
+    assert status == 0, err
+    return json.loads(out)
+
+
 def require_shared_dicom() -> Path:
     """Return the shared DICOM folder, skipping the calling test when it is absent."""
     if not SHARED_DICOM.is_dir():

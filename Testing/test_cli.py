@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import PROJECT_ROOT, require_shared_dicom
+from conftest import PROJECT_ROOT, require_shared_dicom, run, run_json
 from dicom_fixtures import stack_positions, write_phantom_series
 from hand_geometries import rigid_transform
 
@@ -89,18 +89,6 @@ def data(tmp_path_factory):
     write_axial(root / "both", "B")
     write_axial(root / "B_other_frame", "B", frame_of_reference="1.2.826.0.1.3680043.8.498.999")
     return {"root": root, "files": files}
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    status = cli.main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def run_json(capsys, *args) -> dict:
-    status, out, err = run(capsys, *args, "--json")
-    assert status == 0, err
-    return json.loads(out)
 
 
 def assert_one_line_error(status: int, out: str, err: str, *fragments: str) -> None:

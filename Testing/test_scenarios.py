@@ -8,7 +8,6 @@ matrices, analytic masks evaluated at the pixel centers each DICOM header define
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -16,28 +15,17 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from conftest import run, run_json
 from dicom_fixtures import pixel_centers_lps, stack_positions, write_series
 from PIL import Image
 
-from AlignSeriesLib import cli, dicom_series, mrml, phantom, resample, transform_files
+from AlignSeriesLib import dicom_series, mrml, phantom, resample, transform_files
 from AlignSeriesLib.geometry import VolumeGeometry
 from AlignSeriesLib.preview import LABEL_COLORS
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # also RAS from LPS: x and y change sign
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    status = cli.main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def run_json(capsys, *args) -> dict:
-    status, out, err = run(capsys, *args, "--json")
-    assert status == 0, err
-    return json.loads(out)
 
 
 def header(path) -> pydicom.Dataset:

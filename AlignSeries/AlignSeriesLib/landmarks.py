@@ -189,13 +189,7 @@ def register_landmarks(fixed_points_ras, moving_points_ras, mode: str = "rigid",
     """
     if mode not in MODES:
         raise LandmarkError(f"unknown landmark mode {mode!r}; expected one of {', '.join(MODES)}")
-    fixed = _validated_points(fixed_points_ras, "fixed points")
-    moving = _validated_points(moving_points_ras, "moving points")
-    if len(fixed) != len(moving):
-        raise LandmarkError(
-            f"fixed and moving lists have different numbers of points ({len(fixed)} and {len(moving)}); "
-            "every fixed point needs exactly one moving partner"
-        )
+    fixed, moving = _validated_pairs(fixed_points_ras, moving_points_ras)
     weights = _validated_weights(weights, len(fixed))
     for points, name in ((fixed, "fixed points"), (moving, "moving points")):
         _check_configuration(points, mode, name)
@@ -325,6 +319,18 @@ def _validated_points(points, name: str) -> np.ndarray:
     return array
 
 
+def _validated_pairs(fixed_points, moving_points) -> tuple[np.ndarray, np.ndarray]:
+    """Both point lists validated, and of equal length (each fixed point needs one moving partner)."""
+    fixed = _validated_points(fixed_points, "fixed points")
+    moving = _validated_points(moving_points, "moving points")
+    if len(fixed) != len(moving):
+        raise LandmarkError(
+            f"fixed and moving lists have different numbers of points ({len(fixed)} and {len(moving)}); "
+            "every fixed point needs exactly one moving partner"
+        )
+    return fixed, moving
+
+
 def _validated_weights(weights, count: int) -> np.ndarray:
     if weights is None:
         return np.ones(count)
@@ -416,12 +422,7 @@ def match_points(fixed, moving, by: str = "order", fixed_labels=None, moving_lab
     """
     if by not in MATCH_METHODS:
         raise LandmarkError(f"unknown matching method {by!r}; expected one of {', '.join(MATCH_METHODS)}")
-    fixed = _validated_points(fixed, "fixed points")
-    moving = _validated_points(moving, "moving points")
-    if len(fixed) != len(moving):
-        raise LandmarkError(
-            f"cannot match {len(fixed)} fixed points with {len(moving)} moving points: the counts differ"
-        )
+    fixed, moving = _validated_pairs(fixed, moving)
     if by == "order":
         return PointMatch(np.arange(len(fixed)), "order")
     if by == "labels" or (by == "auto" and _labels_usable(fixed_labels, moving_labels)):
