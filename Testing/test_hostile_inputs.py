@@ -156,7 +156,7 @@ def test_command_line_process_never_crashes(name, tmp_path, support):
         check_error_line(process.stderr, case, path)
         assert list(output_folder.iterdir()) == []
     elif case.expected == "warning":
-        assert "WARNING" in process.stderr
+        assert "warning: " in process.stderr
 
 
 # -- the MRML bridge ------------------------------------------------------------------------------

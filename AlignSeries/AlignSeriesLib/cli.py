@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     resample.add_argument("--crop-to-overlap", action="store_true",
                           help="output only the part of the reference grid that the input covers (same spacing, "
                                "directions and voxel positions); not with a DICOM folder output or --png")
+    resample.add_argument("--slab", nargs=2, type=int, metavar=("FIRST", "COUNT"),
+                          help="output only reference slices FIRST .. FIRST+COUNT-1 (k from 0, in order along the "
+                               "normal) at their true position: one chunk of a large export, DICOM included")
     resample.add_argument("--png", metavar="DIR", help="also write one PNG per reference slice into DIR")
     resample.add_argument("--preview", metavar="PNG", help="also write a fused picture of reference and output")
     _add_output_argument(resample, "volume file (.nrrd, .nii.gz, .mha) or a folder (ending in /) for DICOM")
@@ -194,7 +197,7 @@ def run_landmarks(args) -> dict:
 
 def run_resample(args) -> dict:
     """``alignseries resample``: the input on the reference grid, as a file or a DICOM series."""
-    from . import mrml
+    from . import mrml, resample
 
     if args.crop_to_overlap and (args.png or mrml.is_folder_output(args.output)):
         raise AlignSeriesError("--crop-to-overlap gives a grid smaller than the reference, with no DICOM slices to "
@@ -208,7 +211,10 @@ def run_resample(args) -> dict:
         transform = mrml.read_transform_file(scene, args.transform,
                                              moving_geometry=mrml.volume_geometry(input_node, world=False),
                                              fixed_geometry=mrml.volume_geometry(reference, world=False))
-    output = mrml.resample_volume_node(scene, input_node, reference, transform_node=transform,
+    if args.slab and args.crop_to_overlap:
+        raise AlignSeriesError("--slab and --crop-to-overlap choose the output grid in two ways: give one")
+    grid = resample.slab(mrml.volume_geometry(reference), *args.slab) if args.slab else reference
+    output = mrml.resample_volume_node(scene, input_node, grid, transform_node=transform,
                                        interpolation=args.interpolation, labelmap=args.labelmap or None,
                                        background=args.background, crop_to_overlap=args.crop_to_overlap)
     written = mrml.write_volume(output, args.output, reference_node=reference, force=args.force)
@@ -217,8 +223,7 @@ def run_resample(args) -> dict:
     document = {"output": [str(path) for path in written], "extras": [str(path) for path in extras],
                 "geometry": mrml.volume_geometry(output).to_dict(),
                 "warnings": mrml.node_warnings(output)}
-    document["text"] = "\n".join([f"wrote {path}" for path in document["output"] + document["extras"]]
-                                 + [f"warning: {w['message']}" for w in document["warnings"]])
+    document["text"] = "\n".join(f"wrote {path}" for path in document["output"] + document["extras"])
     return document
 
 
@@ -253,7 +258,6 @@ def _format_transform_text(document: dict) -> str:
             lines.append(f"  {label}: {residual:.3f} mm")
     if document.get("explanation"):
         lines.append(document["explanation"])
-    lines += [f"warning: {warning}" for warning in document["warnings"]]
     lines.append(f"wrote {document['output']}")
     return "\n".join(lines)
 
@@ -278,9 +282,17 @@ def _fail(error, status: int) -> int:
     return status
 
 
+class _LevelPrefixFormatter(logging.Formatter):
+    """``warning: …`` lines on stderr, like the ``error: …`` line (warnings go to stderr, results to stdout)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"
+
+
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s: %(message)s",
-                        stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LevelPrefixFormatter())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     from . import mrml
 
     mrml.vtk_errors_to_log()

@@ -676,9 +676,7 @@ def resample_volume_node(scene, input_node, reference, *, transform_node=None, i
         set_volume_geometry(output_node, reference_geometry)
         output_node.SetAndObserveImageData(_image_data_from_array(result.array))
         output_node.SetAndObserveTransformNodeID(None)
-    set_node_warnings(output_node, [w.to_dict() for w in result.warnings])
-    for warning in result.warnings:
-        logger.warning("%s", warning.message)
+    set_node_warnings(output_node, [w.to_dict() for w in result.warnings])  # resample logged them already
     return output_node
 
 
@@ -693,12 +691,13 @@ def write_volume(volume_node, path, *, reference_node=None, force: bool = False)
     Parameters
     ----------
     volume_node : vtkMRMLScalarVolumeNode
-        On ``reference_node``'s grid when written as DICOM (as :func:`resample_volume_node` makes it).
+        For DICOM output: on ``reference_node``'s grid, or on a slab of its slices (as
+        :func:`resample_volume_node` makes it with ``resample.slab``).
     path : str or Path
         A volume file (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``), or a folder: a path ending in
-        ``/`` or an existing folder gets one DICOM file per reference slice.
+        ``/`` or an existing folder gets one DICOM file per reference slice it covers.
     reference_node : vtkMRMLScalarVolumeNode, optional
-        The DICOM series (loaded by AlignSeries) whose slices the DICOM output copies.
+        The DICOM series (loaded by AlignSeries or Slicer) whose slices the DICOM output copies.
     force : bool
         Replace an existing output.
 
@@ -709,19 +708,9 @@ def write_volume(volume_node, path, *, reference_node=None, force: bool = False)
     """
     if not is_folder_output(path):
         return [save_node(volume_node, path, force=force)]
-    source = dicom_source(reference_node) if reference_node is not None else None
-    if source is None:
-        raise AlignSeriesError(f"{path}: a DICOM output needs a DICOM reference series (loaded from DICOM files)")
-    if source["regularized"]:
-        raise AlignSeriesError(
-            f"{path}: the reference '{reference_node.GetName()}' was regularized from an irregular series, so its "
-            "grid has no DICOM slices to align with: write a volume file instead")
-    reference_geometry = volume_geometry(reference_node)
-    if not volume_geometry(volume_node).is_close(reference_geometry, atol=1e-4):
-        raise AlignSeriesError(f"'{volume_node.GetName()}' is not on the grid of '{reference_node.GetName()}': "
-                               "resample it onto the reference first")
+    files, frames = _reference_slice_files(volume_node, reference_node, path)
     return dicom_export.write_dicom_series(
-        volume_array(volume_node), source["files"], source["frames"], Path(path), force=force,
+        volume_array(volume_node), files, frames, Path(path), force=force,
         series_description=f"{volume_node.GetName()} (AlignSeries)",
         labelmap=volume_node.IsA("vtkMRMLLabelMapVolumeNode"))
 
@@ -730,18 +719,54 @@ def write_resample_extras(volume_node, reference_node, *, png_folder=None, previ
                           force: bool = False) -> list[Path]:
     """Write the optional pictures of a resampled volume: one PNG per reference DICOM slice, a fused preview."""
     written = []
-    labelmap = volume_node.IsA("vtkMRMLLabelMapVolumeNode")
     if png_folder:
-        source = dicom_source(reference_node)
-        if source is None:
-            raise AlignSeriesError(f"{png_folder}: PNG slices are named after DICOM reference slices: "
-                                   "the reference is not a DICOM series")
-        written += dicom_export.export_png_slices(volume_array(volume_node), source["files"], source["frames"],
-                                                  png_folder, labelmap=labelmap, force=force)
+        files, frames = _reference_slice_files(volume_node, reference_node, png_folder)
+        written += dicom_export.export_png_slices(volume_array(volume_node), files, frames, png_folder,
+                                                  labelmap=volume_node.IsA("vtkMRMLLabelMapVolumeNode"),
+                                                  force=force)
     if preview:
-        written.append(preview_module.write_fusion_png(volume_array(reference_node), volume_array(volume_node),
-                                                       volume_geometry(reference_node), preview, force=force))
+        slices = _reference_slab(volume_node, reference_node)
+        if slices is None:
+            raise AlignSeriesError(f"{preview}: the fused preview needs the output on the reference's grid "
+                                   "(or a slab of its slices)")
+        written.append(preview_module.write_fusion_png(volume_array(reference_node)[slices], volume_array(volume_node),
+                                                       volume_geometry(volume_node), preview, force=force))
     return written
+
+
+def _reference_slice_files(volume_node, reference_node, path) -> tuple[list, list]:
+    """The DICOM files (and frames) of the reference slices a volume lies on, in k order.
+
+    Raises
+    ------
+    AlignSeriesError
+        If the reference is not a DICOM series, was regularized (its grid has no DICOM slices), or
+        the volume is not on its grid or a slab of its slices.
+    """
+    source = dicom_source(reference_node) if reference_node is not None else None
+    if source is None:
+        raise AlignSeriesError(f"{path}: DICOM slices and PNGs are aligned with a DICOM reference series; "
+                               "the reference was not loaded from DICOM files")
+    if source["regularized"]:
+        raise AlignSeriesError(
+            f"{path}: the reference '{reference_node.GetName()}' was regularized from an irregular series, so its "
+            "grid has no DICOM slices to align with: write a volume file instead")
+    slices = _reference_slab(volume_node, reference_node)
+    if slices is None:
+        raise AlignSeriesError(f"'{volume_node.GetName()}' is not on the grid of '{reference_node.GetName()}' "
+                               "(nor on a slab of its slices): resample it onto the reference first")
+    return source["files"][slices], source["frames"][slices]
+
+
+def _reference_slab(volume_node, reference_node) -> slice | None:
+    """The reference slices ``k0:k0 + n`` a volume's grid coincides with (1e-4 mm), or None."""
+    grid, reference = volume_geometry(volume_node), volume_geometry(reference_node)
+    first = int(round(reference.world_to_ijk(grid.origin_ras)[2]))
+    count = grid.dimensions[2]
+    fits = grid.dimensions[:2] == reference.dimensions[:2] and 0 <= first <= reference.dimensions[2] - count
+    if not fits or not resample.slab(reference, first, count).is_close(grid, atol=1e-4):
+        return None
+    return slice(first, first + count)
 
 
 # -- files --------------------------------------------------------------------------------------

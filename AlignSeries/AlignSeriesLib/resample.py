@@ -195,15 +195,15 @@ def resample_to_geometry(
         warnings.append(_no_overlap_warning(reference_geometry, input_geometry, moving_to_fixed_ras))
         output = np.full(reference_geometry.shape, background, dtype=output_dtype)
         method = "label-wise linear" if labelmap and interpolation != "nearest" else interpolation
-        return ResampleResult(output, reference_geometry, method, background, tuple(warnings))
-    vtk.vtkSMPTools.SetBackend(SMP_BACKEND)
-    job = _Reslicer(array, reference_ijk_to_input_ijk, reference_geometry.shape)
-    if labelmap and interpolation != "nearest":
-        output, method, label_warnings = _resample_labels(job, background, output_dtype, progress)
-        warnings.extend(label_warnings)
     else:
-        output = _resample_scalars(job, interpolation, background, output_dtype, progress)
-        method = interpolation
+        vtk.vtkSMPTools.SetBackend(SMP_BACKEND)
+        job = _Reslicer(array, reference_ijk_to_input_ijk, reference_geometry.shape)
+        if labelmap and interpolation != "nearest":
+            output, method, label_warnings = _resample_labels(job, background, output_dtype, progress)
+            warnings.extend(label_warnings)
+        else:
+            output = _resample_scalars(job, interpolation, background, output_dtype, progress)
+            method = interpolation
     for warning in warnings:
         logger.warning("%s", warning.message)
     return ResampleResult(output, reference_geometry, method, background, tuple(warnings))
