@@ -221,6 +221,28 @@ def test_scenario2_dicom_output_lines_up_slice_for_slice(capsys, tmp_path, ct_an
     assert len(matched) == CT_SLICES
 
 
+def test_scenario5_dicom_chunks_of_the_reference_copy_exactly_their_slices(capsys, tmp_path, ct_and_mask):
+    """``resample --slab FIRST COUNT`` writes a chunk whose DICOM slices are the reference's slices FIRST.. ."""
+    ct_folder, files, mask_path, mask = ct_and_mask
+    by_position = sorted(files, key=lambda f: float(header(f).ImagePositionPatient[2]))  # axial: k along +z
+    first, count = 1, CT_SLICES - 2
+
+    document = run_json(capsys, "resample", "--input", mask_path, "--reference", ct_folder, "--labelmap",
+                        "--interpolation", "nearest", "--slab", first, count, "--output", f"{tmp_path / 'chunk'}/")
+
+    written = [pydicom.dcmread(p) for p in document["output"]]
+    assert len(written) == count
+    for dataset, reference in zip(written, map(header, by_position[first:first + count]), strict=True):
+        np.testing.assert_allclose([float(v) for v in dataset.ImagePositionPatient],
+                                   [float(v) for v in reference.ImagePositionPatient], atol=1e-4)
+        assert dataset.SourceImageSequence[0].ReferencedSOPInstanceUID == reference.SOPInstanceUID
+        values = dataset.pixel_array * float(dataset.get("RescaleSlope", 1)) + float(dataset.get("RescaleIntercept", 0))
+        np.testing.assert_array_equal(values, expected_mask_slice(reference, mask))
+    status, _, err = run(capsys, "resample", "--input", mask_path, "--reference", ct_folder, "--slab", CT_SLICES - 1,
+                         2, "--output", tmp_path / "too_far.nrrd")
+    assert status == 2 and "does not fit the reference's" in err and not (tmp_path / "too_far.nrrd").exists()
+
+
 # -- scenario 3: whole-body CT and a partial abdomen MR ------------------------------------------------
 
 # CT: axial, whole trunk, 10 x 10 x 20 mm voxels. MR: coronal, 5 mm, abdomen only, another frame of
