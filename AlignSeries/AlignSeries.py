@@ -222,13 +222,13 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def showResult(self, result) -> None:
         """Fill the results area: matrix, voxel mapping, errors and per-point residuals, warnings."""
+        import qt
+
         self.ui.matrixTextEdit.plainText = self.logic.formatMatrix(result.movingToFixedRas)
         self.ui.voxelMappingTextEdit.plainText = (
             self.logic.formatMatrix(result.movingIjkToFixedIjk) if result.movingIjkToFixedIjk is not None else "")
         self.ui.errorLabel.text = (
             _("RMS error: {rms:.3f} mm").format(rms=result.rmsError) if result.rmsError is not None else "")
-        import qt
-
         residuals = result.residuals if result.residuals is not None else []
         self.ui.residualsTableWidget.setRowCount(len(residuals))
         for row, (label, residual) in enumerate(zip(result.labels, residuals, strict=True)):

@@ -383,12 +383,17 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
     -------
     list of vtkMRMLScalarVolumeNode
     """
-    paths = [Path(p) for p in ([paths] if isinstance(paths, str | Path) else paths)]
+    paths = _as_paths(paths)
     if len(paths) == 1 and is_volume_file(paths[0]):
         return [load_volume_file(scene, paths[0], labelmap=labelmap)]
     if any(is_volume_file(p) for p in paths):
         raise AlignSeriesError(f"give one volume file or DICOM folders/files, not a mix: {[str(p) for p in paths]}")
     return load_dicom_series(scene, paths, regularize=regularize, progress=progress)
+
+
+def _as_paths(paths) -> list[Path]:
+    """One path or a sequence of them, as a list of Paths."""
+    return [Path(p) for p in ([paths] if isinstance(paths, str | Path) else paths)]
 
 
 def load_one_volume(scene, paths, *, index: int | None = None, role: str = "input", labelmap: bool | None = None):
@@ -444,7 +449,7 @@ def describe_inputs(paths, *, regularize: bool = True) -> list[dict]:
     ``ijk_to_ras``, ``ijk_to_lps``, regularized, warnings) plus ``summary`` and ``origin_lines``,
     which explain where the first voxel lies in LPS and in RAS.
     """
-    paths = [Path(p) for p in ([paths] if isinstance(paths, str | Path) else paths)]
+    paths = _as_paths(paths)
     dicom_paths = [path for path in paths if not is_volume_file(path)]
     described = []
     for path in paths:  # volume files in the order given; all DICOM paths scanned together, at the first one's place
