@@ -23,22 +23,23 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, 
 from .geometry import VolumeGeometry, apply_affine, ras_to_lps_points
 
 #: Organs: (name, center RAS mm, semi-axes mm, CT value HU, MR value). Later entries overwrite earlier ones.
+#: RAS: +x is the patient's right, so the liver sits at positive x, the spleen and heart at negative x.
 ORGANS = (
-    ("body", (0, 0, 0), (160, 110, 260), 40, 300),
-    ("lung_right", (-70, 5, 120), (55, 70, 90), -800, 20),
-    ("lung_left", (70, 5, 120), (50, 70, 90), -800, 20),
-    ("heart", (25, 30, 80), (45, 40, 45), 50, 500),
-    ("liver", (-60, 10, -10), (70, 60, 55), 60, 700),
-    ("spleen", (80, -25, 0), (25, 35, 40), 50, 900),
-    ("kidney_right", (-55, -45, -70), (22, 20, 40), 35, 650),
-    ("kidney_left", (55, -45, -60), (22, 20, 40), 35, 650),
+    ("body", (0, 0, 0), (160, 110, 260), -60, 300),
+    ("lung_right", (70, 5, 120), (55, 70, 90), -800, 20),
+    ("lung_left", (-70, 5, 120), (50, 70, 90), -800, 20),
+    ("heart", (-25, 30, 80), (45, 40, 45), 250, 500),
+    ("liver", (60, 10, -10), (70, 60, 55), 90, 700),
+    ("spleen", (-80, -25, 0), (25, 35, 40), 140, 900),
+    ("kidney_right", (55, -45, -70), (22, 20, 40), 200, 650),
+    ("kidney_left", (-55, -45, -60), (22, 20, 40), 200, 650),
     ("spine", (0, -70, 0), (18, 18, 250), 700, 150),
 )
 
 #: Landmarks a user could click in both series: organ centers and a few bony points (RAS mm).
 LANDMARKS = {
-    "liver": (-60, 10, -10), "spleen": (80, -25, 0), "kidney_R": (-55, -45, -70), "kidney_L": (55, -45, -60),
-    "heart": (25, 30, 80), "spine_T12": (0, -70, -20), "spine_L3": (0, -70, -90),
+    "liver": (60, 10, -10), "spleen": (-80, -25, 0), "kidney_R": (55, -45, -70), "kidney_L": (-55, -45, -60),
+    "heart": (-25, 30, 80), "spine_T12": (0, -70, -20), "spine_L3": (0, -70, -90),
 }
 
 
@@ -67,10 +68,10 @@ def phantom_values(points_ras, modality: str) -> np.ndarray:
 
 
 def ct_acquisition() -> Acquisition:
-    """Axial whole-trunk CT: 128 x 128 x 90 voxels of 2.6 x 2.6 x 5 mm, LPS-ordered like a scanner's."""
+    """Axial whole-trunk CT: 192 x 192 x 90 voxels of 1.75 x 1.75 x 5 mm, LPS-ordered like a scanner's."""
     directions_ras = np.diag([-1.0, -1.0, 1.0])  # DICOM axial: i to patient left, j to posterior
-    origin_ras = (165.1, 165.1, -222.5)
-    geometry = VolumeGeometry.from_spacing_origin_directions((128, 128, 90), (2.6, 2.6, 5.0), origin_ras,
+    origin_ras = (167.125, 167.125, -222.5)
+    geometry = VolumeGeometry.from_spacing_origin_directions((192, 192, 90), (1.75, 1.75, 5.0), origin_ras,
                                                              directions_ras)
     return Acquisition("CT", "CT", geometry, 2, generate_uid(), np.eye(4))
 
