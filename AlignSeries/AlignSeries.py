@@ -484,6 +484,39 @@ class AlignSeriesTest(ScriptedLoadableModuleTest):
         movingCenter = np.array([4.0, 4.0, 4.0])
         np.testing.assert_allclose(self._toParent(transformNode)[:3, 3], fixedCenter - movingCenter, atol=1e-9)
 
+    def test_computeGeometryTransform_moments(self):
+        """Moments mode moves the moving volume's bright blob onto the fixed volume's blob."""
+        import numpy as np
+
+        fixedArray = np.zeros((20, 20, 20), dtype=np.int16)
+        fixedArray[4:7, 10:13, 5:8] = 1000  # blob centered at voxel (i, j, k) = (6, 11, 5)
+        movingArray = np.zeros((20, 20, 20), dtype=np.int16)
+        movingArray[12:15, 3:6, 8:11] = 1000  # blob centered at voxel (9, 4, 13)
+        fixed = self._addVolume(fixedArray, np.diag([2.0, 2.0, 2.0, 1.0]), "fixed")
+        moving = self._addVolume(movingArray, np.diag([2.0, 2.0, 2.0, 1.0]), "moving")
+        transformNode = AlignSeriesLogic().computeGeometryTransform(fixed, moving, mode="moments")
+        # blob centers in RAS: fixed (12, 22, 10), moving (18, 8, 26)
+        np.testing.assert_allclose(self._toParent(transformNode)[:3, 3], [-6, 14, -16], atol=1e-9)
+
+    def test_describeVolume_andWriteVolume(self):
+        """The panel's one-line summary names the grid; a written file is never overwritten."""
+        import tempfile
+        from pathlib import Path
+
+        import numpy as np
+
+        volume = self._addVolume(np.zeros((3, 4, 5), dtype=np.int16), np.diag([-0.5, -0.5, 2.0, 1.0]), "v", "1.2.3")
+        summary = AlignSeriesLogic().describeVolume(volume)
+        self.assertIn("5x4x3 voxels", summary)
+        self.assertIn("LPS", summary)
+        self.assertIn("1.2.3", summary)
+        with tempfile.TemporaryDirectory() as folder:
+            path = str(Path(folder) / "v.nrrd")
+            AlignSeriesLogic().writeVolume(volume, path)
+            self.assertTrue(Path(path).is_file())
+            with self.assertRaisesRegex(ValueError, "exists"):
+                AlignSeriesLogic().writeVolume(volume, path)
+
     def test_computeLandmarkTransform_rigid(self):
         """Noise-free landmarks under a known rotation and shift give that transform and zero residuals."""
         import numpy as np
