@@ -107,6 +107,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
+        self.ui.loadDicomButton.connect("clicked(bool)", self.onLoadDicomButton)
         self.ui.computeButton.connect("clicked(bool)", self.onComputeButton)
         self.ui.applyTransformButton.connect("clicked(bool)", self.onApplyTransformButton)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
@@ -207,6 +208,23 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onCancelButton(self) -> None:
         self._cancelRequested = True
+
+    def onLoadDicomButton(self) -> None:
+        """Load a DICOM folder; its first volume becomes the fixed volume if none is chosen, else the moving one."""
+        import qt
+
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("DICOM folder to load"))
+        if not folder:
+            return
+        volumeNodes = self._runWithProgress(_("Failed to load the DICOM folder."), self.logic.loadDicomSeries, folder)
+        if not volumeNodes:
+            return
+        p = self._parameterNode
+        if not p.fixedVolume:
+            p.fixedVolume = volumeNodes[0]
+        else:
+            p.movingVolume = volumeNodes[0]
+        slicer.util.setSliceViewerLayers(background=volumeNodes[0], fit=True)
 
     def onComputeButton(self) -> None:
         p = self._parameterNode
