@@ -231,7 +231,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to compute the transform."), waitCursor=True):
             if p.method == "landmarks":
                 self.logic.computeLandmarkTransform(p.fixedPoints, p.movingPoints, mode=p.landmarkMode,
-                                                    outputTransform=p.outputTransform)
+                                                    outputTransform=p.outputTransform, fixedVolume=p.fixedVolume)
             else:
                 self.logic.computeGeometryTransform(p.fixedVolume, p.movingVolume, mode=p.geometryMode,
                                                     outputTransform=p.outputTransform)
@@ -245,8 +245,9 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.matrixTextEdit.plainText = self.logic.formatMatrix(result.movingToFixedRas)
         self.ui.voxelMappingTextEdit.plainText = (
             self.logic.formatMatrix(result.movingIjkToFixedIjk) if result.movingIjkToFixedIjk is not None else "")
-        self.ui.errorLabel.text = (
-            _("RMS error: {rms:.3f} mm").format(rms=result.rmsError) if result.rmsError is not None else "")
+        self.ui.errorLabel.text = "" if result.rmsError is None else _(
+            "RMS error: {rms:.3f} mm; estimated error at the fixed volume's center: {tre:.3f} mm").format(
+            rms=result.rmsError, tre=result.targetRegistrationError)
         residuals = result.residuals if result.residuals is not None else []
         self.ui.residualsTableWidget.setRowCount(len(residuals))
         for row, (label, residual) in enumerate(zip(result.labels, residuals, strict=True)):
@@ -320,13 +321,13 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         from AlignSeriesLib import mrml
 
         _checkChoice("mode", mode, GEOMETRY_MODES)
-        self.lastResult = TransformResult.fromCore(mrml.compute_geometry_transform(
+        self.lastResult = TransformResult(mrml.compute_geometry_transform(
             slicer.mrmlScene, fixedVolume, movingVolume, mode, registrations=[registration] if registration else (),
             transform_node=outputTransform))
         return self.lastResult.transformNode
 
     def computeLandmarkTransform(self, fixedPoints, movingPoints, mode: str = "rigid", outputTransform=None,
-                                 match: str = "order"):
+                                 match: str = "order", weights=None, fixedVolume=None):
         """Compute the moving-to-fixed transform from corresponding landmarks.
 
         Can be used without GUI widget.
@@ -335,13 +336,17 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :param mode: "rigid", "similarity" or "affine".
         :param outputTransform: linear transform node to update; a new one is created when None.
         :param match: pair points by "order", "labels" or "auto" (unordered lists).
-        :return: result with ``transformNode``, ``rmsError`` (mm) and ``residuals`` (mm, fixed order).
+        :param weights: optional per-pair weights, in the fixed list's order.
+        :param fixedVolume: optional fixed volume: the target registration error is estimated at its center.
+        :return: result with ``transformNode``, ``rmsError`` (mm), ``residuals`` (mm, fixed order),
+          ``leaveOneOutErrors`` (mm) and ``targetRegistrationError`` (mm, Fitzpatrick's estimate).
         """
         from AlignSeriesLib import mrml
 
         _checkChoice("mode", mode, LANDMARK_MODES)
-        self.lastResult = TransformResult.fromCore(mrml.compute_landmark_transform(
-            slicer.mrmlScene, fixedPoints, movingPoints, mode, match=match, transform_node=outputTransform))
+        self.lastResult = TransformResult(mrml.compute_landmark_transform(
+            slicer.mrmlScene, fixedPoints, movingPoints, mode, match=match, weights=weights,
+            transform_node=outputTransform, fixed_volume=fixedVolume))
         return self.lastResult
 
     def exportResampledVolume(self, inputVolume, referenceVolume, transform=None, interpolation: str = "linear",
@@ -398,22 +403,17 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
 class TransformResult:
     """What the panel and console users see of a computed transform (camelCase view of the core result)."""
 
-    def __init__(self, transformNode, movingToFixedRas, movingIjkToFixedIjk=None, rmsError=None, residuals=None,
-                 labels=(), warnings=()):
-        self.transformNode = transformNode
-        self.movingToFixedRas = movingToFixedRas
-        self.movingIjkToFixedIjk = movingIjkToFixedIjk
-        self.rmsError = rmsError
-        self.residuals = residuals
-        self.labels = list(labels)
-        self.warnings = list(warnings)
-
-    @classmethod
-    def fromCore(cls, result):
-        return cls(result.transform_node, result.moving_to_fixed_ras,
-                   movingIjkToFixedIjk=getattr(result, "moving_ijk_to_fixed_ijk", None),
-                   rmsError=getattr(result, "rms_error", None), residuals=getattr(result, "residuals", None),
-                   labels=getattr(result, "labels", ()), warnings=getattr(result, "warnings", ()))
+    def __init__(self, outcome):
+        """:param outcome: the bridge's ``TransformOutcome`` (snake_case), shown here in Slicer's camelCase."""
+        self.transformNode = outcome.transform_node
+        self.movingToFixedRas = outcome.moving_to_fixed_ras
+        self.movingIjkToFixedIjk = outcome.moving_ijk_to_fixed_ijk
+        self.rmsError = outcome.rms_error
+        self.residuals = outcome.residuals
+        self.leaveOneOutErrors = outcome.leave_one_out_errors
+        self.targetRegistrationError = outcome.target_registration_error
+        self.labels = list(outcome.labels)
+        self.warnings = list(outcome.warnings)
 
 
 def _checkChoice(name: str, value: str, choices) -> None:
@@ -550,6 +550,7 @@ class AlignSeriesTest(ScriptedLoadableModuleTest):
         np.testing.assert_allclose(self._toParent(result.transformNode), movingToFixed, atol=1e-9)
         self.assertLess(result.rmsError, 1e-9)
         self.assertEqual(len(result.residuals), len(fixedPoints))
+        self.assertLess(result.targetRegistrationError, 1e-6)  # exact landmarks: no localization error
         with self.assertRaisesRegex(ValueError, "collinear"):
             line = np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2]], dtype=float)
             AlignSeriesLogic().computeLandmarkTransform(self._addPoints("a", line), self._addPoints("b", line))

@@ -416,6 +416,28 @@ def test_landmarks_residuals_follow_the_fixed_list_order(capsys, tmp_path):
     assert document["rms_error_mm"] == pytest.approx(np.sqrt(np.mean(residuals ** 2)), abs=1e-6)
 
 
+def test_landmarks_target_error_grows_away_from_the_landmarks(capsys, tmp_path):
+    """The estimated TRE is reported at the fixed points' centroid, or at --fixed-image's center, and
+    (Fitzpatrick's model) is larger at a target far outside the landmark configuration."""
+    fixed_points = apply(MOVING_TO_FIXED_RAS, MOVING_POINTS_RAS)
+    fixed_points += np.random.default_rng(5).normal(0, 1.0, fixed_points.shape)  # clicking noise
+    fixed = write_points(tmp_path / "fixed.csv", fixed_points, LANDMARK_LABELS)
+    moving = write_points(tmp_path / "moving.csv", MOVING_POINTS_RAS, LANDMARK_LABELS)
+    far_center_ras = fixed_points.mean(axis=0) + [400.0, 0.0, 0.0]
+    far_volume = tmp_path / "far.nii.gz"
+    affine = np.eye(4)
+    affine[:3, 3] = far_center_ras - 1.0  # a 3 x 3 x 3 grid of 1 mm voxels centred there
+    nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.int16), affine), far_volume)
+
+    near = run_json(capsys, "landmarks", "--fixed", fixed, "--moving", moving, "--output", tmp_path / "a.json")
+    far = run_json(capsys, "landmarks", "--fixed", fixed, "--moving", moving, "--fixed-image", far_volume,
+                   "--output", tmp_path / "b.json")
+
+    np.testing.assert_allclose(near["target_ras"], fixed_points.mean(axis=0), atol=1e-9)
+    np.testing.assert_allclose(far["target_ras"], far_center_ras, atol=1e-6)
+    assert 0 < near["target_registration_error_mm"] < far["target_registration_error_mm"]
+
+
 def test_landmarks_from_slicer_markups_in_lps(capsys, tmp_path):
     """A .mrk.json in LPS (Slicer's default) is read through Slicer: x and y change sign to RAS."""
     fixed_ras = apply(MOVING_TO_FIXED_RAS, MOVING_POINTS_RAS)

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"internal error ({type(error).__name__}): {error}", EXIT_INTERNAL_ERROR)
     try:
         if args.json:
-            json.dump({k: v for k, v in document.items() if k != "text"}, sys.stdout, indent=1, default=_json_default)
+            json.dump(_jsonable({k: v for k, v in document.items() if k != "text"}), sys.stdout, indent=1,
+                      allow_nan=False)
             sys.stdout.write("\n")
         else:
             sys.stdout.write(document.get("text", "") + "\n")
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     landmarks.add_argument("--mode", choices=("rigid", "similarity", "affine"), default="rigid")
     landmarks.add_argument("--match", choices=("order", "labels", "auto"), default="order",
                            help="pair points by list order, by label, or automatically for unordered lists")
+    landmarks.add_argument("--fixed-image", nargs="+", metavar="PATH",
+                           help="the fixed volume (DICOM or volume file): the target registration error is "
+                                "estimated at its center, instead of at the fixed points' centroid")
     _add_output_argument(landmarks, "transform file: .h5/.tfm/.txt (ITK), .json/.mat4 (4x4 RAS to-parent)")
     landmarks.set_defaults(handler=run_landmarks)
 
@@ -179,7 +183,9 @@ def run_landmarks(args) -> dict:
     from . import mrml
 
     scene = mrml.new_scene()
-    result = mrml.compute_landmark_transform(scene, args.fixed, args.moving, args.mode, match=args.match)
+    fixed_volume = mrml.load_one_volume(scene, args.fixed_image, role="--fixed-image") if args.fixed_image else None
+    result = mrml.compute_landmark_transform(scene, args.fixed, args.moving, args.mode, match=args.match,
+                                             fixed_volume=fixed_volume)
     mrml.write_transform_file(scene, result.transform_node, args.output, force=args.force)
     document = {
         "mode": args.mode,
@@ -188,6 +194,8 @@ def run_landmarks(args) -> dict:
         "residuals_mm": result.residuals,
         "labels": list(result.labels),
         "leave_one_out_errors_mm": result.leave_one_out_errors,
+        "target_registration_error_mm": result.target_registration_error,
+        "target_ras": result.target_ras,
         "warnings": list(result.warnings),
         "output": str(args.output),
     }
@@ -266,14 +274,17 @@ def _format_row(row) -> str:
     return "  " + " ".join(f"{value:12.6f}" for value in np.asarray(row, dtype=float))
 
 
-def _json_default(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+def _jsonable(value):
+    """``value`` with arrays as lists, paths as text, and NaN or infinity (an undefined error) as null."""
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_jsonable(item) for item in value]
     if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return str(value) if isinstance(value, Path) else value
 
 
 def _fail(error, status: int) -> int:

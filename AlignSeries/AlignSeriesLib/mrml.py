@@ -527,6 +527,10 @@ class TransformOutcome:
     warnings : list of str
     rms_error, residuals, labels, leave_one_out_errors
         Landmark modes only: mm, per pair in the fixed list's order.
+    target_registration_error : float or None
+        Landmark modes only: expected error (mm, Fitzpatrick's model) at ``target_ras``.
+    target_ras : (3,) ndarray or None
+        Where that error is estimated: the fixed volume's center, or the fixed points' centroid.
     """
 
     transform_node: object
@@ -538,6 +542,8 @@ class TransformOutcome:
     residuals: np.ndarray | None = None
     labels: list = field(default_factory=list)
     leave_one_out_errors: np.ndarray | None = None
+    target_registration_error: float | None = None
+    target_ras: np.ndarray | None = None
 
 
 def compute_geometry_transform(scene, fixed_node, moving_node, mode: str, *, registrations=(),
@@ -585,7 +591,7 @@ def compute_geometry_transform(scene, fixed_node, moving_node, mode: str, *, reg
 
 
 def compute_landmark_transform(scene, fixed_points, moving_points, mode: str, *, match: str = "order",
-                               weights=None, transform_node=None) -> TransformOutcome:
+                               weights=None, transform_node=None, fixed_volume=None) -> TransformOutcome:
     """Moving-to-fixed transform from corresponding points, stored in a transform node.
 
     Parameters
@@ -599,22 +605,28 @@ def compute_landmark_transform(scene, fixed_points, moving_points, mode: str, *,
     weights : (N,) array_like, optional
         Per-pair weights, in the fixed list's order.
     transform_node : vtkMRMLLinearTransformNode, optional
+    fixed_volume : vtkMRMLScalarVolumeNode, optional
+        The fixed volume: the target registration error is estimated at its center (at the fixed
+        points' centroid without it), and it becomes the transform's fixed reference.
 
     Returns
     -------
     TransformOutcome
-        With ``rms_error``, ``residuals`` and ``leave_one_out_errors`` in mm, in the fixed list's order.
+        With ``rms_error``, ``residuals`` and ``leave_one_out_errors`` in mm, in the fixed list's order,
+        and ``target_registration_error`` at ``target_ras``.
     """
     fixed, fixed_labels = points_and_labels(scene, fixed_points, "fixed points")
     moving, moving_labels = points_and_labels(scene, moving_points, "moving points")
     pairing = landmarks.match_points(fixed, moving, by=match, fixed_labels=fixed_labels, moving_labels=moving_labels)
     result = landmarks.register_landmarks(fixed, pairing.reorder(moving), mode=mode, weights=weights)
     node = set_linear_transform(scene, result.moving_to_fixed_ras, transform_node=transform_node,
-                                name="LandmarkTransform")
+                                fixed_volume=fixed_volume, name="LandmarkTransform")
     labels = fixed_labels if fixed_labels and all(fixed_labels) else [str(n + 1) for n in range(len(fixed))]
+    target_ras = volume_geometry(fixed_volume).center_ras if fixed_volume is not None else fixed.mean(axis=0)
     return TransformOutcome(node, result.moving_to_fixed_ras, None, f"{mode} fit to {len(fixed)} landmark pairs",
                             list(pairing.warnings) + list(result.warnings), result.rms_error, result.residuals,
-                            labels, result.leave_one_out_errors)
+                            labels, result.leave_one_out_errors,
+                            float(result.target_registration_error(target_ras)), target_ras)
 
 
 def points_and_labels(scene, source, role: str) -> tuple[np.ndarray, list[str]]:
