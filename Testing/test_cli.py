@@ -204,6 +204,8 @@ def test_info_of_a_nifti_file_reports_its_affine(capsys, tmp_path):
     np.testing.assert_allclose(volume["ijk_to_ras"], affine, atol=1e-5)
     np.testing.assert_allclose(volume["ijk_to_lps"], np.diag([-1, -1, 1, 1]) @ affine, atol=1e-5)
     np.testing.assert_allclose(volume["spacing"], [1.5, 1.2, 2.5], atol=1e-6)
+    assert volume["files"] == [str(path)] * 6 and volume["frames"] == [1, 2, 3, 4, 5, 6]  # one entry per slice
+    assert volume["sop_instance_uids"] == [None] * 6
 
 
 def test_info_lists_every_input_volume_files_and_dicom_alike(capsys, data, tmp_path):

@@ -463,12 +463,17 @@ def describe_inputs(paths, *, regularize: bool = True) -> list[dict]:
 
 
 def _describe_volume_file(path: Path) -> dict:
-    """The ``info`` description of one volume file (.nrrd, .nii, .mha), read by Slicer on its own grid."""
+    """The ``info`` description of one volume file (.nrrd, .nii, .mha), read by Slicer on its own grid.
+
+    As for DICOM, ``files``, ``frames`` and ``sop_instance_uids`` have one entry per slice: the file,
+    the slice's 1-based number in it (like a multi-frame file's frame), and no UID.
+    """
     node = load_volume_file(new_scene(), path)
     geometry = volume_geometry(node, world=False)
+    slices = geometry.dimensions[2]
     info = {"name": node.GetName(), "series_instance_uid": None, "frame_of_reference_uid": None,
-            "files": [str(path)], "frames": [None], "sop_instance_uids": [], "regularized": False,
-            "warnings": [], **geometry.to_dict()}
+            "files": [str(path)] * slices, "frames": list(range(1, slices + 1)),
+            "sop_instance_uids": [None] * slices, "regularized": False, "warnings": [], **geometry.to_dict()}
     return _with_explanations(info, geometry)
 
 
