@@ -164,18 +164,11 @@ def run_transform(args) -> dict:
     moving = mrml.load_one_volume(scene, args.moving, index=args.moving_volume, role="--moving")
     registrations = [args.registration] if args.registration else ()
     result = mrml.compute_geometry_transform(scene, fixed, moving, args.mode, registrations=registrations)
-    mrml.write_transform_file(scene, result.transform_node, args.output, force=args.force)
-    document = {
-        "mode": args.mode,
-        "moving_to_fixed_ras": result.moving_to_fixed_ras,
+    return _transform_document(scene, result, args, {
         "moving_ijk_to_fixed_ijk": result.moving_ijk_to_fixed_ijk,
         "fixed_ijk_to_moving_ijk": np.linalg.inv(result.moving_ijk_to_fixed_ijk),
         "explanation": result.explanation,
-        "warnings": list(result.warnings),
-        "output": str(args.output),
-    }
-    document["text"] = _format_transform_text(document)
-    return document
+    })
 
 
 def run_landmarks(args) -> dict:
@@ -186,19 +179,23 @@ def run_landmarks(args) -> dict:
     fixed_volume = mrml.load_one_volume(scene, args.fixed_image, role="--fixed-image") if args.fixed_image else None
     result = mrml.compute_landmark_transform(scene, args.fixed, args.moving, args.mode, match=args.match,
                                              fixed_volume=fixed_volume)
-    mrml.write_transform_file(scene, result.transform_node, args.output, force=args.force)
-    document = {
-        "mode": args.mode,
-        "moving_to_fixed_ras": result.moving_to_fixed_ras,
+    return _transform_document(scene, result, args, {
         "rms_error_mm": result.rms_error,
         "residuals_mm": result.residuals,
         "labels": list(result.labels),
         "leave_one_out_errors_mm": result.leave_one_out_errors,
         "target_registration_error_mm": result.target_registration_error,
         "target_ras": result.target_ras,
-        "warnings": list(result.warnings),
-        "output": str(args.output),
-    }
+    })
+
+
+def _transform_document(scene, result, args, fields: dict) -> dict:
+    """Write the computed transform to ``--output`` and describe it: the common fields plus ``fields``."""
+    from . import mrml
+
+    mrml.write_transform_file(scene, result.transform_node, args.output, force=args.force)
+    document = {"mode": args.mode, "moving_to_fixed_ras": result.moving_to_fixed_ras, **fields,
+                "warnings": list(result.warnings), "output": str(args.output)}
     document["text"] = _format_transform_text(document)
     return document
 
