@@ -13,10 +13,7 @@ from slicer.util import VTKObservationMixin
 #
 # AlignSeries
 #
-
-GEOMETRY_MODES = ("frameOfReference", "centers", "moments")
-LANDMARK_MODES = ("rigid", "similarity", "affine")
-INTERPOLATIONS = ("nearest", "linear", "cubic")
+from AlignSeriesLib.choices import GEOMETRY_MODES, INTERPOLATIONS, LANDMARK_MODES
 
 
 class AlignSeries(ScriptedLoadableModule):
@@ -190,10 +187,10 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         button.toolTip = missing or action
 
     def _progress(self, fraction: float) -> bool:
-        """Progress callback for the logic: updates the bar, keeps the GUI alive, returns False to cancel."""
+        """Progress callback for the logic: updates the bar, keeps the GUI alive, returns True to cancel."""
         self.ui.progressBar.value = int(100 * fraction)
         slicer.app.processEvents()
-        return not self._cancelRequested
+        return self._cancelRequested
 
     def _runWithProgress(self, errorMessage: str, function, *args, **kwargs):
         self._cancelRequested = False
@@ -230,13 +227,15 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Failed to compute the transform."), waitCursor=True):
             if p.method == "landmarks":
-                self.logic.computeLandmarkTransform(p.fixedPoints, p.movingPoints, mode=p.landmarkMode,
-                                                    outputTransform=p.outputTransform, fixedVolume=p.fixedVolume)
+                result = self.logic.computeLandmarkTransform(p.fixedPoints, p.movingPoints, mode=p.landmarkMode,
+                                                             outputTransform=p.outputTransform,
+                                                             fixedVolume=p.fixedVolume)
             else:
-                self.logic.computeGeometryTransform(p.fixedVolume, p.movingVolume, mode=p.geometryMode,
-                                                    outputTransform=p.outputTransform)
-            p.outputTransform = self.logic.lastResult.transformNode
-            self.showResult(self.logic.lastResult)
+                result = self.logic.computeGeometryTransformResult(p.fixedVolume, p.movingVolume,
+                                                                   mode=p.geometryMode,
+                                                                   outputTransform=p.outputTransform)
+            p.outputTransform = result.transformNode
+            self.showResult(result)
 
     def showResult(self, result) -> None:
         """Fill the results area: matrix, voxel mapping, errors and per-point residuals, warnings."""
@@ -253,7 +252,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for row, (label, residual) in enumerate(zip(result.labels, residuals, strict=True)):
             self.ui.residualsTableWidget.setItem(row, 0, qt.QTableWidgetItem(label))
             self.ui.residualsTableWidget.setItem(row, 1, qt.QTableWidgetItem(f"{residual:.3f}"))
-        self.ui.warningsLabel.text = "\n".join(result.warnings)
+        self.ui.warningsLabel.text = "\n".join(warning.message for warning in result.warnings)
 
     def onApplyTransformButton(self) -> None:
         p = self._parameterNode
@@ -298,12 +297,12 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :param path: DICOM folder, file, or list of them.
         :param regularize: resample irregular series (gantry tilt, uneven spacing) onto a regular grid;
           when False an irregular series is refused instead.
+        :param progressCallback: ``progressCallback(fraction) -> bool``; returning True cancels.
         :return: list of new volume nodes, one per volume found, with DICOM UIDs kept as node attributes.
         """
-        from AlignSeriesLib import mrml
+        from AlignSeriesLib import operations
 
-        return mrml.load_dicom_series(slicer.mrmlScene, path, regularize=regularize,
-                                      progress=_coreProgress(progressCallback))
+        return operations.load_volumes(slicer.mrmlScene, path, regularize=regularize, progress=progressCallback)
 
     def computeGeometryTransform(self, fixedVolume, movingVolume, mode: str = "frameOfReference",
                                  outputTransform=None, registration=None):
@@ -316,15 +315,24 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
           DICOM REG linking them), "centers" (align volume centers) or "moments" (align intensity centroids).
         :param outputTransform: linear transform node to update; a new one is created when None.
         :param registration: optional path of a DICOM Spatial Registration object.
-        :return: the transform node; the full result is in ``self.lastResult``.
+        :return: the transform node (:meth:`computeGeometryTransformResult` gives the matrices and warnings too).
         """
-        from AlignSeriesLib import mrml
+        return self.computeGeometryTransformResult(fixedVolume, movingVolume, mode, outputTransform,
+                                                   registration).transformNode
+
+    def computeGeometryTransformResult(self, fixedVolume, movingVolume, mode: str = "frameOfReference",
+                                       outputTransform=None, registration=None):
+        """As :meth:`computeGeometryTransform`, returning the whole result.
+
+        Can be used without GUI widget.
+        :return: result with ``transformNode``, ``movingToFixedRas``, ``movingIjkToFixedIjk``, ``warnings``.
+        """
+        from AlignSeriesLib import operations
 
         _checkChoice("mode", mode, GEOMETRY_MODES)
-        self.lastResult = TransformResult(mrml.compute_geometry_transform(
+        return operations.compute_geometry_transform(
             slicer.mrmlScene, fixedVolume, movingVolume, mode, registrations=[registration] if registration else (),
-            transform_node=outputTransform))
-        return self.lastResult.transformNode
+            transform_node=outputTransform)
 
     def computeLandmarkTransform(self, fixedPoints, movingPoints, mode: str = "rigid", outputTransform=None,
                                  match: str = "order", weights=None, fixedVolume=None):
@@ -341,13 +349,12 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :return: result with ``transformNode``, ``rmsError`` (mm), ``residuals`` (mm, fixed order),
           ``leaveOneOutErrors`` (mm) and ``targetRegistrationError`` (mm, Fitzpatrick's estimate).
         """
-        from AlignSeriesLib import mrml
+        from AlignSeriesLib import operations
 
         _checkChoice("mode", mode, LANDMARK_MODES)
-        self.lastResult = TransformResult(mrml.compute_landmark_transform(
+        return operations.compute_landmark_transform(
             slicer.mrmlScene, fixedPoints, movingPoints, mode, match=match, weights=weights,
-            transform_node=outputTransform, fixed_volume=fixedVolume))
-        return self.lastResult
+            transform_node=outputTransform, fixed_volume=fixedVolume)
 
     def exportResampledVolume(self, inputVolume, referenceVolume, transform=None, interpolation: str = "linear",
                               outputVolume=None, progressCallback=None):
@@ -361,14 +368,15 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
           transforms of both volumes are taken into account.
         :param interpolation: "nearest", "linear" or "cubic".
         :param outputVolume: volume node to fill; a new node is created when None.
+        :param progressCallback: ``progressCallback(fraction) -> bool``; returning True cancels.
         :return: the output volume node.
         """
-        from AlignSeriesLib import mrml
+        from AlignSeriesLib import mrml, operations
 
         _checkChoice("interpolation", interpolation, INTERPOLATIONS)
-        return mrml.resample_volume_node(
-            slicer.mrmlScene, inputVolume, referenceVolume, transform_node=transform, interpolation=interpolation,
-            output_node=outputVolume, progress=_coreProgress(progressCallback))
+        return operations.resample_volume(
+            slicer.mrmlScene, inputVolume, mrml.volume_geometry(referenceVolume), transform_node=transform,
+            interpolation=interpolation, output_node=outputVolume, progress=progressCallback)
 
     def applyTransform(self, movingVolume, transformNode) -> None:
         """Place the moving volume under the transform without hardening it (its own geometry is kept).
@@ -384,15 +392,24 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
 
         Can be used without GUI widget. Existing files are not overwritten.
         """
-        from AlignSeriesLib import mrml
+        from AlignSeriesLib import operations
 
-        mrml.write_volume(volumeNode, path, reference_node=referenceVolume)
+        reference = operations.reference_of_node(referenceVolume) if referenceVolume is not None else None
+        folder = operations.is_folder_output(path)
+        if folder and reference is None:
+            raise ValueError(f"{path}: a DICOM folder is written slice for slice with a DICOM reference volume")
+        targets = operations.ExportTargets(volume_file=None if folder else path, dicom_folder=path if folder else None)
+        slab = operations.slab_of(volumeNode, reference) if folder else None
+        if folder and slab is None:
+            raise ValueError(f"'{volumeNode.GetName()}' is not on the grid of '{referenceVolume.GetName()}' (nor on a "
+                             "slab of its slices): resample it onto the reference first")
+        operations.write_outputs(volumeNode, reference, targets, slab=slab)
 
     def describeVolume(self, volumeNode) -> str:
         """One-line geometry summary: dimensions, spacing, orientation, frame of reference, warnings."""
-        from AlignSeriesLib import mrml
+        from AlignSeriesLib import operations
 
-        return mrml.describe_volume_node(volumeNode)
+        return operations.describe_volume_node(volumeNode)
 
     @staticmethod
     def formatMatrix(matrix) -> str:
@@ -400,36 +417,9 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         return "\n".join("\t".join(f"{value: .6f}" for value in row) for row in matrix)
 
 
-class TransformResult:
-    """What the panel and console users see of a computed transform (camelCase view of the core result)."""
-
-    def __init__(self, outcome):
-        """:param outcome: the bridge's ``TransformOutcome`` (snake_case), shown here in Slicer's camelCase."""
-        self.transformNode = outcome.transform_node
-        self.movingToFixedRas = outcome.moving_to_fixed_ras
-        self.movingIjkToFixedIjk = outcome.moving_ijk_to_fixed_ijk
-        self.rmsError = outcome.rms_error
-        self.residuals = outcome.residuals
-        self.leaveOneOutErrors = outcome.leave_one_out_errors
-        self.targetRegistrationError = outcome.target_registration_error
-        self.labels = list(outcome.labels)
-        self.warnings = list(outcome.warnings)
-
-
 def _checkChoice(name: str, value: str, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _coreProgress(progressCallback):
-    """Adapt a Slicer-style callback ``fraction -> keepGoing`` to the core's ``progress(fraction) -> cancel``."""
-    if progressCallback is None:
-        return None
-
-    def progress(fraction):
-        return progressCallback(fraction) is False  # the core cancels when its callback returns True
-
-    return progress
 
 
 #
@@ -484,7 +474,8 @@ class AlignSeriesTest(ScriptedLoadableModuleTest):
         self.assertEqual(transformNode.GetNodeReferenceID("movingVolume"), moving.GetID())
         self.assertEqual(transformNode.GetNodeReferenceID("fixedVolume"), fixed.GetID())
         # moving voxel (2, 2, 2) lies at RAS (1, 1, 6): fixed voxel (1, 1, 3)
-        np.testing.assert_allclose(logic.lastResult.movingIjkToFixedIjk @ [2, 2, 2, 1], [1, 1, 3, 1], atol=1e-12)
+        result = logic.computeGeometryTransformResult(fixed, moving, mode="frameOfReference")
+        np.testing.assert_allclose(result.movingIjkToFixedIjk @ [2, 2, 2, 1], [1, 1, 3, 1], atol=1e-12)
         moving.SetAttribute("DICOM.FrameOfReferenceUID", "9.8.7")
         with self.assertRaisesRegex(ValueError, "landmarks"):
             logic.computeGeometryTransform(fixed, moving, mode="frameOfReference")

@@ -23,7 +23,7 @@ from conftest import PROJECT_ROOT, require_shared_dicom, run, run_json
 from dicom_fixtures import stack_positions, write_phantom_series
 from hand_geometries import rigid_transform
 
-from AlignSeriesLib import cli, mrml
+from AlignSeriesLib import cli, mrml, mrml_files
 from AlignSeriesLib.geometry import VolumeGeometry
 
 PYTHON = sys.executable
@@ -277,7 +277,7 @@ def test_transform_file_formats_read_back_to_the_same_matrix(capsys, data, tmp_p
     np.testing.assert_allclose(document["moving_ijk_to_fixed_ijk"],
                                np.linalg.inv(hand_ijk_to_ras("A")) @ expected @ hand_ijk_to_ras("B"), atol=1e-5)
     geometries = {"moving_geometry": hand_geometry("B"), "fixed_geometry": hand_geometry("A")}
-    node = mrml.read_transform_file(scene, output, **(geometries if suffix == ".mat" else {}))
+    node = mrml_files.read_transform_file(scene, output, **(geometries if suffix == ".mat" else {}))
     np.testing.assert_allclose(mrml.transform_to_parent_matrix(node), expected, atol=1e-5)
 
 
@@ -396,7 +396,7 @@ def test_landmarks_json_fits_exact_points(capsys, tmp_path):
     np.testing.assert_allclose(document["moving_to_fixed_ras"], MOVING_TO_FIXED_RAS, atol=1e-6)
     assert document["rms_error_mm"] == pytest.approx(0, abs=1e-6)
     np.testing.assert_allclose(document["residuals_mm"], np.zeros(5), atol=1e-6)
-    node = mrml.read_transform_file(mrml.new_scene(), tmp_path / "t.h5")
+    node = mrml_files.read_transform_file(mrml.new_scene(), tmp_path / "t.h5")
     np.testing.assert_allclose(mrml.transform_to_parent_matrix(node), MOVING_TO_FIXED_RAS, atol=1e-6)
 
 

@@ -14,6 +14,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, 
 
 from AlignSeriesLib import dicom_export
 from AlignSeriesLib.dicom_export import export_png_slices, pixel_encoding, write_dicom_series
+from AlignSeriesLib.dicom_headers import read_headers
 from AlignSeriesLib.errors import AlignSeriesError, DicomError, OutputExistsError
 from AlignSeriesLib.geometry import VolumeGeometry
 from AlignSeriesLib.preview import LABEL_COLORS
@@ -74,6 +75,11 @@ def stored_values(dataset: pydicom.Dataset) -> np.ndarray:
     return dataset.pixel_array * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept)
 
 
+def slices_of(files) -> list:
+    """The reference slices the exporters take: each file's header, in the order given."""
+    return [read_headers(path)[0] for path in files]
+
+
 @pytest.fixture
 def reference_files(tmp_path) -> list[str]:
     return write_reference_series(tmp_path / "reference")
@@ -101,7 +107,7 @@ def assert_aligned_slice_for_slice(exported: list[pydicom.Dataset], reference_fi
 
 def test_series_is_aligned_slice_for_slice_with_the_reference(tmp_path, reference_files):
     array = np.random.default_rng(0).integers(-1000, 3000, (SLICES, ROWS, COLUMNS)).astype(np.int16)
-    paths = write_dicom_series(array, reference_files, [None] * SLICES, tmp_path / "out",
+    paths = write_dicom_series(array, slices_of(reference_files), tmp_path / "out",
                                series_description="resampled")
     exported = read_series(tmp_path / "out")
     assert [Path(p).name for p in paths] == sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -115,7 +121,7 @@ def test_series_is_aligned_slice_for_slice_with_the_reference(tmp_path, referenc
 
 def test_float_values_are_rescaled_within_half_a_step(tmp_path, reference_files):
     array = np.random.default_rng(1).uniform(-3.5, 70000.0, (SLICES, ROWS, COLUMNS))
-    write_dicom_series(array, reference_files, [None] * SLICES, tmp_path / "out", series_description="f")
+    write_dicom_series(array, slices_of(reference_files), tmp_path / "out", series_description="f")
     exported = read_series(tmp_path / "out")
     slope = float(exported[0].RescaleSlope)
     assert exported[0].PixelRepresentation == 0
@@ -135,20 +141,20 @@ def test_labels_are_stored_exactly_or_refused(tmp_path, reference_files):
     labels = np.zeros((SLICES, ROWS, COLUMNS), np.uint8)
     labels[1:4, 2:5, 3:6] = 7
     labels[2, 3, 4] = 255
-    write_dicom_series(labels, reference_files, [None] * SLICES, tmp_path / "out", series_description="mask",
+    write_dicom_series(labels, slices_of(reference_files), tmp_path / "out", series_description="mask",
                        labelmap=True)
     exported = read_series(tmp_path / "out")
     assert float(exported[0].RescaleSlope) == 1 and float(exported[0].RescaleIntercept) == 0
     np.testing.assert_array_equal(np.stack([d.pixel_array for d in exported]), labels)
     with pytest.raises(DicomError, match="labels must be whole numbers"):
-        write_dicom_series(labels + 0.5, reference_files, [None] * SLICES, tmp_path / "bad",
+        write_dicom_series(labels + 0.5, slices_of(reference_files), tmp_path / "bad",
                            series_description="mask", labelmap=True)
     assert not (tmp_path / "bad").exists()
 
 
 def test_mr_reference_gives_mr_images(tmp_path):
     files = write_reference_series(tmp_path / "mr", modality="MR")
-    write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), files, [None] * SLICES, tmp_path / "out",
+    write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), slices_of(files), tmp_path / "out",
                        series_description="mr")
     exported = read_series(tmp_path / "out")
     assert all(d.SOPClassUID == MRImageStorage and d.ScanningSequence == "RM" for d in exported)
@@ -183,7 +189,7 @@ def test_mask_resampled_onto_real_dicom_series_reads_back_aligned(tmp_path):
     mask = np.where(distance < 30, 1, 0).astype(np.uint8) + (distance < 12).astype(np.uint8)
     result = resample_to_geometry(mask, mask_geometry, reference, labelmap=True)
     assert set(np.unique(result.array)) == {0, 1, 2}
-    write_dicom_series(result.array, files, [None] * len(files), tmp_path / "mask", series_description="mask",
+    write_dicom_series(result.array, slices_of(files), tmp_path / "mask", series_description="mask",
                        labelmap=True)
     exported = read_series(tmp_path / "mask")
     assert_aligned_slice_for_slice(exported, files)
@@ -201,7 +207,7 @@ def test_png_slices_are_named_by_instance_number_and_sop_uid(tmp_path, reference
     array = np.zeros((SLICES, ROWS, COLUMNS), np.int16)
     array[:, 0, :] = 100  # first row (j = 0) bright: must be the top line of each picture
     array[:, :, 0] = 50
-    paths = export_png_slices(array, reference_files, [None] * SLICES, tmp_path / "png", window=(0, 100))
+    paths = export_png_slices(array, slices_of(reference_files), tmp_path / "png", window=(0, 100))
     for path, reference_path in zip(paths, reference_files, strict=True):
         reference = pydicom.dcmread(reference_path, stop_before_pixels=True)
         assert path.name == f"{int(reference.InstanceNumber):04d}_{reference.SOPInstanceUID}.png"
@@ -214,7 +220,7 @@ def test_png_label_slices_are_coloured(tmp_path, reference_files):
     image = pytest.importorskip("PIL.Image")
     labels = np.zeros((SLICES, ROWS, COLUMNS), np.uint8)
     labels[:, 2, 3] = 2
-    paths = export_png_slices(labels, reference_files, [None] * SLICES, tmp_path / "png", labelmap=True)
+    paths = export_png_slices(labels, slices_of(reference_files), tmp_path / "png", labelmap=True)
     picture = np.asarray(image.open(paths[0]))
     assert picture.shape == (ROWS, COLUMNS, 3)
     np.testing.assert_array_equal(picture[2, 3], LABEL_COLORS[2])
@@ -230,9 +236,9 @@ def test_existing_folder_is_refused_without_force_and_replaced_with_force(tmp_pa
     (output / "old.dcm").write_bytes(b"old")
     array = np.ones((SLICES, ROWS, COLUMNS), np.int16)
     with pytest.raises(OutputExistsError, match="not empty"):
-        write_dicom_series(array, reference_files, [None] * SLICES, output, series_description="x")
+        write_dicom_series(array, slices_of(reference_files), output, series_description="x")
     assert [p.name for p in output.iterdir()] == ["old.dcm"]
-    write_dicom_series(array, reference_files, [None] * SLICES, output, series_description="x", force=True)
+    write_dicom_series(array, slices_of(reference_files), output, series_description="x", force=True)
     assert sorted(p.name for p in output.iterdir()) == [f"slice_{n:04d}.dcm" for n in range(1, SLICES + 1)]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -242,13 +248,13 @@ def test_force_never_replaces_a_folder_with_other_content(tmp_path, reference_fi
     output.mkdir()
     (output / "notes.txt").write_text("precious")
     with pytest.raises(OutputExistsError, match="not replaced even with force"):
-        export_png_slices(np.ones((SLICES, ROWS, COLUMNS)), reference_files, [None] * SLICES, output, force=True)
+        export_png_slices(np.ones((SLICES, ROWS, COLUMNS)), slices_of(reference_files), output, force=True)
     assert (output / "notes.txt").read_text() == "precious"
 
 
 def test_empty_existing_folder_is_used(tmp_path, reference_files):
     (tmp_path / "empty").mkdir()
-    paths = write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), reference_files, [None] * SLICES,
+    paths = write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), slices_of(reference_files),
                                tmp_path / "empty", series_description="x")
     assert all(p.is_file() for p in paths)
 
@@ -257,9 +263,9 @@ def test_unwritable_destinations_are_refused(tmp_path, reference_files):
     array = np.ones((SLICES, ROWS, COLUMNS))
     (tmp_path / "a_file").write_text("")
     with pytest.raises(AlignSeriesError, match="does not exist or is not a folder"):
-        write_dicom_series(array, reference_files, [None] * SLICES, tmp_path / "a_file" / "out", series_description="x")
+        write_dicom_series(array, slices_of(reference_files), tmp_path / "a_file" / "out", series_description="x")
     with pytest.raises(OutputExistsError, match="not a folder"):
-        write_dicom_series(array, reference_files, [None] * SLICES, tmp_path / "a_file", series_description="x")
+        write_dicom_series(array, slices_of(reference_files), tmp_path / "a_file", series_description="x")
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions")
@@ -269,7 +275,7 @@ def test_read_only_parent_is_refused(tmp_path, reference_files):
     parent.chmod(0o500)
     try:
         with pytest.raises(AlignSeriesError, match="not writable"):
-            write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), reference_files, [None] * SLICES, parent / "out",
+            write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), slices_of(reference_files), parent / "out",
                                series_description="x")
     finally:
         parent.chmod(0o700)
@@ -285,37 +291,38 @@ def test_failure_midway_leaves_no_partial_files(tmp_path, reference_files, monke
 
     monkeypatch.setattr(dicom_export, "_slice_dataset", failing)
     with pytest.raises(OSError, match="disk full"):
-        write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), reference_files, [None] * SLICES, tmp_path / "out",
+        write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), slices_of(reference_files), tmp_path / "out",
                            series_description="x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reference"]
 
 
 def test_reference_without_geometry_is_refused(tmp_path, reference_files):
+    scanned = slices_of(reference_files)  # the file loses its geometry after the scan
     broken = pydicom.dcmread(reference_files[2])
     del broken.ImagePositionPatient
     broken.save_as(reference_files[2])
     with pytest.raises(DicomError, match="has no ImagePositionPatient: it has no plane geometry"):
-        write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), reference_files, [None] * SLICES, tmp_path / "out",
-                           series_description="x")
+        write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), scanned, tmp_path / "out", series_description="x")
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("shape, match", [((SLICES - 1, ROWS, COLUMNS), "4 slices but 5 reference files"),
+@pytest.mark.parametrize("shape, match", [((SLICES - 1, ROWS, COLUMNS), "4 slices but 5 reference slices"),
                                           ((SLICES, COLUMNS, ROWS), "Rows x Columns 6 x 8"),
                                           ((SLICES, ROWS), "must be 3-D")])
 def test_array_not_on_reference_grid_is_refused(tmp_path, reference_files, shape, match):
     with pytest.raises(DicomError, match=match):
-        write_dicom_series(np.ones(shape), reference_files, [None] * SLICES, tmp_path / "out", series_description="x")
+        write_dicom_series(np.ones(shape), slices_of(reference_files), tmp_path / "out", series_description="x")
 
 
 def test_unreadable_reference_is_refused(tmp_path, reference_files):
+    scanned = slices_of(reference_files)  # the file is damaged after the scan
     Path(reference_files[0]).write_bytes(b"not dicom")
     with pytest.raises(DicomError, match="cannot read reference DICOM file"):
-        export_png_slices(np.ones((SLICES, ROWS, COLUMNS)), reference_files, [None] * SLICES, tmp_path / "out")
+        write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), scanned, tmp_path / "out", series_description="x")
 
 
 def test_non_finite_values_are_refused(tmp_path, reference_files):
     array = np.ones((SLICES, ROWS, COLUMNS))
     array[0, 0, 0] = np.nan
     with pytest.raises(DicomError, match="non-finite"):
-        write_dicom_series(array, reference_files, [None] * SLICES, tmp_path / "out", series_description="x")
+        write_dicom_series(array, slices_of(reference_files), tmp_path / "out", series_description="x")

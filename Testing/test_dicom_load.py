@@ -8,7 +8,7 @@ import pytest
 from conftest import SHARED_DICOM, real_series_names
 from dicom_fixtures import ORIENTATIONS, stack_positions, write_phantom_series
 
-from AlignSeriesLib import dicom_series, mrml
+from AlignSeriesLib import dicom_series, mrml, operations
 from AlignSeriesLib.errors import IrregularSeriesError
 
 SERIES = real_series_names() or ["absent"]
@@ -36,7 +36,7 @@ def test_loaded_node_holds_the_pixels_geometry_and_uids_in_slice_order(tmp_path,
     write_phantom_series(tmp_path, positions, "oblique", RescaleIntercept=-1024, BitsStored=12, HighBit=11)
     (volume,) = dicom_series.scan_dicom(tmp_path).volumes
 
-    (node,) = mrml.load_dicom_series(scene, tmp_path)
+    (node,) = operations.load_volumes(scene, tmp_path)
 
     expected = np.stack([pydicom_values(path, None) for path in volume.files])
     np.testing.assert_array_equal(mrml.volume_array(node), expected)
@@ -53,19 +53,19 @@ def test_regularized_volume_is_loaded_on_its_orthogonal_grid_with_its_warnings(t
     write_phantom_series(tmp_path, positions)
     (volume,) = dicom_series.scan_dicom(tmp_path).volumes
 
-    (node,) = mrml.load_dicom_series(scene, tmp_path)
+    (node,) = operations.load_volumes(scene, tmp_path)
 
     assert mrml.volume_geometry(node, world=False).is_orthogonal
     np.testing.assert_allclose(node_matrix(node), volume.geometry.ijk_to_ras, atol=1e-9)
     np.testing.assert_allclose(mrml.volume_array(node), volume.read_voxels())
-    assert [w["code"] for w in mrml.node_warnings(node)] == ["gantry_tilt", "regularized"]
+    assert [w.code for w in mrml.node_warnings(node)] == ["gantry_tilt", "regularized"]
 
 
 def test_irregular_series_is_refused_when_regularization_is_off(tmp_path, scene):
     write_phantom_series(tmp_path, stack_positions((0, 0, 0), ORIENTATIONS["axial"], [0.0, 2.0, 3.0, 7.0]))
 
     with pytest.raises(IrregularSeriesError, match="non-uniform slice spacing"):
-        mrml.load_dicom_series(scene, tmp_path, regularize=False)
+        operations.load_volumes(scene, tmp_path, regularize=False)
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 0
 
 

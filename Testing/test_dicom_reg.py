@@ -134,7 +134,8 @@ def test_two_frames_registered_to_a_third_frame_compose():
 def test_declared_rigid_but_scaled_matrix_is_read_with_a_warning():
     scaled = np.diag([2.0, 2.0, 2.0, 1.0])
     registration = read_registration(hand_written_registration(scaled))
-    assert any("declared RIGID but is RIGID_SCALE" in w for w in registration.warnings)
+    assert any(w.code == "registration_matrix_type" and "declared RIGID but is RIGID_SCALE" in w.message
+               for w in registration.warnings)
 
 
 @pytest.mark.parametrize("matrix, expected", [

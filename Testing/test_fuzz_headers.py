@@ -21,7 +21,7 @@ import pytest
 from conftest import SHARED_DICOM, real_series_names
 from test_hostile_inputs import time_limit
 
-from AlignSeriesLib import dicom_series, mrml
+from AlignSeriesLib import dicom_series, operations
 from AlignSeriesLib.errors import AlignSeriesError
 
 SEED = 1618
@@ -113,7 +113,7 @@ def test_scanner_and_loader_survive_a_mutated_header(series_name, seed, tmp_path
         warnings.simplefilter("ignore")
         try:
             dicom_series.scan_dicom(folder)
-            mrml.load_dicom_series(scene, folder)
+            operations.load_volumes(scene, folder)
         except (AlignSeriesError, OSError) as error:
             message = str(error)
             assert message.strip() and "\n" not in message.strip(), f"{what}: {message!r}"

@@ -351,11 +351,11 @@ def test_nifti_affine_agrees_with_nibabel(name, tmp_path):
 
 @pytest.mark.parametrize("name", ORIENTATIONS)
 def test_nrrd_space_directions_match_slicer_header(name, scene, tmp_path):
-    from AlignSeriesLib import mrml
+    from AlignSeriesLib import mrml, mrml_files
 
     g = from_lps(name)
     node = mrml.add_volume_node(scene, np.zeros(g.shape, dtype=np.int16), g, "volume")
-    path = mrml.save_node(node, tmp_path / "volume.nrrd")
+    path = mrml_files.save_node(node, tmp_path / "volume.nrrd")
     header = _nrrd_header(path)
     assert header["space"] == "left-posterior-superior"
     np.testing.assert_allclose(_nrrd_vectors(header["space directions"]), g.nrrd_space_directions, atol=1e-9)

@@ -21,7 +21,7 @@ import pytest
 from conftest import MODULE_DIR
 from hostile_corpus import all_cases, build_case, good_series, write_good_points, write_good_volume
 
-from AlignSeriesLib import cli, dicom_pixels, mrml
+from AlignSeriesLib import cli, dicom_pixels, mrml, mrml_files, operations
 from AlignSeriesLib.errors import AlignSeriesError, DicomError
 from AlignSeriesLib.files import check_volume_file
 
@@ -165,15 +165,15 @@ def test_command_line_process_never_crashes(name, tmp_path, support):
 def run_bridge(scene, case, path: Path, support: dict):
     """Feed ``path`` to the bridge function the case's kind goes through; returns what it made."""
     if case.kind == "dicom":
-        return mrml.load_volumes(scene, [path])
+        return operations.load_volumes(scene, [path])
     if case.kind == "volume":
-        return [mrml.load_volume_file(scene, path)]
+        return [mrml_files.load_volume_file(scene, path)]
     if case.kind == "points":
-        return mrml.compute_landmark_transform(scene, path, support["points"], "rigid")
-    volume = mrml.load_volume_file(scene, support["volume"])
-    transform = mrml.read_transform_file(scene, path, moving_geometry=mrml.volume_geometry(volume),
-                                         fixed_geometry=mrml.volume_geometry(volume))
-    return [mrml.resample_volume_node(scene, volume, volume, transform_node=transform)]
+        return operations.compute_landmark_transform(scene, path, support["points"], "rigid")
+    volume = mrml_files.load_volume_file(scene, support["volume"])
+    transform = mrml_files.read_transform_file(scene, path, moving_geometry=mrml.volume_geometry(volume),
+                                               fixed_geometry=mrml.volume_geometry(volume))
+    return [operations.resample_volume(scene, volume, mrml.volume_geometry(volume), transform_node=transform)]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
@@ -255,7 +255,7 @@ def test_names_derived_from_dicom_fields_hold_no_path_syntax(tmp_path, scene, ca
     output = tmp_path / "out"
     output.mkdir()
 
-    nodes = mrml.load_volumes(scene, [series])
+    nodes = operations.load_volumes(scene, [series])
     status = cli.main(["resample", "--input", str(series), "--reference", str(series), "--output",
                        str(output / "dicom") + "/", "--png", str(output / "png")])
 

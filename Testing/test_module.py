@@ -156,16 +156,18 @@ def test_volumes_loaded_by_slicers_dicom_module_are_found_through_its_database(s
     import numpy as np
     import slicer
 
-    from AlignSeriesLib import mrml, phantom
+    from AlignSeriesLib import mrml, operations, phantom
 
     acquisition = phantom.ct_acquisition()
     files = phantom.write_dicom_series(acquisition, np.zeros(acquisition.geometry.shape, np.int16), tmp_path,
                                        study_uid="1.2.826.0.1.3680043.8.498.7")
-    volume, = mrml.load_volumes(scene, tmp_path)
-    expected_files = mrml.dicom_source(volume)["files"]
-    for attribute in (mrml.FRAME_OF_REFERENCE_ATTRIBUTE, mrml.SOURCE_FILES_ATTRIBUTE):
-        volume.RemoveAttribute(attribute)  # what Slicer's own DICOM plugin leaves: DICOM.instanceUIDs only
-    assert mrml.frame_of_reference_uid(volume) is None and mrml.dicom_source(volume) is None
+    loaded, = operations.load_volumes(scene, tmp_path)
+    expected_files = mrml.dicom_series_of(loaded).files
+    # what Slicer's own DICOM plugin leaves on its node: DICOM.instanceUIDs only
+    uids = loaded.GetAttribute(mrml.INSTANCE_UIDS_ATTRIBUTE)
+    volume = mrml.add_volume_node(scene, mrml.volume_array(loaded), mrml.volume_geometry(loaded), "bySlicer",
+                                  attributes={mrml.INSTANCE_UIDS_ATTRIBUTE: uids})
+    assert mrml.frame_of_reference_uid(volume) is None and mrml.dicom_series_of(volume) is None
     monkeypatch.setattr(slicer, "dicomDatabase", slicer_framework_standin.DicomDatabaseStandIn(files), raising=False)
     assert mrml.frame_of_reference_uid(volume) == acquisition.frame_of_reference_uid
-    assert mrml.dicom_source(volume)["files"] == expected_files
+    assert mrml.dicom_series_of(volume).files == expected_files

@@ -16,7 +16,7 @@ import vtk
 from hand_geometries import CASES, HAND_SPACING, ORIENTATIONS, from_lps, rigid_transform
 from vtk.util import numpy_support
 
-from AlignSeriesLib import mrml
+from AlignSeriesLib import mrml, mrml_files
 from AlignSeriesLib.errors import AlignSeriesError, GeometryError, OutputExistsError, TransformFileError
 from AlignSeriesLib.geometry import VolumeGeometry
 
@@ -279,8 +279,8 @@ def test_set_linear_transform_refuses_invalid_matrix(scene, matrix, message):
 @pytest.mark.parametrize("extension", VOLUME_FORMATS)
 def test_volume_file_round_trip(scene, tmp_path, name, extension):
     node, array_kji, _ = random_volume(scene, name)
-    path = mrml.save_node(node, tmp_path / f"volume.{extension}")
-    loaded = mrml.load_volume_file(scene, path)
+    path = mrml_files.save_node(node, tmp_path / f"volume.{extension}")
+    loaded = mrml_files.load_volume_file(scene, path)
     assert loaded is not node
     np.testing.assert_allclose(mrml.volume_geometry(loaded).ijk_to_ras, CASES[name]["ijk_to_ras"], rtol=0, atol=1e-6)
     read_back = mrml.volume_array(loaded)
@@ -291,7 +291,7 @@ def test_volume_file_round_trip(scene, tmp_path, name, extension):
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32, np.float32, np.float64])
 def test_volume_file_keeps_voxel_type(scene, tmp_path, dtype):
     node, array_kji, _ = random_volume(scene, "axial", dtype=dtype)
-    loaded = mrml.load_volume_file(scene, mrml.save_node(node, tmp_path / "volume.nrrd"))
+    loaded = mrml_files.load_volume_file(scene, mrml_files.save_node(node, tmp_path / "volume.nrrd"))
     read_back = mrml.volume_array(loaded)
     assert read_back.dtype == dtype
     np.testing.assert_array_equal(read_back, array_kji)
@@ -301,7 +301,7 @@ def test_volume_file_keeps_voxel_type(scene, tmp_path, dtype):
 def test_nifti_written_by_slicer_agrees_with_nibabel(scene, tmp_path, name):
     nibabel = pytest.importorskip("nibabel")
     node, array_kji, _ = random_volume(scene, name)
-    image = nibabel.load(mrml.save_node(node, tmp_path / "volume.nii.gz"))
+    image = nibabel.load(mrml_files.save_node(node, tmp_path / "volume.nii.gz"))
     np.testing.assert_allclose(image.affine, CASES[name]["ijk_to_ras"], atol=1e-5)
     np.testing.assert_array_equal(np.asarray(image.dataobj), array_kji.transpose(2, 1, 0))  # nibabel: [i, j, k]
 
@@ -312,34 +312,34 @@ def test_nifti_written_by_nibabel_loads_on_its_affine(scene, tmp_path, name):
     data_ijk = np.random.default_rng(5).integers(0, 100, size=(5, 4, 3)).astype(np.int16)
     path = tmp_path / "nibabel.nii.gz"
     nibabel.save(nibabel.Nifti1Image(data_ijk, CASES[name]["ijk_to_ras"]), path)
-    loaded = mrml.load_volume_file(scene, path)
+    loaded = mrml_files.load_volume_file(scene, path)
     np.testing.assert_allclose(mrml.volume_geometry(loaded).ijk_to_ras, CASES[name]["ijk_to_ras"], atol=1e-5)
     np.testing.assert_array_equal(mrml.volume_array(loaded), data_ijk.transpose(2, 1, 0))
 
 
 def test_labelmap_file_loads_as_labelmap(scene, tmp_path):
     node, array_kji, _ = random_volume(scene, dtype=np.uint8, labelmap=True)
-    loaded = mrml.load_volume_file(scene, mrml.save_node(node, tmp_path / "mask.nrrd"), labelmap=True)
+    loaded = mrml_files.load_volume_file(scene, mrml_files.save_node(node, tmp_path / "mask.nrrd"), labelmap=True)
     assert loaded.IsA("vtkMRMLLabelMapVolumeNode")
     np.testing.assert_array_equal(mrml.volume_array(loaded), array_kji)
 
 
 def test_load_volume_file_names_node_after_file(scene, tmp_path):
     node, _, _ = random_volume(scene)
-    loaded = mrml.load_volume_file(scene, mrml.save_node(node, tmp_path / "Patient CT.nii.gz"))
+    loaded = mrml_files.load_volume_file(scene, mrml_files.save_node(node, tmp_path / "Patient CT.nii.gz"))
     assert loaded.GetName() == "Patient CT"
 
 
 def test_load_volume_file_missing(scene, tmp_path):
     with pytest.raises(FileNotFoundError, match="volume file not found"):
-        mrml.load_volume_file(scene, tmp_path / "absent.nrrd")
+        mrml_files.load_volume_file(scene, tmp_path / "absent.nrrd")
 
 
 def test_load_volume_file_not_a_volume(scene, tmp_path):
     path = tmp_path / "text.nrrd"
     path.write_text("this is not a volume")
     with pytest.raises(AlignSeriesError, match="could not read this file as a volume") as raised:
-        mrml.load_volume_file(scene, path)
+        mrml_files.load_volume_file(scene, path)
     assert "text.nrrd" in str(raised.value)
 
 
@@ -349,14 +349,14 @@ def test_load_volume_file_not_a_volume(scene, tmp_path):
 @pytest.mark.parametrize("extension", TRANSFORM_FORMATS)
 def test_transform_file_round_trip(scene, tmp_path, extension):
     node = mrml.set_linear_transform(scene, MOVING_TO_FIXED_RAS)
-    loaded = mrml.load_transform_file(scene, mrml.save_node(node, tmp_path / f"registration.{extension}"))
+    loaded = mrml_files.load_transform_file(scene, mrml_files.save_node(node, tmp_path / f"registration.{extension}"))
     assert loaded is not node
     assert loaded.GetName() == "registration"
     np.testing.assert_allclose(mrml.transform_to_parent_matrix(loaded), MOVING_TO_FIXED_RAS, rtol=0, atol=1e-9)
 
 
 def test_tfm_file_holds_inverse_in_lps(scene, tmp_path):
-    path = mrml.save_node(mrml.set_linear_transform(scene, MOVING_TO_FIXED_RAS), tmp_path / "registration.tfm")
+    path = mrml_files.save_node(mrml.set_linear_transform(scene, MOVING_TO_FIXED_RAS), tmp_path / "registration.tfm")
     fields = dict(line.split(":", 1) for line in path.read_text().splitlines() if ":" in line)
     assert fields["Transform"].strip() in ("AffineTransform_double_3_3", "MatrixOffsetTransformBase_double_3_3")
     parameters = np.array(fields["Parameters"].split(), dtype=float)
@@ -373,14 +373,14 @@ def test_tfm_file_holds_inverse_in_lps(scene, tmp_path):
 
 def test_load_transform_file_missing(scene, tmp_path):
     with pytest.raises(FileNotFoundError, match="transform file not found"):
-        mrml.load_transform_file(scene, tmp_path / "absent.h5")
+        mrml_files.load_transform_file(scene, tmp_path / "absent.h5")
 
 
 def test_load_transform_file_not_a_transform(scene, tmp_path):
     path = tmp_path / "notes.tfm"
     path.write_text("no transform here\n")
     with pytest.raises(TransformFileError, match="not a transform file Slicer can read"):
-        mrml.load_transform_file(scene, path)
+        mrml_files.load_transform_file(scene, path)
     assert scene.GetNumberOfNodesByClass("vtkMRMLTransformNode") == 0
 
 
@@ -391,7 +391,7 @@ def test_load_transform_file_not_a_transform(scene, tmp_path):
 def test_save_volume_leaves_node_unchanged(scene, tmp_path, extension):
     node, array_kji, _ = random_volume(scene)
     matrix_before = node_matrix(node.GetIJKToRASMatrix)
-    mrml.save_node(node, tmp_path / f"volume.{extension}")
+    mrml_files.save_node(node, tmp_path / f"volume.{extension}")
     np.testing.assert_array_equal(mrml.volume_array(node), array_kji)
     np.testing.assert_array_equal(node_matrix(node.GetIJKToRASMatrix), matrix_before)
     assert node.GetStorageNode() is None  # the node is not tied to the written file
@@ -400,7 +400,7 @@ def test_save_volume_leaves_node_unchanged(scene, tmp_path, extension):
 @pytest.mark.parametrize("extension", TRANSFORM_FORMATS)
 def test_save_transform_leaves_node_unchanged(scene, tmp_path, extension):
     node = mrml.set_linear_transform(scene, MOVING_TO_FIXED_RAS)
-    mrml.save_node(node, tmp_path / f"registration.{extension}")
+    mrml_files.save_node(node, tmp_path / f"registration.{extension}")
     np.testing.assert_array_equal(mrml.transform_to_parent_matrix(node), MOVING_TO_FIXED_RAS)
     assert node.GetStorageNode() is None
 
@@ -408,9 +408,9 @@ def test_save_transform_leaves_node_unchanged(scene, tmp_path, extension):
 @pytest.mark.parametrize("extension", VOLUME_FORMATS)
 def test_loading_leaves_volume_file_unchanged(scene, tmp_path, extension):
     node, _, _ = random_volume(scene)
-    path = mrml.save_node(node, tmp_path / f"volume.{extension}")
+    path = mrml_files.save_node(node, tmp_path / f"volume.{extension}")
     digest, modified = file_digest(path), path.stat().st_mtime_ns
-    loaded = mrml.load_volume_file(scene, path)
+    loaded = mrml_files.load_volume_file(scene, path)
     mrml.volume_geometry(loaded)
     assert file_digest(path) == digest
     assert path.stat().st_mtime_ns == modified
@@ -419,9 +419,9 @@ def test_loading_leaves_volume_file_unchanged(scene, tmp_path, extension):
 
 @pytest.mark.parametrize("extension", TRANSFORM_FORMATS)
 def test_loading_leaves_transform_file_unchanged(scene, tmp_path, extension):
-    path = mrml.save_node(mrml.set_linear_transform(scene, MOVING_TO_FIXED_RAS), tmp_path / f"t.{extension}")
+    path = mrml_files.save_node(mrml.set_linear_transform(scene, MOVING_TO_FIXED_RAS), tmp_path / f"t.{extension}")
     digest = file_digest(path)
-    mrml.load_transform_file(scene, path)
+    mrml_files.load_transform_file(scene, path)
     assert file_digest(path) == digest
     assert folder_names(tmp_path) == [path.name]
 
@@ -433,7 +433,7 @@ def test_save_node_refuses_existing_file(scene, tmp_path, extension):
     path = tmp_path / f"output.{extension}"
     path.write_bytes(b"precious")
     with pytest.raises(OutputExistsError, match="output exists"):
-        mrml.save_node(node, path)
+        mrml_files.save_node(node, path)
     assert path.read_bytes() == b"precious"
     assert folder_names(tmp_path) == [path.name]
 
@@ -442,8 +442,8 @@ def test_save_node_overwrites_with_force(scene, tmp_path):
     node, array_kji, _ = random_volume(scene)
     path = tmp_path / "output.nrrd"
     path.write_bytes(b"old")
-    mrml.save_node(node, path, force=True)
-    np.testing.assert_array_equal(mrml.volume_array(mrml.load_volume_file(scene, path)), array_kji)
+    mrml_files.save_node(node, path, force=True)
+    np.testing.assert_array_equal(mrml.volume_array(mrml_files.load_volume_file(scene, path)), array_kji)
     assert folder_names(tmp_path) == ["output.nrrd"]
 
 
@@ -455,7 +455,7 @@ def test_save_node_overwrites_with_force(scene, tmp_path):
 def test_save_node_unwritable_format_leaves_nothing(scene, tmp_path, kind, file_name):
     node = random_volume(scene)[0] if kind == "volume" else mrml.set_linear_transform(scene, MOVING_TO_FIXED_RAS)
     with pytest.raises(AlignSeriesError, match=file_name):
-        mrml.save_node(node, tmp_path / file_name)
+        mrml_files.save_node(node, tmp_path / file_name)
     assert folder_names(tmp_path) == []
 
 
@@ -464,7 +464,7 @@ def test_save_node_failed_overwrite_keeps_original(scene, tmp_path):
     path = tmp_path / "transform.nrrd"  # a linear transform cannot be written as a displacement field
     path.write_bytes(b"precious")
     with pytest.raises(AlignSeriesError):
-        mrml.save_node(node, path, force=True)
+        mrml_files.save_node(node, path, force=True)
     assert path.read_bytes() == b"precious"
     assert folder_names(tmp_path) == [path.name]
 
@@ -472,7 +472,7 @@ def test_save_node_failed_overwrite_keeps_original(scene, tmp_path):
 def test_save_volume_without_image_data_is_refused(scene, tmp_path):
     empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "Empty CT")
     with pytest.raises(GeometryError, match="volume 'Empty CT' has no image data"):
-        mrml.save_node(empty, tmp_path / "empty.nrrd")
+        mrml_files.save_node(empty, tmp_path / "empty.nrrd")
     assert folder_names(tmp_path) == []
 
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from AlignSeriesLib import mrml
+from AlignSeriesLib import mrml_files
 from AlignSeriesLib.errors import LandmarkError, OutputExistsError
 from AlignSeriesLib.points_files import read_points_csv, write_points_csv
 
@@ -88,15 +88,15 @@ def test_csv_is_not_overwritten_without_force(tmp_path):
     ("points.mrk.json", "LPS"), ("points.mrk.json", "RAS"), ("points.fcsv", "LPS"), ("points.csv", "RAS"),
 ])
 def test_points_round_trip_through_slicer_storage_nodes(scene, tmp_path, name, coordinate_system):
-    path = mrml.save_points_file(scene, tmp_path / name, POINTS_RAS, LABELS, coordinate_system=coordinate_system)
-    points, labels = mrml.load_points_file(scene, path)
+    path = mrml_files.save_points_file(scene, tmp_path / name, POINTS_RAS, LABELS, coordinate_system=coordinate_system)
+    points, labels = mrml_files.load_points_file(scene, path)
     np.testing.assert_allclose(points, POINTS_RAS, atol=1e-9)
     assert labels == LABELS
     assert scene.GetNodesByClass("vtkMRMLMarkupsFiducialNode").GetNumberOfItems() == 0
 
 
 def test_markups_json_written_in_lps_holds_lps_numbers(scene, tmp_path):
-    path = mrml.save_points_file(scene, tmp_path / "points.mrk.json", POINTS_RAS, LABELS)
+    path = mrml_files.save_points_file(scene, tmp_path / "points.mrk.json", POINTS_RAS, LABELS)
     markups = json.loads(path.read_text())["markups"][0]
     assert markups["coordinateSystem"] == "LPS"
     np.testing.assert_allclose([p["position"] for p in markups["controlPoints"]], POINTS_RAS * [-1, -1, 1])
@@ -117,7 +117,7 @@ def hand_written_markups(positions, coordinate_system=None) -> dict:
 def test_hand_written_markups_json_honours_its_coordinate_system(scene, tmp_path, coordinate_system, stored):
     path = tmp_path / "hand.mrk.json"
     path.write_text(json.dumps(hand_written_markups(stored, coordinate_system)))
-    points, labels = mrml.load_points_file(scene, path)
+    points, labels = mrml_files.load_points_file(scene, path)
     np.testing.assert_allclose(points, POINTS_RAS, atol=1e-9)
     assert labels == ["P1", "P2", "P3"]
 
@@ -130,7 +130,7 @@ def test_bad_markups_files_give_clear_errors_and_stay_unchanged(scene, tmp_path)
     for path, message in ((empty, "no control points"), (garbage, "could not read")):
         before = digest(path)
         with pytest.raises(LandmarkError, match=message):
-            mrml.load_points_file(scene, path)
+            mrml_files.load_points_file(scene, path)
         assert digest(path) == before
     with pytest.raises(FileNotFoundError):
-        mrml.load_points_file(scene, tmp_path / "absent.fcsv")
+        mrml_files.load_points_file(scene, tmp_path / "absent.fcsv")

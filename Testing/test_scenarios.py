@@ -19,7 +19,7 @@ from conftest import run, run_json
 from dicom_fixtures import pixel_centers_lps, stack_positions, write_series
 from PIL import Image
 
-from AlignSeriesLib import dicom_series, mrml, phantom, resample, transform_files
+from AlignSeriesLib import dicom_series, mrml, mrml_files, phantom, resample, transform_files
 from AlignSeriesLib.geometry import VolumeGeometry
 from AlignSeriesLib.preview import LABEL_COLORS
 
@@ -82,7 +82,7 @@ def test_scenario1_same_frame_gives_identity_and_voxel_matrices_both_ways(capsys
     np.testing.assert_allclose(one_to_two["fixed_ijk_to_moving_ijk"], hand_voxel_matrix(CT2, CT1), atol=1e-5)
     assert hand_voxel_matrix(CT1, CT2)[2, 3] == pytest.approx(-198.4)
     # Slicer reads the ITK file back to the same (identity) registration.
-    node = mrml.read_transform_file(mrml.new_scene(), tmp_path / "1_to_2.h5")
+    node = mrml_files.read_transform_file(mrml.new_scene(), tmp_path / "1_to_2.h5")
     np.testing.assert_allclose(mrml.transform_to_parent_matrix(node), np.eye(4), atol=1e-12)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from AlignSeriesLib import mrml
+from AlignSeriesLib import mrml, mrml_files
 from AlignSeriesLib.errors import OutputExistsError, TransformFileError
 from AlignSeriesLib.geometry import VolumeGeometry, ras_to_lps_transform
 from AlignSeriesLib.transform_files import (
@@ -113,8 +113,8 @@ def test_flirt_files_need_both_geometries(tmp_path):
 @pytest.mark.parametrize("suffix", [".h5", ".tfm", ".txt", ".json", ".mat4"])
 def test_every_format_round_trips_through_slicer(scene, tmp_path, suffix):
     node = mrml.set_linear_transform(scene, affine_matrix())
-    path = mrml.write_transform_file(scene, node, tmp_path / f"t{suffix}")
-    back = mrml.transform_to_parent_matrix(mrml.read_transform_file(scene, path))
+    path = mrml_files.write_transform_file(scene, node, tmp_path / f"t{suffix}")
+    back = mrml.transform_to_parent_matrix(mrml_files.read_transform_file(scene, path))
     np.testing.assert_allclose(back, affine_matrix(), rtol=0, atol=1e-9)
 
 
@@ -122,15 +122,15 @@ def test_flirt_round_trips_through_slicer_using_the_node_volume_references(scene
     moving = mrml.add_volume_node(scene, np.zeros(HAND_MOVING.shape), HAND_MOVING, "moving")
     fixed = mrml.add_volume_node(scene, np.zeros(HAND_FIXED.shape), HAND_FIXED, "fixed")
     node = mrml.set_linear_transform(scene, HAND_RAS, moving_volume=moving, fixed_volume=fixed)
-    path = mrml.write_transform_file(scene, node, tmp_path / "t.mat")
+    path = mrml_files.write_transform_file(scene, node, tmp_path / "t.mat")
     np.testing.assert_allclose(np.loadtxt(path), HAND_FLIRT, atol=1e-12)
-    back = mrml.read_transform_file(scene, path, moving_geometry=HAND_MOVING, fixed_geometry=HAND_FIXED)
+    back = mrml_files.read_transform_file(scene, path, moving_geometry=HAND_MOVING, fixed_geometry=HAND_FIXED)
     np.testing.assert_allclose(mrml.transform_to_parent_matrix(back), HAND_RAS, atol=1e-12)
 
 
 def test_itk_text_file_holds_the_from_parent_lps_matrix(scene, tmp_path):
     node = mrml.set_linear_transform(scene, affine_matrix())
-    path = mrml.write_transform_file(scene, node, tmp_path / "t.tfm")
+    path = mrml_files.write_transform_file(scene, node, tmp_path / "t.tfm")
     fields = dict(line.split(": ", 1) for line in path.read_text().splitlines() if ": " in line)
     parameters = np.array(fields["Parameters"].split(), dtype=float)
     center = np.array(fields["FixedParameters"].split(), dtype=float)
@@ -172,7 +172,7 @@ def test_unreadable_itk_file_through_slicer_is_a_clear_error(scene, tmp_path):
     path.write_text("#Insight Transform File V1.0\nnonsense\n")
     before = digest(path)
     with pytest.raises(TransformFileError, match="not a transform file Slicer can read"):
-        mrml.read_transform_file(scene, path)
+        mrml_files.read_transform_file(scene, path)
     assert digest(path) == before
     with pytest.raises(TransformFileError, match="through Slicer"):
         read_transform(path)
@@ -184,10 +184,10 @@ def test_existing_outputs_are_not_overwritten_without_force(scene, tmp_path, suf
     path.write_bytes(b"precious")
     node = mrml.set_linear_transform(scene, affine_matrix())
     with pytest.raises(OutputExistsError):
-        mrml.write_transform_file(scene, node, path)
+        mrml_files.write_transform_file(scene, node, path)
     assert path.read_bytes() == b"precious"
-    mrml.write_transform_file(scene, node, path, force=True)
-    np.testing.assert_allclose(mrml.transform_to_parent_matrix(mrml.read_transform_file(scene, path)),
+    mrml_files.write_transform_file(scene, node, path, force=True)
+    np.testing.assert_allclose(mrml.transform_to_parent_matrix(mrml_files.read_transform_file(scene, path)),
                                affine_matrix(), atol=1e-9)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 

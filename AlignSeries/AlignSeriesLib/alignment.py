@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .choices import GEOMETRY_MODES
 from .dicom_reg import SpatialRegistration, read_registration
 from .errors import FrameOfReferenceError, GeometryError
 from .geometry import VolumeGeometry, moving_ijk_to_fixed_ijk
 
 logger = logging.getLogger(__name__)
 
-MODES = ("frameOfReference", "centers", "moments")
 
 #: Percentile of the voxel values taken as the background level in :func:`moments_transform`.
 BACKGROUND_PERCENTILE = 5.0
@@ -69,7 +69,7 @@ class AlignmentResult:
             "moving_to_fixed_ras": self.moving_to_fixed_ras.tolist(),
             "moving_ijk_to_fixed_ijk": self.moving_ijk_to_fixed_ijk.tolist(),
             "fixed_ijk_to_moving_ijk": self.fixed_ijk_to_moving_ijk.tolist(),
-            "warnings": list(self.warnings),
+            "warnings": [warning.to_dict() for warning in self.warnings],
         }
 
 
@@ -238,7 +238,7 @@ def align_geometries(mode: str, fixed_geometry: VolumeGeometry, moving_geometry:
         if fixed_array_kji is None or moving_array_kji is None:
             raise GeometryError("mode 'moments' needs the voxel arrays of both volumes")
         return moments_transform(fixed_array_kji, fixed_geometry, moving_array_kji, moving_geometry)
-    raise GeometryError(f"unknown alignment mode {mode!r}; expected one of {', '.join(MODES)}")
+    raise GeometryError(f"unknown alignment mode {mode!r}; expected one of {', '.join(GEOMETRY_MODES)}")
 
 
 def _translation_result(offset_ras, fixed_geometry, moving_geometry, mode: str, description: str) -> AlignmentResult:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .choices import GEOMETRY_MODES, INTERPOLATIONS, LANDMARK_MODES, MATCH_METHODS
 from .errors import AlignSeriesError
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     transform = commands.add_parser("transform", parents=[common], help="transform between two volumes' geometry")
     _add_volume_argument(transform, "--fixed", "reference volume")
     _add_volume_argument(transform, "--moving", "volume to align")
-    transform.add_argument("--mode", choices=("frameOfReference", "centers", "moments"), default="frameOfReference")
+    transform.add_argument("--mode", choices=GEOMETRY_MODES, default="frameOfReference",
+                           help="%(choices)s (default %(default)s)")
     transform.add_argument("--registration", metavar="REG", help="DICOM Spatial Registration object linking the frames")
     _add_output_argument(transform, "transform file: .h5/.tfm/.txt (ITK), .json/.mat4 (4x4 RAS to-parent), "
                                     ".mat (FSL FLIRT, -in moving -ref fixed), .dcm (DICOM REG)")
@@ -94,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     landmarks = commands.add_parser("landmarks", parents=[common], help="transform from corresponding points")
     landmarks.add_argument("--fixed", required=True, metavar="POINTS", help="points on the fixed volume")
     landmarks.add_argument("--moving", required=True, metavar="POINTS", help="the same points on the moving volume")
-    landmarks.add_argument("--mode", choices=("rigid", "similarity", "affine"), default="rigid")
-    landmarks.add_argument("--match", choices=("order", "labels", "auto"), default="order",
-                           help="pair points by list order, by label, or automatically for unordered lists")
+    landmarks.add_argument("--mode", choices=LANDMARK_MODES, default="rigid", help="%(choices)s (default %(default)s)")
+    landmarks.add_argument("--match", choices=MATCH_METHODS, default="order",
+                           help="pair points by list order, by label, or automatically for unordered lists "
+                                "(default %(default)s)")
     landmarks.add_argument("--fixed-image", nargs="+", metavar="PATH",
                            help="the fixed volume (DICOM or volume file): the target registration error is "
                                 "estimated at its center, instead of at the fixed points' centroid")
@@ -109,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     resample.add_argument("--transform", metavar="FILE",
                           help="moving-to-fixed transform file (input to reference): .h5/.tfm/.txt, .json/.mat4, "
                                "or FSL FLIRT .mat (-in input -ref reference)")
-    resample.add_argument("--interpolation", choices=("nearest", "linear", "cubic"), default="linear")
+    resample.add_argument("--interpolation", choices=INTERPOLATIONS, default="linear",
+                          help="%(choices)s (default %(default)s); label maps are always resampled label-safe")
     resample.add_argument("--labelmap", action="store_true", help="the input is a label map: resample label-safe")
     resample.add_argument("--background", type=float,
                           help="value outside the input (default: its minimum, 0 for labels)")
@@ -148,88 +152,85 @@ def _add_output_argument(parser, what: str) -> None:
 
 def run_info(args) -> dict:
     """``alignseries info``: every volume found, with geometry and warnings."""
-    from . import mrml
+    from . import describe, operations
 
-    volumes = mrml.describe_inputs(args.paths, regularize=args.regularize)
-    text = "\n\n".join(_format_volume_text(number, volume) for number, volume in enumerate(volumes, start=1))
+    volumes = operations.describe_inputs(args.paths, regularize=args.regularize)
+    text = "\n\n".join(describe.volume_text(number, volume) for number, volume in enumerate(volumes, start=1))
     return {"volumes": volumes, "text": text}
 
 
 def run_transform(args) -> dict:
     """``alignseries transform``: moving-to-fixed transform from the two volumes' geometry."""
-    from . import mrml
+    from . import mrml, operations
 
     scene = mrml.new_scene()
-    fixed = mrml.load_one_volume(scene, args.fixed, index=args.fixed_volume, role="--fixed")
-    moving = mrml.load_one_volume(scene, args.moving, index=args.moving_volume, role="--moving")
+    fixed = operations.load_one_volume(scene, args.fixed, index=args.fixed_volume, role="--fixed")
+    moving = operations.load_one_volume(scene, args.moving, index=args.moving_volume, role="--moving")
     registrations = [args.registration] if args.registration else ()
-    result = mrml.compute_geometry_transform(scene, fixed, moving, args.mode, registrations=registrations)
-    return _transform_document(scene, result, args, {
-        "moving_ijk_to_fixed_ijk": result.moving_ijk_to_fixed_ijk,
-        "fixed_ijk_to_moving_ijk": np.linalg.inv(result.moving_ijk_to_fixed_ijk),
-        "explanation": result.explanation,
-    })
+    result = operations.compute_geometry_transform(scene, fixed, moving, args.mode, registrations=registrations)
+    return _transform_document(result, args)
 
 
 def run_landmarks(args) -> dict:
     """``alignseries landmarks``: transform from corresponding points, with per-point errors."""
-    from . import mrml
+    from . import mrml, operations
 
     scene = mrml.new_scene()
-    fixed_volume = mrml.load_one_volume(scene, args.fixed_image, role="--fixed-image") if args.fixed_image else None
-    result = mrml.compute_landmark_transform(scene, args.fixed, args.moving, args.mode, match=args.match,
-                                             fixed_volume=fixed_volume)
-    return _transform_document(scene, result, args, {
-        "rms_error_mm": result.rms_error,
-        "residuals_mm": result.residuals,
-        "labels": list(result.labels),
-        "leave_one_out_errors_mm": result.leave_one_out_errors,
-        "target_registration_error_mm": result.target_registration_error,
-        "target_ras": result.target_ras,
-    })
+    fixed_volume = (operations.load_one_volume(scene, args.fixed_image, role="--fixed-image") if args.fixed_image
+                    else None)
+    result = operations.compute_landmark_transform(scene, args.fixed, args.moving, args.mode, match=args.match,
+                                                   fixed_volume=fixed_volume)
+    return _transform_document(result, args)
 
 
-def _transform_document(scene, result, args, fields: dict) -> dict:
-    """Write the computed transform to ``--output`` and describe it: the common fields plus ``fields``."""
-    from . import mrml
-
-    mrml.write_transform_file(scene, result.transform_node, args.output, force=args.force)
-    document = {"mode": args.mode, "moving_to_fixed_ras": result.moving_to_fixed_ras, **fields,
-                "warnings": list(result.warnings), "output": str(args.output)}
+def _transform_document(result, args) -> dict:
+    """Write the computed transform to ``--output`` and describe it."""
+    result.save(args.output, force=args.force)
+    document = {**result.to_dict(), "output": str(args.output)}
     document["text"] = _format_transform_text(document)
     return document
 
 
 def run_resample(args) -> dict:
     """``alignseries resample``: the input on the reference grid, as a file or a DICOM series."""
-    from . import mrml, resample
+    from . import mrml, operations
 
-    if args.crop_to_overlap and (args.png or mrml.is_folder_output(args.output)):
+    to_folder = operations.is_folder_output(args.output)
+    if args.crop_to_overlap and (args.png or to_folder):
         raise AlignSeriesError("--crop-to-overlap gives a grid smaller than the reference, with no DICOM slices to "
                                "align with: write a volume file (.nrrd, .nii.gz, .mha) and drop --png")
-    scene = mrml.new_scene()
-    input_node = mrml.load_one_volume(scene, args.input, index=args.input_volume, role="--input",
-                                      labelmap=args.labelmap or None)
-    reference = mrml.load_one_volume(scene, args.reference, index=args.reference_volume, role="--reference")
-    transform = None
-    if args.transform:  # a FLIRT .mat is relative to the two grids: -in = the input, -ref = the reference
-        transform = mrml.read_transform_file(scene, args.transform,
-                                             moving_geometry=mrml.volume_geometry(input_node, world=False),
-                                             fixed_geometry=mrml.volume_geometry(reference, world=False))
     if args.slab and args.crop_to_overlap:
         raise AlignSeriesError("--slab and --crop-to-overlap choose the output grid in two ways: give one")
-    grid = resample.slab(mrml.volume_geometry(reference), *args.slab) if args.slab else reference
-    output = mrml.resample_volume_node(scene, input_node, grid, transform_node=transform,
-                                       interpolation=args.interpolation, labelmap=args.labelmap or None,
-                                       background=args.background, crop_to_overlap=args.crop_to_overlap)
-    written = mrml.write_volume(output, args.output, reference_node=reference, force=args.force)
-    extras = mrml.write_resample_extras(output, reference, png_folder=args.png, preview=args.preview,
-                                        force=args.force)
-    document = {"output": [str(path) for path in written], "extras": [str(path) for path in extras],
+    scene = mrml.new_scene()
+    input_node = operations.load_one_volume(scene, args.input, index=args.input_volume, role="--input",
+                                            labelmap=args.labelmap or None)
+    reference = operations.load_reference(scene, args.reference, index=args.reference_volume)
+    transform = None
+    if args.transform:  # a FLIRT .mat is relative to the two grids: -in = the input, -ref = the reference
+        transform = operations.read_transform(scene, args.transform,
+                                              moving_geometry=mrml.volume_geometry(input_node, world=False),
+                                              fixed_geometry=reference.geometry)
+    slab = tuple(args.slab) if args.slab else None
+    output = operations.resample_volume(scene, input_node, operations.output_grid(reference, slab=slab),
+                                        transform_node=transform, interpolation=args.interpolation,
+                                        labelmap=args.labelmap or None, background=args.background,
+                                        crop_to_overlap=args.crop_to_overlap)
+    targets = operations.ExportTargets(volume_file=None if to_folder else args.output,
+                                       dicom_folder=args.output if to_folder else None,
+                                       png_folder=args.png, preview=args.preview, force=args.force)
+    written = operations.write_outputs(output, reference, targets, slab=slab)
+    document = {"output": [str(path) for path in written if not _is_extra(path, targets)],
+                "extras": [str(path) for path in written if _is_extra(path, targets)],
                 "geometry": mrml.volume_geometry(output).to_dict(),
-                "warnings": mrml.node_warnings(output)}
+                "warnings": [warning.to_dict() for warning in mrml.node_warnings(output)]}
     document["text"] = "\n".join(f"wrote {path}" for path in document["output"] + document["extras"])
     return document
+
+
+def _is_extra(path: Path, targets) -> bool:
+    """True for the optional pictures (PNG slices, fused preview) beside the main output."""
+    return (targets.png_folder is not None and Path(path).parent == Path(targets.png_folder)) or (
+        targets.preview is not None and Path(path) == Path(targets.preview))
 
 
 def run_demo(args) -> dict:
@@ -240,16 +241,6 @@ def run_demo(args) -> dict:
 
 
 # -- output -------------------------------------------------------------------------------------
-
-
-def _format_volume_text(number: int, volume: dict) -> str:
-    lines = [f"[{number}] {volume['name']}",
-             f"    {volume['summary']}",
-             f"    series {volume['series_instance_uid']}",
-             f"    frame of reference {volume['frame_of_reference_uid']}"]
-    lines += [f"    {line}" for line in volume.get("origin_lines", [])]
-    lines += [f"    warning [{w['code']}]: {w['message']}" for w in volume["warnings"]]
-    return "\n".join(lines)
 
 
 def _format_transform_text(document: dict) -> str:
@@ -303,7 +294,7 @@ def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     from . import mrml
 
-    mrml.vtk_errors_to_log()
+    mrml.capture_vtk_messages()
     if not verbose:  # pydicom (imported by mrml) logs a failed decode with its traceback; the error line says it
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 

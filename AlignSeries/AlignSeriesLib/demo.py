@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
-from . import dicom_series, mrml, phantom, preview
+from . import dicom_series, mrml, mrml_files, operations, phantom
 from .errors import AlignSeriesError, FrameOfReferenceError
 from .files import write_text_atomic
 from .geometry import apply_affine
@@ -70,12 +70,12 @@ def run(output: Path, *, force: bool = False) -> dict:
     truth_mr_to_ct_ras = np.linalg.inv(mr.patient_to_scanner_ras)
 
     checks, notes = [], []
-    ct_node, = mrml.load_volumes(scene, folder / "dicom" / "CT")
-    mr_node, = mrml.load_volumes(scene, folder / "dicom" / "MR")
+    ct_node, = operations.load_volumes(scene, folder / "dicom" / "CT")
+    mr_node, = operations.load_volumes(scene, folder / "dicom" / "MR")
     checks += _check_reconstruction(ct, ct_node, ct_files) + _check_reconstruction(mr, mr_node, mr_files)
 
     try:
-        mrml.compute_geometry_transform(scene, ct_node, mr_node, "frameOfReference")
+        operations.compute_geometry_transform(scene, ct_node, mr_node, "frameOfReference")
         notes.append("frameOfReference unexpectedly succeeded")
     except FrameOfReferenceError as error:
         notes.append(f"frameOfReference refused, as it must be: {error}")
@@ -83,30 +83,31 @@ def run(output: Path, *, force: bool = False) -> dict:
     mr_landmarks = apply_affine(mr.patient_to_scanner_ras, landmark_points)
     outputs = []
     for mode in ("centers", "moments"):
-        outcome = mrml.compute_geometry_transform(scene, ct_node, mr_node, mode)
+        outcome = operations.compute_geometry_transform(scene, ct_node, mr_node, mode)
         checks.append(Check(f"{mode} pre-alignment (translation only, partial MR field), mean error at the landmarks",
                             _mean_distance(outcome.moving_to_fixed_ras, truth_mr_to_ct_ras, mr_landmarks),
                             PRE_ALIGNMENT_TOLERANCE_MM))
-        outputs.append(mrml.save_node(outcome.transform_node, folder / f"mr_to_ct_{mode}.h5", force=True))
+        outputs.append(outcome.save(folder / f"mr_to_ct_{mode}.h5", force=True))
 
-    landmark = mrml.compute_landmark_transform(scene, str(fixed_points), str(moving_points), "rigid", match="labels")
+    landmark = operations.compute_landmark_transform(scene, str(fixed_points), str(moving_points), "rigid",
+                                                     match="labels")
     for name in ("mr_to_ct_landmarks.h5", "mr_to_ct_landmarks.json"):
-        outputs.append(mrml.write_transform_file(scene, landmark.transform_node, folder / name, force=True))
+        outputs.append(landmark.save(folder / name, force=True))
     checks.append(Check("landmark rigid fit, RMS residual", landmark.rms_error, 3 * LANDMARK_NOISE_MM))
     mr_grid_points = mr_node_corners(mr_node)
     checks.append(Check("landmark rigid transform, max error over the MR field of view",
                         _max_distance(landmark.moving_to_fixed_ras, truth_mr_to_ct_ras, mr_grid_points), 2.0))
 
-    resampled = mrml.resample_volume_node(scene, mr_node, ct_node, transform_node=landmark.transform_node)
-    outputs.append(mrml.save_node(resampled, folder / "mr_on_ct.nrrd", force=True))
+    reference = operations.reference_of_node(ct_node)
+    resampled = operations.resample_volume(scene, mr_node, reference.geometry, transform_node=landmark.transform_node)
     checks.append(_check_resampled_intensities(resampled, ct))
-    dicom_files = mrml.write_volume(resampled, f"{folder / 'mr_on_ct_dicom'}/", reference_node=ct_node, force=True)
-    outputs.append(f"{folder / 'mr_on_ct_dicom'}/ ({len(dicom_files)} DICOM files, one per CT slice)")
+    targets = operations.ExportTargets(volume_file=folder / "mr_on_ct.nrrd", dicom_folder=folder / "mr_on_ct_dicom",
+                                       preview=folder / "fusion.png", force=True)
+    written = operations.write_outputs(resampled, reference, targets)
+    dicom_files = [path for path in written if path.suffix == ".dcm"]
+    outputs += [targets.volume_file, f"{targets.dicom_folder}/ ({len(dicom_files)} DICOM files, one per CT slice)",
+                targets.preview]
     checks.append(_check_dicom_export(folder / "mr_on_ct_dicom", ct_node))
-    fusion = folder / "fusion.png"
-    preview.write_fusion_png(mrml.volume_array(ct_node), mrml.volume_array(resampled),
-                             mrml.volume_geometry(ct_node), fusion, force=True)
-    outputs.append(fusion)
 
     report = _report(folder, checks, notes, outputs, time.perf_counter() - started)
     write_text_atomic(folder / "report.json", json.dumps({k: v for k, v in report.items() if k != "text"}, indent=1),
@@ -148,10 +149,11 @@ def _write_landmarks(scene, folder: Path, ct, mr) -> tuple[Path, Path]:
     names = list(phantom.LANDMARKS)
     fixed = {name: point + rng.normal(0, LANDMARK_NOISE_MM, 3) for name, point in phantom.landmarks_in(ct).items()}
     moving = {name: point + rng.normal(0, LANDMARK_NOISE_MM, 3) for name, point in phantom.landmarks_in(mr).items()}
-    fixed_path = mrml.save_points_file(scene, folder / "ct_points.mrk.json", np.array([fixed[n] for n in names]), names)
+    fixed_path = mrml_files.save_points_file(scene, folder / "ct_points.mrk.json", np.array([fixed[n] for n in names]),
+                                             names)
     shuffled = names[::-1]  # another order: the labels pair the points
-    moving_path = mrml.save_points_file(scene, folder / "mr_points.csv", np.array([moving[n] for n in shuffled]),
-                                        shuffled)
+    moving_path = mrml_files.save_points_file(scene, folder / "mr_points.csv",
+                                              np.array([moving[n] for n in shuffled]), shuffled)
     return fixed_path, moving_path
 
 

@@ -1,9 +1,10 @@
 """Write a volume resampled onto a DICOM series' grid as a DICOM series or PNGs, slice for slice.
 
 The volume must lie on the reference series' grid (see :mod:`.resample`), its slice ``k`` on the
-reference's slice ``k``: the reference slices are given as ``reference_files`` and
-``reference_frames`` in k order (the ``files`` and ``frames`` of a scanned DICOM volume; a frame
-number is 1-based, ``None`` for a single-frame file).
+reference's slice ``k``: the reference slices are given as the
+:class:`~AlignSeriesLib.dicom_headers.SliceHeader` objects of the scanned reference series, in k
+order (``DicomVolume.slices``, or a slab of them). PNG names come from those headers; the DICOM
+writer opens each reference file once, to copy its identity.
 
 DICOM series (:func:`write_dicom_series`)
 -----------------------------------------
@@ -52,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from numpy.typing import ArrayLike
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     CTImageStorage,
@@ -62,6 +64,7 @@ from pydicom.uid import (
 )
 
 from . import __version__
+from .dicom_headers import SliceHeader
 from .errors import AlignSeriesError, DicomError, OutputExistsError
 from .files import safe_name
 from .preview import label_colored, png_bytes, window_of, windowed
@@ -122,10 +125,9 @@ class _SeriesIdentity:
 
 
 def write_dicom_series(
-    array_kji,
-    reference_files: Sequence[str],
-    reference_frames: Sequence[int | None],
-    output_dir,
+    array_kji: ArrayLike,
+    reference_slices: Sequence[SliceHeader],
+    output_dir: str | os.PathLike,
     *,
     series_description: str,
     labelmap: bool = False,
@@ -139,10 +141,8 @@ def write_dicom_series(
     array_kji : (K, J, I) array_like
         The volume on the reference grid, indexed ``[k, j, i]``: slice ``k`` lies on reference
         slice ``k``, ``J`` = Rows and ``I`` = Columns of the reference.
-    reference_files : sequence of K str or Path
-        The reference slice files, in k order (a multi-frame file repeats).
-    reference_frames : sequence of K (int or None)
-        1-based frame number of each slice in its file, ``None`` for single-frame files.
+    reference_slices : sequence of K SliceHeader
+        The reference slices, in k order (a multi-frame file's frames share the file).
     output_dir : str or Path
         New folder to create (its parent must exist).
     series_description : str
@@ -167,7 +167,8 @@ def write_dicom_series(
     OutputExistsError, AlignSeriesError
         If ``output_dir`` exists and is not empty (without ``force``), or cannot be written.
     """
-    array, references = _checked_inputs(array_kji, reference_files, reference_frames)
+    array = _checked_array(array_kji, reference_slices)
+    references = _reference_headers(reference_slices)
     encoding = pixel_encoding(array, labelmap=labelmap)
     first = references[0][0]
     identity = _SeriesIdentity(
@@ -192,10 +193,9 @@ def write_dicom_series(
 
 
 def export_png_slices(
-    array_kji,
-    reference_files: Sequence[str],
-    reference_frames: Sequence[int | None],
-    output_dir,
+    array_kji: ArrayLike,
+    reference_slices: Sequence[SliceHeader],
+    output_dir: str | os.PathLike,
     *,
     labelmap: bool = False,
     window: tuple[float, float] | None = None,
@@ -207,8 +207,8 @@ def export_png_slices(
     ----------
     array_kji : (K, J, I) array_like
         The volume on the reference grid, indexed ``[k, j, i]`` (see :func:`write_dicom_series`).
-    reference_files, reference_frames : sequence of K
-        As for :func:`write_dicom_series`.
+    reference_slices : sequence of K SliceHeader
+        As for :func:`write_dicom_series`; the PNG names come from them (no file is read).
     output_dir : str or Path
         New folder to create.
     labelmap : bool
@@ -229,13 +229,13 @@ def export_png_slices(
     DicomError, OutputExistsError, AlignSeriesError
         As for :func:`write_dicom_series`.
     """
-    array, references = _checked_inputs(array_kji, reference_files, reference_frames)
+    array = _checked_array(array_kji, reference_slices)
     window = None if labelmap else (window or window_of(array))
     with _atomic_folder(output_dir, force=force) as folder:
         paths = []
-        for k, (reference, frame) in enumerate(references):
+        for k, reference in enumerate(reference_slices):
             picture = label_colored(array[k]) if labelmap else windowed(array[k], window)
-            path = folder / png_slice_name(reference, frame)
+            path = folder / png_slice_name(reference)
             if path.exists():
                 raise DicomError(f"two reference slices are both named {path.name}: duplicate SOPInstanceUID")
             path.write_bytes(png_bytes(picture))
@@ -244,14 +244,10 @@ def export_png_slices(
     return paths
 
 
-def png_slice_name(reference: Dataset, frame: int | None) -> str:
+def png_slice_name(reference: SliceHeader) -> str:
     """``<InstanceNumber:04d>_<SOPInstanceUID>[_frame<N:04d>].png`` (InstanceNumber 0 if absent)."""
-    try:
-        number = int(reference.get("InstanceNumber") or 0)
-    except (TypeError, ValueError):  # a non-numeric IS value: the SOPInstanceUID still names the slice
-        number = 0
-    suffix = "" if frame is None else f"_frame{frame:04d}"
-    return f"{number:04d}_{safe_name(str(reference.SOPInstanceUID))}{suffix}.png"
+    suffix = "" if reference.frame is None else f"_frame{reference.frame:04d}"
+    return f"{reference.instance_number or 0:04d}_{safe_name(reference.sop_instance_uid)}{suffix}.png"
 
 
 def pixel_encoding(array, *, labelmap: bool = False) -> PixelEncoding:
@@ -295,27 +291,30 @@ def pixel_encoding(array, *, labelmap: bool = False) -> PixelEncoding:
 # -- inputs ---------------------------------------------------------------------------------------
 
 
-def _checked_inputs(
-    array_kji, reference_files, reference_frames
-) -> tuple[np.ndarray, list[tuple[Dataset, int | None]]]:
-    """The array and each reference slice's header with its frame; shapes checked."""
+def _checked_array(array_kji: ArrayLike, reference_slices: Sequence[SliceHeader]) -> np.ndarray:
+    """The array, checked against the reference slices: one slice each, of their Rows x Columns."""
     array = np.asarray(array_kji)
     if array.ndim != 3:
         raise DicomError(f"array_kji must be 3-D [k, j, i], got shape {array.shape}")
-    if not (len(reference_files) == len(reference_frames) == array.shape[0]):
-        raise DicomError(
-            f"array_kji has {array.shape[0]} slices but {len(reference_files)} reference files and "
-            f"{len(reference_frames)} frame numbers were given (one per slice, in k order)"
-        )
+    if len(reference_slices) != array.shape[0]:
+        raise DicomError(f"array_kji has {array.shape[0]} slices but {len(reference_slices)} reference slices were "
+                         "given (one per slice, in k order)")
+    for reference in reference_slices:
+        if (reference.rows, reference.columns) != array.shape[1:]:
+            raise DicomError(
+                f"reference {reference.where} has Rows x Columns {reference.rows} x {reference.columns}, but the "
+                f"array's slices are {array.shape[1]} x {array.shape[2]} ([j, i]); resample onto the reference's "
+                "grid first")
+    return array
+
+
+def _reference_headers(reference_slices: Sequence[SliceHeader]) -> list[tuple[Dataset, int | None]]:
+    """Each reference slice's file header (each file read once) with its frame number."""
     headers: dict[str, Dataset] = {}
-    references = []
-    for path, frame in zip(reference_files, reference_frames, strict=True):
-        if str(path) not in headers:
-            headers[str(path)] = _read_header(path)
-        header = headers[str(path)]
-        _check_in_plane_shape(header, path, array.shape[1:])
-        references.append((header, None if frame is None else int(frame)))
-    return array, references
+    for reference in reference_slices:
+        if reference.path not in headers:
+            headers[reference.path] = _read_header(reference.path)
+    return [(headers[reference.path], reference.frame) for reference in reference_slices]
 
 
 def _read_header(path) -> Dataset:
@@ -323,15 +322,6 @@ def _read_header(path) -> Dataset:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except (OSError, pydicom.errors.InvalidDicomError) as error:
         raise DicomError(f"cannot read reference DICOM file {path}: {error}") from None
-
-
-def _check_in_plane_shape(header: Dataset, path, shape_jk) -> None:
-    rows, columns = header.get("Rows"), header.get("Columns")
-    if (rows, columns) != tuple(shape_jk):
-        raise DicomError(
-            f"reference file {path} has Rows x Columns {rows} x {columns}, but the array's slices are "
-            f"{shape_jk[0]} x {shape_jk[1]} ([j, i]); resample onto the reference's grid first"
-        )
 
 
 def _plane_attributes(reference: Dataset, frame: int | None) -> dict:

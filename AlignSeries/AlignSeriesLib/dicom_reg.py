@@ -31,7 +31,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
-from .errors import DicomError
+from .errors import AlignSeriesWarning, DicomError
 from .files import atomic_output, check_input_file
 from .geometry import as_matrix4, lps_to_ras_transform, ras_to_lps_transform
 
@@ -86,7 +86,7 @@ class SpatialRegistration:
     sop_instance_uid : str
     source : str
         File name (or "dataset").
-    warnings : list of str
+    warnings : list of AlignSeriesWarning
     """
 
     registration_frame_uid: str
@@ -142,7 +142,7 @@ def read_registration(source) -> SpatialRegistration:
     items = dataset.get("RegistrationSequence") or []
     if not items:
         raise DicomError(f"{name}: RegistrationSequence (0070,0308) is missing or empty")
-    warnings: list[str] = []
+    warnings: list[AlignSeriesWarning] = []
     frames: dict[str, np.ndarray] = {}
     for number, item in enumerate(items, start=1):
         frame, matrix_lps = _read_item(item, f"{name}: RegistrationSequence item {number}", warnings)
@@ -151,8 +151,8 @@ def read_registration(source) -> SpatialRegistration:
         frames[frame] = matrix_lps
     if registration_frame in frames and not np.allclose(frames[registration_frame], np.eye(4), atol=MATRIX_TYPE_ATOL):
         raise DicomError(f"{name}: the item for the REG's own frame {registration_frame} is not the identity")
-    for message in warnings:
-        logger.warning(message)
+    for warning in warnings:
+        logger.warning(warning.message)
     return SpatialRegistration(
         registration_frame_uid=registration_frame,
         frame_to_registration_lps=frames,
@@ -202,9 +202,9 @@ def _read_item(item: Dataset, where: str, warnings: list) -> tuple[str, np.ndarr
         raise DicomError(f"{where}: {error}") from None
     declared = classify_matrix(matrix_lps)
     if MATRIX_TYPES.index(declared) > MATRIX_TYPES.index(matrix_type):
-        warnings.append(
-            f"{where}: the matrix is declared {matrix_type} but is {declared} (tolerance {MATRIX_TYPE_ATOL})"
-        )
+        warnings.append(AlignSeriesWarning(
+            "registration_matrix_type",
+            f"{where}: the matrix is declared {matrix_type} but is {declared} (tolerance {MATRIX_TYPE_ATOL})"))
     return frame, matrix_lps
 
 

@@ -35,7 +35,6 @@ from .dicom_headers import FileNote, SliceHeader, iter_files, read_headers
 from .dicom_stack import (
     DEFAULT_SINGLE_SLICE_SPACING,
     POSITION_ATOL,
-    DicomWarning,
     SliceFrame,
     StackReport,
     analyse_stack,
@@ -44,14 +43,14 @@ from .dicom_stack import (
     regular_grid,
     stack_warnings,
 )
-from .errors import DicomError, IrregularSeriesError, OperationCancelledError
+from .errors import AlignSeriesWarning, DicomError, IrregularSeriesError, OperationCancelledError, ProgressCallback
 from .files import safe_name
 from .geometry import VolumeGeometry
 from .regularize import resample_stack
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DicomVolume", "DicomWarning", "ScanResult", "scan_dicom"]
+__all__ = ["DicomVolume", "ScanResult", "scan_dicom"]
 
 #: Header attributes that may tell apart images sharing one position, in the order tried, with the
 #: DICOM names used in messages.
@@ -72,7 +71,6 @@ REPEAT_ATTRIBUTES = (
 ORIENTATION_DECIMALS = 3
 SPACING_DECIMALS = 4
 
-ProgressCallback = Callable[[float], bool | None]
 SliceReader = Callable[["DicomVolume"], np.ndarray]
 
 
@@ -91,13 +89,13 @@ class DicomVolume:
         The grid of :meth:`read_voxels`: the exact header grid, or the orthogonal regularized grid.
     regularized : bool
         True when the grid was resampled from an irregular acquisition.
-    warnings : list of DicomWarning
+    warnings : list of AlignSeriesWarning
     slices : list of SliceHeader
         Source slices in k order (along the normal).
     """
 
     def __init__(self, name: str, slices: Sequence[SliceHeader], report: StackReport, geometry: VolumeGeometry,
-                 regularized: bool, warnings: list[DicomWarning]):
+                 regularized: bool, warnings: list[AlignSeriesWarning]):
         self.name = name
         self.slices = list(slices)
         self.report = report
@@ -297,7 +295,8 @@ def _add_skipped_file_warnings(volumes: list[DicomVolume], notes: list[FileNote]
     for note in notes:
         for volume in volumes:
             if note.series_instance_uid == volume.series_instance_uid and not note.is_registration:
-                volume.warnings.append(DicomWarning("skipped_file", f"file left out of this series: {note.reason}"))
+                volume.warnings.append(AlignSeriesWarning("skipped_file",
+                                                          f"file left out of this series: {note.reason}"))
 
 
 def _add_duplicate_uid_warnings(volumes: list[DicomVolume]) -> None:
@@ -310,7 +309,7 @@ def _add_duplicate_uid_warnings(volumes: list[DicomVolume]) -> None:
         shared = sorted({h.sop_instance_uid for h in volume.slices if len(files_of[h.sop_instance_uid]) > 1})
         if shared:
             example = sorted(files_of[shared[0]])
-            volume.warnings.append(DicomWarning(
+            volume.warnings.append(AlignSeriesWarning(
                 "duplicate_sop_instance_uid",
                 f"{len(shared)} SOPInstanceUID(s) (0008,0018) of this volume also identify other files (expected "
                 f"each once), e.g. {shared[0]} in {example[0]} and {example[1]}: copied files or re-used UIDs"))
@@ -319,7 +318,7 @@ def _add_duplicate_uid_warnings(volumes: list[DicomVolume]) -> None:
 # -- grouping ------------------------------------------------------------------------------------
 
 
-def _volume_groups(headers: list[SliceHeader]) -> list[tuple[str, list[SliceHeader], list[DicomWarning]]]:
+def _volume_groups(headers: list[SliceHeader]) -> list[tuple[str, list[SliceHeader], list[AlignSeriesWarning]]]:
     """(name, slices, warnings) of every volume: series, then stacks, then repeated positions."""
     groups = []
     for series in _split(headers, lambda h: h.series_instance_uid).values():
@@ -436,7 +435,7 @@ def _split_by_rank(headers: list[SliceHeader], clusters: list[list[int]], labels
             ranks[rank].append(headers[index])
     shared = sum(len(cluster) > 1 for cluster in clusters)
     attributes = ", ".join(name for _, name in REPEAT_ATTRIBUTES)
-    warning = DicomWarning(
+    warning = AlignSeriesWarning(
         "duplicate_positions",
         f"{shared} of {len(clusters)} slice positions hold up to {most} images (positions closer than "
         f"{POSITION_ATOL} mm along the normal count as one) and no header attribute ({attributes}) tells them "
@@ -447,7 +446,7 @@ def _split_by_rank(headers: list[SliceHeader], clusters: list[list[int]], labels
 # -- volumes -------------------------------------------------------------------------------------
 
 
-def _build_volume(name: str, headers: list[SliceHeader], warnings: list[DicomWarning], *,
+def _build_volume(name: str, headers: list[SliceHeader], warnings: list[AlignSeriesWarning], *,
                   regularize: bool) -> DicomVolume:
     """Order a group's slices along the normal, check them, and choose the grid."""
     frame = SliceFrame.from_header(headers[0].orientation, headers[0].pixel_spacing)
@@ -473,17 +472,17 @@ def _build_volume(name: str, headers: list[SliceHeader], warnings: list[DicomWar
         + ". It cannot be placed on one grid without resampling; allow regularization to load it")
 
 
-def _series_warnings(slices: list[SliceHeader]) -> list[DicomWarning]:
+def _series_warnings(slices: list[SliceHeader]) -> list[AlignSeriesWarning]:
     warnings = []
     frames_of_reference = Counter(s.frame_of_reference_uid for s in slices)
     if len(frames_of_reference) > 1:
         counts = ", ".join(f"{uid} ({count} slices)" for uid, count in frames_of_reference.most_common())
-        warnings.append(DicomWarning("mixed_frame_of_reference",
+        warnings.append(AlignSeriesWarning("mixed_frame_of_reference",
                                      f"{len(frames_of_reference)} FrameOfReferenceUIDs in one volume (expected 1): "
                                      f"{counts}; the most common one is used"))
     if len(slices) == 1:
         spacing = _single_slice_spacing(slices[0])
-        warnings.append(DicomWarning("single_slice",
+        warnings.append(AlignSeriesWarning("single_slice",
                                      f"only 1 slice (at least 2 are needed to measure the slice spacing): "
                                      f"k spacing set to {spacing:g} mm from SpacingBetweenSlices/SliceThickness "
                                      f"(default {DEFAULT_SINGLE_SLICE_SPACING:g} mm)"))
@@ -498,10 +497,10 @@ def _single_slice_spacing(header: SliceHeader) -> float:
     return DEFAULT_SINGLE_SLICE_SPACING
 
 
-def _regularized_warning(geometry: VolumeGeometry) -> DicomWarning:
+def _regularized_warning(geometry: VolumeGeometry) -> AlignSeriesWarning:
     spacing = " x ".join(f"{s:.4g}" for s in geometry.spacing)
     dims = " x ".join(str(n) for n in geometry.dimensions)
-    return DicomWarning(
+    return AlignSeriesWarning(
         "regularized",
         f"resampled onto an orthogonal grid of {dims} voxels, {spacing} mm, covering every source slice: "
         "linear along the normal between the two bracketing source slices, bilinear in-plane within each "

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import AlignSeriesWarning
 from .geometry import VolumeGeometry
 
 #: Largest distance (mm) by which a slice may miss the position a grid gives it and still count as
@@ -44,18 +45,6 @@ MISSING_SLICE_RTOL = 0.01
 #: Slice spacing (mm) given to a single-slice volume whose header has neither SpacingBetweenSlices
 #: nor SliceThickness.
 DEFAULT_SINGLE_SLICE_SPACING = 1.0
-
-
-@dataclass(frozen=True)
-class DicomWarning:
-    """An irregularity found in a volume: a stable ``code`` and a ``message`` with value and threshold."""
-
-    code: str
-    message: str
-
-    def to_dict(self) -> dict:
-        """``{"code": ..., "message": ...}`` for JSON output."""
-        return {"code": self.code, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -213,16 +202,16 @@ def _missing_slice_count(gaps: np.ndarray) -> int:
     return 0
 
 
-def stack_warnings(report: StackReport, frame: SliceFrame) -> list[DicomWarning]:
+def stack_warnings(report: StackReport, frame: SliceFrame) -> list[AlignSeriesWarning]:
     """Warnings for a stack: tilt, missing slices, non-uniform spacing, non-orthonormal orientation."""
     warnings = []
     if frame.orthonormality_error > ORIENTATION_ATOL:
-        warnings.append(DicomWarning(
+        warnings.append(AlignSeriesWarning(
             "non_orthonormal_orientation",
             f"ImageOrientationPatient row and column directions are {frame.orthonormality_error:.2e} from orthogonal "
             f"(|cos| of their angle; tolerance {ORIENTATION_ATOL:g})"))
     if report.is_tilted:
-        warnings.append(DicomWarning(
+        warnings.append(AlignSeriesWarning(
             "gantry_tilt",
             f"slices advance at {report.tilt_deg:.2f} deg to the slice normal (gantry tilt): the last slice is "
             f"shifted {report.inplane_shift:.3f} mm in-plane from the first (tolerance {POSITION_ATOL} mm)"))
@@ -231,14 +220,14 @@ def stack_warnings(report: StackReport, frame: SliceFrame) -> list[DicomWarning]
     return warnings
 
 
-def _spacing_warning(report: StackReport) -> DicomWarning:
+def _spacing_warning(report: StackReport) -> AlignSeriesWarning:
     gaps = report.gaps
     summary = (f"gaps along the normal min {gaps.min():.4f} / median {np.median(gaps):.4f} / max {gaps.max():.4f} mm, "
                f"a slice is up to {report.max_residual:.3f} mm off an evenly spaced grid "
                f"(tolerance {POSITION_ATOL} mm)")
     if report.missing:
-        return DicomWarning("missing_slices", f"{report.missing} slice(s) missing: {summary}")
-    return DicomWarning("nonuniform_spacing", f"non-uniform slice spacing: {summary}")
+        return AlignSeriesWarning("missing_slices", f"{report.missing} slice(s) missing: {summary}")
+    return AlignSeriesWarning("nonuniform_spacing", f"non-uniform slice spacing: {summary}")
 
 
 def header_grid(frame: SliceFrame, positions_lps, report: StackReport, shape_ji, single_spacing: float

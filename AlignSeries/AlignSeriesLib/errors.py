@@ -1,8 +1,48 @@
-"""Exceptions raised by AlignSeriesLib.
+"""Exceptions raised by AlignSeriesLib, and the one model of a warning it reports.
 
 Every error is a ``ValueError`` (or ``OSError`` for file problems) so that callers that do not
 know this module can still catch it; the message names the input and the bad value.
+
+A warning is something the caller should know about a result that was still produced: an
+:class:`AlignSeriesWarning` with a stable ``code`` and a ``message`` stating the measured value and
+the threshold. Every layer reports warnings in this one form (``{"code", "message"}`` in JSON).
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: The one progress model of AlignSeriesLib: ``progress(fraction) -> bool`` is called with the
+#: fraction of the work done (0..1); returning True cancels, and the operation raises
+#: :class:`OperationCancelledError`.
+ProgressCallback = Callable[[float], bool | None]
+
+
+@dataclass(frozen=True)
+class AlignSeriesWarning:
+    """Something a result's user should know: a stable ``code`` and a sentence with value and threshold.
+
+    Codes in use: ``gantry_tilt``, ``nonuniform_spacing``, ``missing_slices``, ``duplicate_positions``,
+    ``single_slice``, ``skipped_file``, ``regularized``, ``duplicate_sop_instance_uid``, ``no_overlap``,
+    ``dtype_widened``, ``labels_nearest``, ``reflection``, ``leave_one_out``, ``ambiguous_match``,
+    ``registration_matrix_type``, ``vtk``.
+    """
+
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict:
+        """JSON-ready ``{"code", "message"}``."""
+        return {"code": self.code, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, document: dict) -> AlignSeriesWarning:
+        """The warning of a ``{"code", "message"}`` mapping (e.g. read back from a node attribute)."""
+        return cls(str(document["code"]), str(document["message"]))
 
 
 class AlignSeriesError(ValueError):

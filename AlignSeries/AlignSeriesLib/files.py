@@ -17,6 +17,16 @@ from pathlib import Path
 
 from .errors import AlignSeriesError, OutputExistsError
 
+#: Volume files read with Slicer's volumes logic, by suffix (one list for the bridge, the CLI and the panel).
+VOLUME_FILE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
+#: Single-file volume formats written atomically (detached headers such as .nhdr/.mhd would leave
+#: their data file behind the atomic rename).
+WRITABLE_VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
+#: Point lists read and written with Slicer's markups storage nodes (anything else is CSV).
+MARKUPS_FILE_SUFFIXES = (".mrk.json", ".fcsv")
+#: Suffixes of two parts, which :func:`file_suffix` and :func:`file_stem` keep whole.
+_COMPOUND_SUFFIXES = (".seg.nrrd", ".nii.gz", ".mrk.json")
+
 #: Characters never kept in a name derived from input data (path separators, Windows-reserved ones).
 _UNSAFE_NAME_CHARACTERS = frozenset('/\\:*?"<>|')
 
@@ -33,6 +43,29 @@ def safe_name(text: str) -> str:
                       for character in str(text))
     cleaned = cleaned.strip()
     return "_" + cleaned[1:] if cleaned.startswith(".") else cleaned
+
+
+def file_suffix(path) -> str:
+    """The lower-case suffix that names a file's format, compound ones whole.
+
+    Examples
+    --------
+    >>> file_suffix("mask.SEG.nrrd"), file_suffix("ct.nii.gz"), file_suffix("t.h5")
+    ('.seg.nrrd', '.nii.gz', '.h5')
+    """
+    name = Path(path).name.lower()
+    return next((suffix for suffix in _COMPOUND_SUFFIXES if name.endswith(suffix)), Path(name).suffix)
+
+
+def file_stem(path) -> str:
+    """A file's name without the suffix of :func:`file_suffix` (a node name for what it holds)."""
+    name = Path(path).name
+    return name[: len(name) - len(file_suffix(name))] if file_suffix(name) else name
+
+
+def is_volume_file(path) -> bool:
+    """True for a path Slicer reads as one volume file (by its suffix)."""
+    return str(path).lower().endswith(VOLUME_FILE_SUFFIXES)
 
 
 def check_input_file(path, what: str = "input file") -> Path:

@@ -28,12 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import LandmarkError
+from .choices import LANDMARK_MODES, MATCH_METHODS
+from .errors import AlignSeriesWarning, LandmarkError
 
 logger = logging.getLogger(__name__)
 
-MODES = ("rigid", "similarity", "affine")
-MATCH_METHODS = ("order", "labels", "auto")
 
 #: Minimum number of point pairs per mode.
 MINIMUM_POINTS = {"rigid": 3, "similarity": 3, "affine": 4}
@@ -81,7 +80,7 @@ class LandmarkResult:
     reflection : bool
         True when the fitted linear part has a negative determinant (affine mode only; rigid and
         similarity modes refuse mirrored sets).
-    warnings : list of str
+    warnings : list of AlignSeriesWarning
     fixed_points : (N, 3) ndarray, mm
         The fixed points used (kept for :meth:`target_registration_error`).
     """
@@ -149,7 +148,7 @@ class LandmarkResult:
             "residuals_mm": self.residuals.tolist(),
             "leave_one_out_errors_mm": [None if np.isnan(e) else float(e) for e in self.leave_one_out_errors],
             "reflection": self.reflection,
-            "warnings": list(self.warnings),
+            "warnings": [warning.to_dict() for warning in self.warnings],
         }
 
 
@@ -187,24 +186,24 @@ def register_landmarks(fixed_points_ras, moving_points_ras, mode: str = "rigid",
     >>> result.moving_to_fixed_ras[:3, 3].round(9).tolist(), round(result.rms_error, 9)
     ([-1.0, -2.0, -3.0], 0.0)
     """
-    if mode not in MODES:
-        raise LandmarkError(f"unknown landmark mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode not in LANDMARK_MODES:
+        raise LandmarkError(f"unknown landmark mode {mode!r}; expected one of {', '.join(LANDMARK_MODES)}")
     fixed, moving = _validated_pairs(fixed_points_ras, moving_points_ras)
     weights = _validated_weights(weights, len(fixed))
     for points, name in ((fixed, "fixed points"), (moving, "moving points")):
         _check_configuration(points, mode, name)
-    warnings: list[str] = []
+    warnings: list[AlignSeriesWarning] = []
     moving_to_fixed = _fit(fixed, moving, weights, mode, warnings)
     residuals = np.linalg.norm(_apply(moving_to_fixed, moving) - fixed, axis=1)
     reflection = bool(np.linalg.det(moving_to_fixed[:3, :3]) < 0)
     if reflection:
-        warnings.append(
+        warnings.append(AlignSeriesWarning(
+            "reflection",
             f"the affine fit contains a reflection (determinant {np.linalg.det(moving_to_fixed[:3, :3]):.4g}): "
-            "one point list is mirrored (check LPS/RAS signs or left/right labels)"
-        )
+            "one point list is mirrored (check LPS/RAS signs or left/right labels)"))
     leave_one_out = _leave_one_out_errors(fixed, moving, weights, mode, warnings)
-    for message in warnings:
-        logger.warning(message)
+    for warning in warnings:
+        logger.warning(warning.message)
     return LandmarkResult(
         moving_to_fixed_ras=moving_to_fixed,
         mode=mode,
@@ -283,11 +282,11 @@ def _leave_one_out_errors(fixed, moving, weights, mode: str, warnings: list) -> 
             continue
         errors[index] = np.linalg.norm(_apply(matrix, moving[index]) - fixed[index])
     if np.any(np.isnan(errors)):
-        warnings.append(
+        warnings.append(AlignSeriesWarning(
+            "leave_one_out",
             f"leave-one-out error not available for {int(np.sum(np.isnan(errors)))} of {len(fixed)} points: "
             f"the remaining points are too few or degenerate for {mode} mode "
-            f"(needs {MINIMUM_POINTS[mode] + 1} well-spread pairs or more)"
-        )
+            f"(needs {MINIMUM_POINTS[mode] + 1} well-spread pairs or more)"))
     return errors
 
 
@@ -383,7 +382,7 @@ class PointMatch:
         ``moving[moving_order[n]]`` is the partner of ``fixed[n]``.
     method : str
         ``"order"``, ``"labels"`` or ``"signatures"``.
-    warnings : list of str
+    warnings : list of AlignSeriesWarning
     """
 
     moving_order: np.ndarray
@@ -463,13 +462,13 @@ def _match_signatures(fixed: np.ndarray, moving: np.ndarray) -> PointMatch:
     margins = alternatives.min(axis=1) - chosen
     ambiguous = np.flatnonzero(margins < AMBIGUITY_ATOL)
     if ambiguous.size:
-        warnings.append(
+        warnings.append(AlignSeriesWarning(
+            "ambiguous_match",
             f"automatic matching is ambiguous for fixed point(s) {(ambiguous + 1).tolist()} (1-based): "
             f"smallest signature margin {margins.min():.3g}, below {AMBIGUITY_ATOL} (a symmetric layout?); "
-            "match by labels or order instead"
-        )
-        for message in warnings:
-            logger.warning(message)
+            "match by labels or order instead"))
+        for warning in warnings:
+            logger.warning(warning.message)
     return PointMatch(order, "signatures", warnings)
 
 

@@ -49,20 +49,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import vtk
 from vtk.util import numpy_support
 
-from .errors import GeometryError, OperationCancelledError, ResampleError
+from .choices import INTERPOLATIONS
+from .errors import AlignSeriesWarning, GeometryError, OperationCancelledError, ProgressCallback, ResampleError
 from .geometry import VolumeGeometry, apply_affine, as_matrix4, moving_ijk_to_fixed_ijk
 
 logger = logging.getLogger(__name__)
 
 #: Interpolation names accepted by :func:`resample_to_geometry`.
-INTERPOLATIONS = ("nearest", "linear", "cubic")
 
 #: Largest number of distinct values (background included) for which label maps are resampled by a
 #: label-wise linear vote; more labels fall back to nearest neighbour (one linear pass per label).
@@ -82,27 +81,6 @@ _VTK_INTERPOLATION_MODES = {"nearest": vtk.VTK_NEAREST_INTERPOLATION, "linear": 
                             "cubic": vtk.VTK_CUBIC_INTERPOLATION}
 _SUPPORTED_KINDS = "biuf"
 
-ProgressCallback = Callable[[float], bool | None]
-
-
-@dataclass(frozen=True)
-class ResampleWarning:
-    """Something the caller should know about a resampling that still produced an output.
-
-    Attributes
-    ----------
-    code : str
-        Stable identifier: ``no_overlap``, ``dtype_widened``, ``labels_nearest``.
-    message : str
-        Sentence naming the measured value and the threshold.
-    """
-
-    code: str
-    message: str
-
-    def to_dict(self) -> dict:
-        """JSON-ready ``{"code", "message"}``."""
-        return {"code": self.code, "message": self.message}
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,14 +97,14 @@ class ResampleResult:
         Interpolation actually used: ``nearest``, ``linear``, ``cubic`` or ``label-wise linear``.
     background : int or float
         Value given to reference voxels outside the input's field.
-    warnings : tuple of ResampleWarning
+    warnings : tuple of AlignSeriesWarning
     """
 
     array: np.ndarray
     geometry: VolumeGeometry
     method: str
     background: float
-    warnings: tuple[ResampleWarning, ...] = ()
+    warnings: tuple[AlignSeriesWarning, ...] = ()
 
 
 # -- public API -----------------------------------------------------------------------------------
@@ -401,7 +379,7 @@ def _default_background(array: np.ndarray, labelmap: bool):
     return array.min().item()
 
 
-def _output_dtype(dtype: np.dtype, background) -> tuple[np.dtype, list[ResampleWarning]]:
+def _output_dtype(dtype: np.dtype, background) -> tuple[np.dtype, list[AlignSeriesWarning]]:
     """The input's type if it holds ``background`` exactly, else the smallest type that does."""
     if _holds_exactly(dtype, background):
         return dtype, []
@@ -412,7 +390,7 @@ def _output_dtype(dtype: np.dtype, background) -> tuple[np.dtype, list[ResampleW
     if widened.kind == "f" and not _holds_exactly(widened, background):
         widened = np.dtype(np.float64)
     message = (f"background {background!r} does not fit the input type {dtype}: output widened to {widened}")
-    return widened, [ResampleWarning("dtype_widened", message)]
+    return widened, [AlignSeriesWarning("dtype_widened", message)]
 
 
 def _holds_exactly(dtype: np.dtype, value) -> bool:
@@ -463,7 +441,7 @@ def _no_overlap_warning(reference: VolumeGeometry, input_geometry: VolumeGeometr
         f"transform, reference spans {_bounds_text(reference)}; the output is all background. Check the "
         "transform (or pre-align the volumes) and the reference."
     )
-    return ResampleWarning("no_overlap", message)
+    return AlignSeriesWarning("no_overlap", message)
 
 
 def _bounds_text(geometry: VolumeGeometry) -> str:
@@ -565,14 +543,14 @@ def _clamp_to_input_range(output: np.ndarray, array: np.ndarray, background) -> 
 
 
 def _resample_labels(job: _Reslicer, background, output_dtype: np.dtype,
-                     progress: ProgressCallback | None) -> tuple[np.ndarray, str, list[ResampleWarning]]:
+                     progress: ProgressCallback | None) -> tuple[np.ndarray, str, list[AlignSeriesWarning]]:
     """Label-wise linear vote, or nearest neighbour when there are too many labels."""
     labels = _label_values(job.array, LABELWISE_MAX_LABELS)
     if labels is None:
         message = (f"label map has more than {LABELWISE_MAX_LABELS} distinct values: resampled by nearest "
                    "neighbour instead of label-wise linear (thin structures may be lost)")
         output = _resample_scalars(job, "nearest", background, output_dtype, progress)
-        return output, "nearest", [ResampleWarning("labels_nearest", message)]
+        return output, "nearest", [AlignSeriesWarning("labels_nearest", message)]
     foreground = [label for label in labels if label != background]
     votes = [(background, _VOTE_SCALE)] + [(label, 0) for label in foreground]
     mask = np.empty(job.array.shape, dtype=bool)

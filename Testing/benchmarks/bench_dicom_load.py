@@ -25,7 +25,7 @@ sys.path[:0] = [str(TESTING), str(TESTING.parent / "AlignSeries")]
 
 from dicom_fixtures import ORIENTATIONS, stack_positions, write_series  # noqa: E402
 
-from AlignSeriesLib import dicom_series, mrml  # noqa: E402
+from AlignSeriesLib import dicom_series, mrml, operations  # noqa: E402
 
 TARGET_SPEEDUP_VS_SIMPLEITK = 2.0
 
@@ -45,7 +45,7 @@ def scan_only(folder: Path):
 
 def scan_and_load(folder: Path):
     scene = mrml.new_scene()
-    nodes = mrml.load_dicom_series(scene, folder)
+    nodes = operations.load_volumes(scene, folder)
     shape = nodes[0].GetImageData().GetDimensions()
     scene.Clear(1)
     return shape
@@ -82,7 +82,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--slices", type=int, default=400)
     args = parser.parse_args()
-    mrml.vtk_errors_to_log()
+    mrml.capture_vtk_messages()
     with tempfile.TemporaryDirectory(prefix="alignseries-bench-") as temporary:
         folder = Path(temporary)
         write_benchmark_series(folder, args.slices)

@@ -77,11 +77,11 @@ def stage_scan(folders: dict) -> float:
 
 
 def _load(folder: Path) -> tuple[float, object, object]:
-    from AlignSeriesLib import mrml
+    from AlignSeriesLib import mrml, operations
 
     scene = mrml.new_scene()
     start = time.perf_counter()
-    (node,) = mrml.load_dicom_series(scene, folder)
+    (node,) = operations.load_volumes(scene, folder)
     return time.perf_counter() - start, scene, node
 
 
@@ -112,17 +112,17 @@ def stage_simpleitk_big(folders: dict) -> float:
 
 
 def stage_transform(folders: dict) -> float:
-    from AlignSeriesLib import mrml
+    from AlignSeriesLib import operations
 
     _, scene, fixed = _load(folders["big"])
-    moving = mrml.load_dicom_series(scene, folders["long"])[0]
+    moving = operations.load_volumes(scene, folders["long"])[0]
     start = time.perf_counter()
-    mrml.compute_geometry_transform(scene, fixed, moving, "centers")
+    operations.compute_geometry_transform(scene, fixed, moving, "centers")
     return time.perf_counter() - start
 
 
 def stage_export(folders: dict) -> float:
-    from AlignSeriesLib import mrml
+    from AlignSeriesLib import mrml, mrml_files, operations
     from AlignSeriesLib.geometry import VolumeGeometry
 
     _, scene, node = _load(folders["big"])
@@ -135,8 +135,8 @@ def stage_export(folders: dict) -> float:
     reference = VolumeGeometry(tuple(int(n * 0.8 / 0.9) for n in source.dimensions[:2]) + (source.dimensions[2],),
                                ijk_to_ras)
     start = time.perf_counter()
-    output = mrml.resample_volume_node(scene, node, reference, interpolation="linear")
-    mrml.write_volume(output, folders["output"] / "export.nrrd")
+    output = operations.resample_volume(scene, node, reference, interpolation="linear")
+    mrml_files.save_node(output, folders["output"] / "export.nrrd")
     return time.perf_counter() - start
 
 

@@ -1,0 +1,281 @@
+"""Storage-node I/O of the MRML bridge: volume, transform and markups files read and written by Slicer.
+
+Slicer's own storage nodes do the reading and writing, so their conventions hold: ITK transform
+files are "from parent" LPS (the storage node inverts and converts), markups files declare their
+coordinate system. Every write is atomic (:func:`AlignSeriesLib.files.atomic_output`): no partial
+file, no overwrite without ``force``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+
+from . import dicom_pixels, transform_files
+from .errors import AlignSeriesError, GeometryError, LandmarkError, TransformFileError
+from .files import (
+    MARKUPS_FILE_SUFFIXES,
+    WRITABLE_VOLUME_SUFFIXES,
+    atomic_output,
+    check_input_file,
+    check_volume_file,
+    file_stem,
+    file_suffix,
+)
+from .geometry import VolumeGeometry
+from .mrml import (
+    FIXED_VOLUME_REFERENCE_ROLE,
+    MOVING_VOLUME_REFERENCE_ROLE,
+    module_logic,
+    node_name,
+    remove_with_helpers,
+    set_linear_transform,
+    transform_to_parent_matrix,
+    volume_geometry,
+)
+from .points_files import read_points_csv, write_points_csv
+
+# -- volume files --------------------------------------------------------------------------------------
+
+
+def load_volume_file(scene, path, *, labelmap: bool | None = None, name: str | None = None):
+    """Read a volume file (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``) with Slicer's volumes logic.
+
+    Parameters
+    ----------
+    labelmap : bool, optional
+        Load as a label map; by default only ``.seg.nrrd`` files and NRRD files that Slicer tags as
+        label maps are.
+
+    Raises
+    ------
+    FileNotFoundError, AlignSeriesError
+    """
+    path = check_input_file(path, "volume file")
+    check_volume_file(path, max_bytes=dicom_pixels.MAX_VOLUME_BYTES)
+    if labelmap is None:
+        labelmap = path.name.lower().endswith(".seg.nrrd")
+    volumes_logic = module_logic(scene, "Volumes")
+    new_name = name or file_stem(path)
+    options = 1 if labelmap else 0  # bit 0 of AddArchetypeVolume's options: load as label map
+    with _native_ijk_orientation(scene):
+        node = volumes_logic.AddArchetypeVolume(str(path), new_name, options)
+    if node is None or node.GetImageData() is None:
+        raise AlignSeriesError(f"{path}: Slicer could not read this file as a volume")
+    components = node.GetImageData().GetNumberOfScalarComponents()
+    if components != 1:
+        remove_with_helpers(scene, node)
+        raise AlignSeriesError(f"{path}: {components} values per voxel (a vector, RGB or 4D volume); "
+                               "AlignSeries aligns and resamples scalar volumes only")
+    return node
+
+
+def save_node(node, path, *, force: bool = False) -> Path:
+    """Write a volume or transform node with its default storage node, atomically.
+
+    The file is written beside its destination and renamed into place, so a failure leaves no
+    partial file; an existing file is refused unless ``force``.
+    """
+    path = Path(path)
+    _check_node_can_be_written(node, path)
+    with atomic_output(path, force=force) as temporary_path:
+        scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=temporary_path.parent))
+        try:
+            storage_node = node.CreateDefaultStorageNode()
+            storage_node.SetFileName(str(scratch / path.name))
+            storage_node.SetWriteFileFormat(file_suffix(path).lstrip(".").removeprefix("seg."))
+            if hasattr(storage_node, "SetUseCompression"):
+                storage_node.SetUseCompression(path.suffix.lower() in (".gz", ".h5", ".nrrd"))
+            if not storage_node.WriteData(node) or not (scratch / path.name).is_file():
+                raise AlignSeriesError(f"{path}: Slicer could not write '{node.GetName()}' in this format")
+            os.replace(scratch / path.name, temporary_path)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return path
+
+
+def _check_node_can_be_written(node, path: Path) -> None:
+    name = path.name.lower()
+    if node.IsA("vtkMRMLTransformNode"):
+        suffixes = transform_files.ITK_SUFFIXES
+    elif node.IsA("vtkMRMLVolumeNode"):
+        suffixes = WRITABLE_VOLUME_SUFFIXES
+        if node.GetImageData() is None:
+            raise GeometryError(f"volume '{node_name(node)}' has no image data: nothing to write to {path}")
+    else:
+        raise AlignSeriesError(f"{path}: cannot write '{node_name(node)}' ({node.GetClassName()})")
+    if not name.endswith(suffixes):
+        raise AlignSeriesError(
+            f"{path}: cannot write '{node_name(node)}' in this format; use one of {', '.join(suffixes)}"
+        )
+
+
+@contextlib.contextmanager
+def _native_ijk_orientation(scene):
+    """Within this block, volume files load on their own grid, a left-handed one included.
+
+    By default Slicer's volume storage node reverses the k axis of a left-handed (mirrored) grid;
+    the image stays in place but the grid and slice order are no longer the file's.
+    """
+    previous = scene.GetDefaultNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    default = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    if previous is not None:
+        default.Copy(previous)
+    default.SetForceRightHandedIJKCoordinateSystem(False)
+    scene.AddDefaultNode(default)
+    try:
+        yield
+    finally:
+        scene.AddDefaultNode(previous if previous is not None else slicer.vtkMRMLVolumeArchetypeStorageNode())
+
+
+def load_transform_file(scene, path):
+    """Read an ITK transform file (``.h5``, ``.tfm``, ``.txt``) with Slicer's transform storage node."""
+    path = check_input_file(path, "transform file")
+    storage_node = slicer.vtkMRMLTransformStorageNode()
+    transform_node = slicer.vtkMRMLLinearTransformNode()
+    storage_node.SetFileName(str(path))
+    if not storage_node.ReadData(transform_node):
+        raise TransformFileError(f"{path}: not a transform file Slicer can read")
+    transform_node.SetName(file_stem(path))
+    scene.AddNode(transform_node)
+    return transform_node
+
+
+
+
+# -- transform and markups files ------------------------------------------------------------------
+
+def read_transform_file(scene, path, *, moving_geometry: VolumeGeometry | None = None,
+                        fixed_geometry: VolumeGeometry | None = None):
+    """Read any transform file into a new linear transform node ("to parent" = moving to fixed, RAS).
+
+    ITK files (``.h5``, ``.tfm``, ``.txt``) go through Slicer's transform storage node, which handles
+    ITK's "from parent" LPS convention; ``.json``, ``.mat4`` and FLIRT ``.mat`` through
+    :mod:`transform_files` (FLIRT needs both volumes' geometries).
+
+    Returns
+    -------
+    vtkMRMLLinearTransformNode
+        Added to ``scene``.
+
+    Raises
+    ------
+    TransformFileError, FileNotFoundError
+    """
+    if transform_files.transform_file_kind(path) == "itk":
+        transform_node = load_transform_file(scene, path)
+        transform_to_parent_matrix(transform_node)  # refuses a non-linear transform
+        return transform_node
+    matrix = transform_files.read_transform(path, moving_geometry=moving_geometry, fixed_geometry=fixed_geometry)
+    return set_linear_transform(scene, matrix, name=file_stem(Path(path)))
+
+
+def write_transform_file(scene, transform_node, path, *, force: bool = False,
+                         moving_geometry: VolumeGeometry | None = None,
+                         fixed_geometry: VolumeGeometry | None = None) -> Path:
+    """Write a linear transform node's "to parent" matrix to a transform file chosen by suffix.
+
+    ITK suffixes are written by Slicer's storage node (as "from parent" LPS); ``.json``/``.mat4``
+    as plain RAS matrices; FLIRT ``.mat`` needs the geometries, taken by default from the node's
+    moving/fixed volume references (set by :func:`set_linear_transform`).
+
+    Raises
+    ------
+    TransformFileError, OutputExistsError
+    """
+    matrix = transform_to_parent_matrix(transform_node)
+    kind = transform_files.transform_file_kind(path)
+    if kind == "itk":
+        return save_node(transform_node, path, force=force)
+    if kind == "reg":
+        raise TransformFileError(f"{path}: a DICOM REG is written from the two DICOM series it relates "
+                                 "(AlignSeriesLib.operations.write_transform)")
+    if kind == "flirt":
+        moving_geometry = moving_geometry or _referenced_geometry(scene, transform_node, MOVING_VOLUME_REFERENCE_ROLE)
+        fixed_geometry = fixed_geometry or _referenced_geometry(scene, transform_node, FIXED_VOLUME_REFERENCE_ROLE)
+    return transform_files.write_transform(path, matrix, force=force, moving_geometry=moving_geometry,
+                                           fixed_geometry=fixed_geometry)
+
+
+def _referenced_geometry(scene, transform_node, role: str) -> VolumeGeometry | None:
+    volume_node = transform_node.GetNodeReference(role)
+    return volume_geometry(volume_node, world=False) if volume_node is not None else None
+
+
+def load_points_file(scene, path) -> tuple[np.ndarray, list[str]]:
+    """Read a point list: Slicer markups (``.mrk.json``, ``.fcsv``) or CSV ``x,y,z[,label]``.
+
+    Markups are read with Slicer's markups storage nodes, which honour the file's coordinate system
+    (``.mrk.json`` is LPS unless it says otherwise); the temporary node is removed afterwards.
+
+    Returns
+    -------
+    points_ras : (N, 3) ndarray, mm, RAS
+    labels : list of str
+        One per point (empty where the file has none).
+
+    Raises
+    ------
+    LandmarkError, FileNotFoundError
+    """
+    path = check_input_file(path, "points file")
+    if not path.name.lower().endswith(MARKUPS_FILE_SUFFIXES):
+        points = read_points_csv(path)
+        return points.points_ras, points.labels
+    markups_node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", scene.GenerateUniqueName(file_stem(path)))
+    try:
+        storage_node = _markups_storage_node(path)
+        storage_node.SetFileName(str(path))
+        if not storage_node.ReadData(markups_node):
+            raise LandmarkError(f"{path}: Slicer could not read this markups file")
+        count = markups_node.GetNumberOfControlPoints()
+        if count == 0:
+            raise LandmarkError(f"{path}: the markups file holds no control points")
+        points = np.array([markups_node.GetNthControlPointPosition(n) for n in range(count)])
+        labels = [markups_node.GetNthControlPointLabel(n) for n in range(count)]
+    finally:
+        scene.RemoveNode(markups_node)
+    return points, labels
+
+
+def save_points_file(scene, path, points_ras, labels=None, *, force: bool = False,
+                     coordinate_system: str = "LPS") -> Path:
+    """Write points as a Slicer markups file (``.mrk.json``, ``.fcsv``) or CSV, atomically.
+
+    Parameters
+    ----------
+    points_ras : (N, 3) array_like, mm, RAS
+    labels : sequence of str, optional
+    coordinate_system : {"LPS", "RAS"}
+        Frame of the numbers in a markups file (Slicer's default is LPS); CSV files are RAS.
+    """
+    path = Path(path)
+    if not path.name.lower().endswith(MARKUPS_FILE_SUFFIXES):
+        return write_points_csv(path, points_ras, labels, force=force)
+    markups_node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", scene.GenerateUniqueName(file_stem(path)))
+    try:
+        for n, point in enumerate(np.asarray(points_ras, dtype=float)):
+            markups_node.AddControlPoint(vtk.vtkVector3d(*point), labels[n] if labels else f"F-{n + 1}")
+        with atomic_output(path, force=force) as temporary_path:
+            storage_node = _markups_storage_node(path)
+            storage_node.SetFileName(str(temporary_path))
+            storage_node.SetCoordinateSystem(storage_node.GetCoordinateSystemFromString(coordinate_system))
+            if not storage_node.WriteData(markups_node):
+                raise AlignSeriesError(f"{path}: Slicer could not write the markups file")
+    finally:
+        scene.RemoveNode(markups_node)
+    return path
+
+
+def _markups_storage_node(path: Path):
+    if path.name.lower().endswith(".fcsv"):
+        return slicer.vtkMRMLMarkupsFiducialStorageNode()
+    return slicer.vtkMRMLMarkupsJsonStorageNode()

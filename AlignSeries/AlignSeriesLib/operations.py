@@ -1,0 +1,543 @@
+"""The jobs users run, shared by the Slicer module's logic, the command line, the batch runner and the API.
+
+Each function is one use case over MRML nodes (:mod:`AlignSeriesLib.mrml`, the bridge) and the core:
+load, describe, compute a transform (geometry or landmarks), resample, and export to a volume file,
+a DICOM folder, PNGs or a fused preview. A front end parses its own input (widgets, arguments,
+a manifest row), calls one of these, and shows the result; so every front end gains every option
+at once.
+
+Data moves forward once. A DICOM series is scanned once, into a
+:class:`~AlignSeriesLib.dicom_series.DicomVolume`; a reference used only as a grid is read header-only
+(:func:`load_reference`), and the exporters take that object with the slab they write.
+
+Progress callbacks have one polarity throughout: ``progress(fraction) -> bool``, returning True cancels
+(:class:`~AlignSeriesLib.errors.OperationCancelledError`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from . import alignment, dicom_export, dicom_reg, dicom_series, landmarks, mrml, mrml_files, preview, resample
+from .describe import dicom_volume_info, summary_line, volume_file_info
+from .dicom_series import DicomVolume
+from .errors import AlignSeriesError, AlignSeriesWarning, LandmarkError, ProgressCallback, TransformFileError
+from .files import is_volume_file
+from .geometry import VolumeGeometry
+
+logger = logging.getLogger(__name__)
+
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool = True,
+                 progress: ProgressCallback | None = None) -> list:
+    """Load every volume that ``paths`` hold: one volume file, or DICOM folders and files.
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene
+    paths : str, Path or list of them
+        A volume file (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``, ``.seg.nrrd``), or DICOM folders/files.
+    labelmap : bool, optional
+        Load volume files as label maps (``.seg.nrrd`` always is).
+    regularize : bool
+        Resample irregular DICOM series onto a regular grid (else refuse them).
+    progress : callable, optional
+        ``progress(fraction) -> bool`` during the DICOM header scan; True cancels.
+
+    Returns
+    -------
+    list of vtkMRMLScalarVolumeNode
+        One per volume, with its DICOM series kept (:func:`mrml.dicom_series_of`).
+    """
+    paths = _as_paths(paths)
+    if _is_one_volume_file(paths):
+        return [mrml_files.load_volume_file(scene, paths[0], labelmap=labelmap)]
+    scan = dicom_series.scan_dicom(paths, regularize=regularize, progress=progress)
+    for path, reason in scan.skipped:
+        logger.warning("skipped %s: %s", path, reason)
+    return [mrml.load_dicom_volume(scene, volume, registrations=scan.registrations) for volume in scan.volumes]
+
+
+def load_one_volume(scene, paths, *, index: int | None = None, role: str = "--input",
+                    labelmap: bool | None = None):
+    """Load ``paths`` and return the one volume they hold, or volume number ``index`` (1-based) of several.
+
+    Raises
+    ------
+    AlignSeriesError
+        If ``paths`` hold no volume, or several and ``index`` does not choose one; the message
+        lists the volumes found.
+    """
+    nodes = load_volumes(scene, paths, labelmap=labelmap)
+    return nodes[_chosen_index([node.GetName() for node in nodes], index, role)]
+
+
+@dataclass
+class Reference:
+    """The grid a volume is resampled onto, and the DICOM series whose slices that grid holds, if any.
+
+    Attributes
+    ----------
+    name : str
+    geometry : VolumeGeometry
+        The reference grid in world RAS.
+    series : DicomVolume or None
+        The scanned DICOM series (slices, files, UIDs) when the reference came from DICOM.
+    node : vtkMRMLVolumeNode or None
+        The reference's node when it was loaded into the scene (its voxels are read only when needed).
+    """
+
+    name: str
+    geometry: VolumeGeometry
+    series: DicomVolume | None = None
+    node: object = None
+
+    def voxels(self) -> np.ndarray:
+        """The reference's voxels ``[k, j, i]`` (read from its files on first need)."""
+        return mrml.volume_array(self.node) if self.node is not None else self.series.read_voxels()
+
+
+def load_reference(scene, paths, *, index: int | None = None, role: str = "--reference") -> Reference:
+    """Load a reference used as a grid: a DICOM series header-only, a volume file through Slicer.
+
+    Raises
+    ------
+    AlignSeriesError
+        As :func:`load_one_volume`.
+    """
+    paths = _as_paths(paths)
+    if _is_one_volume_file(paths):
+        return reference_of_node(mrml_files.load_volume_file(scene, paths[0]))
+    volumes = dicom_series.scan_dicom(paths).volumes
+    series = volumes[_chosen_index([volume.name for volume in volumes], index, role)]
+    return Reference(series.name, series.geometry, series)
+
+
+def reference_of_node(volume_node) -> Reference:
+    """The reference that a volume node in the scene gives (its world grid, its DICOM series if any)."""
+    return Reference(volume_node.GetName(), mrml.volume_geometry(volume_node), mrml.dicom_series_of(volume_node),
+                     volume_node)
+
+
+def _chosen_index(names: list[str], index: int | None, role: str) -> int:
+    if index is not None:
+        if not 1 <= index <= len(names):
+            raise AlignSeriesError(f"{role}: volume {index} requested, but {len(names)} found")
+        return index - 1
+    if len(names) != 1:
+        listing = "; ".join(f"[{n}] {name}" for n, name in enumerate(names, start=1))
+        raise AlignSeriesError(f"{role} holds {len(names)} volumes ({listing}): choose one with {role}-volume N")
+    return 0
+
+
+def _as_paths(paths) -> list[Path]:
+    """One path or a sequence of them, as a list of Paths."""
+    return [Path(p) for p in ([paths] if isinstance(paths, str | Path) else paths)]
+
+
+def _is_one_volume_file(paths: list[Path]) -> bool:
+    if len(paths) == 1 and is_volume_file(paths[0]):
+        return True
+    if any(is_volume_file(p) for p in paths):
+        raise AlignSeriesError(f"give one volume file or DICOM folders/files, not a mix: {[str(p) for p in paths]}")
+    return False
+
+
+# -- describing -----------------------------------------------------------------------------------
+
+
+def describe_inputs(paths, *, regularize: bool = True) -> list[dict]:
+    """What ``alignseries info`` reports for each volume that ``paths`` hold (DICOM: headers only).
+
+    Volume files are described in the order given; all DICOM paths are scanned together, at the
+    first one's place. See :mod:`AlignSeriesLib.describe` for the fields.
+    """
+    paths = _as_paths(paths)
+    dicom_paths = [path for path in paths if not is_volume_file(path)]
+    described = []
+    for path in paths:
+        if is_volume_file(path):
+            node = mrml_files.load_volume_file(mrml.new_scene(), path)
+            described.append(volume_file_info(path, node.GetName(), mrml.volume_geometry(node, world=False)))
+        elif path == dicom_paths[0]:
+            scan = dicom_series.scan_dicom(dicom_paths, regularize=regularize)
+            described += [dicom_volume_info(volume) for volume in scan.volumes]
+    return described
+
+
+def describe_volume_node(volume_node) -> str:
+    """One line for a person: dimensions, spacing, orientation, frame of reference, warnings."""
+    try:
+        geometry = mrml.volume_geometry(volume_node, world=False)
+    except AlignSeriesError as error:
+        return str(error)
+    return summary_line(geometry, mrml.frame_of_reference_uid(volume_node), mrml.node_warnings(volume_node))
+
+
+# -- transforms -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TransformResult:
+    """A computed moving-to-fixed transform, the node that holds it, and what tells how good it is.
+
+    The one result of :func:`compute_geometry_transform` and :func:`compute_landmark_transform`, for
+    every front end; Slicer users read it in camelCase (``transformNode``, ``rmsError``, ``residuals``…).
+
+    Attributes
+    ----------
+    transform_node : vtkMRMLLinearTransformNode
+    mode : str
+    moving_to_fixed_ras : (4, 4) ndarray
+    moving_ijk_to_fixed_ijk : (4, 4) ndarray or None
+        Voxel-to-voxel matrix (geometry modes, when both volumes are known).
+    explanation : str
+        How the transform was obtained, in one sentence.
+    warnings : list of AlignSeriesWarning
+    rms_error, residuals, labels, leave_one_out_errors
+        Landmark modes only: mm, per pair in the fixed list's order.
+    target_registration_error : float or None
+        Landmark modes only: expected error (mm, Fitzpatrick's model) at ``target_ras``.
+    target_ras : (3,) ndarray or None
+        Where that error is estimated: the fixed volume's center, or the fixed points' centroid.
+    """
+
+    transform_node: object
+    mode: str
+    moving_to_fixed_ras: np.ndarray
+    moving_ijk_to_fixed_ijk: np.ndarray | None = None
+    explanation: str = ""
+    warnings: list[AlignSeriesWarning] = field(default_factory=list)
+    rms_error: float | None = None
+    residuals: np.ndarray | None = None
+    labels: list[str] = field(default_factory=list)
+    leave_one_out_errors: np.ndarray | None = None
+    target_registration_error: float | None = None
+    target_ras: np.ndarray | None = None
+
+    # Slicer's camelCase view (the console contract of DESIGN.md)
+    transformNode = property(lambda self: self.transform_node)
+    movingToFixedRas = property(lambda self: self.moving_to_fixed_ras)
+    movingIjkToFixedIjk = property(lambda self: self.moving_ijk_to_fixed_ijk)
+    rmsError = property(lambda self: self.rms_error)
+    leaveOneOutErrors = property(lambda self: self.leave_one_out_errors)
+    targetRegistrationError = property(lambda self: self.target_registration_error)
+
+    def to_dict(self) -> dict:
+        """The JSON fields of ``alignseries transform`` / ``landmarks`` (arrays as arrays; the CLI lists them)."""
+        document = {"mode": self.mode, "moving_to_fixed_ras": self.moving_to_fixed_ras,
+                    "warnings": [warning.to_dict() for warning in self.warnings]}
+        if self.moving_ijk_to_fixed_ijk is not None:
+            document |= {"moving_ijk_to_fixed_ijk": self.moving_ijk_to_fixed_ijk,
+                         "fixed_ijk_to_moving_ijk": np.linalg.inv(self.moving_ijk_to_fixed_ijk),
+                         "explanation": self.explanation}
+        if self.rms_error is not None:
+            document |= {"rms_error_mm": self.rms_error, "residuals_mm": self.residuals, "labels": list(self.labels),
+                         "leave_one_out_errors_mm": self.leave_one_out_errors,
+                         "target_registration_error_mm": self.target_registration_error,
+                         "target_ras": self.target_ras}
+        return document
+
+    def save(self, path, *, force: bool = False) -> Path:
+        """Write the transform to a file chosen by suffix (see :func:`write_transform`)."""
+        return write_transform(self.transform_node, path, force=force)
+
+
+def compute_geometry_transform(scene, fixed_node, moving_node, mode: str, *, registrations=(),
+                               transform_node=None) -> TransformResult:
+    """Moving-to-fixed transform from the two volumes' geometry, stored in a transform node.
+
+    The transform maps the moving volume's own RAS (without its parent transforms) to the fixed
+    volume's world RAS, so that the moving volume placed under it lines up with the fixed one.
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene
+    fixed_node, moving_node : vtkMRMLScalarVolumeNode
+    mode : {"frameOfReference", "centers", "moments"}
+    registrations : iterable of path or SpatialRegistration
+        DICOM REG objects that may relate the two frames of reference ("frameOfReference" mode);
+        the REG files found beside the volumes' DICOM files are searched too.
+    transform_node : vtkMRMLLinearTransformNode, optional
+        Node to update; a new node is created when omitted.
+
+    Raises
+    ------
+    FrameOfReferenceError
+        In "frameOfReference" mode, when the frames differ (or are unknown) and no REG relates them.
+    """
+    fixed_geometry = mrml.volume_geometry(fixed_node, world=False)
+    moving_geometry = mrml.volume_geometry(moving_node, world=False)
+    arrays = {}
+    if mode == "moments":
+        arrays = {"fixed_array_kji": mrml.volume_array(fixed_node), "moving_array_kji": mrml.volume_array(moving_node)}
+    known_registrations = (list(registrations) + mrml.registration_files(fixed_node)
+                           + mrml.registration_files(moving_node))
+    result = alignment.align_geometries(
+        mode, fixed_geometry, moving_geometry, fixed_for_uid=mrml.frame_of_reference_uid(fixed_node),
+        moving_for_uid=mrml.frame_of_reference_uid(moving_node), registrations=known_registrations, **arrays)
+    moving_to_fixed_ras = mrml.parent_to_world_matrix(fixed_node) @ result.moving_to_fixed_ras
+    node = mrml.set_linear_transform(scene, moving_to_fixed_ras, moving_volume=moving_node, fixed_volume=fixed_node,
+                                     transform_node=transform_node,
+                                     name=f"{moving_node.GetName()}_to_{fixed_node.GetName()}")
+    return TransformResult(node, mode, moving_to_fixed_ras, result.moving_ijk_to_fixed_ijk, result.description,
+                           list(result.warnings))
+
+
+def compute_landmark_transform(scene, fixed_points, moving_points, mode: str, *, match: str = "order",
+                               weights=None, transform_node=None, fixed_volume=None) -> TransformResult:
+    """Moving-to-fixed transform from corresponding points, stored in a transform node.
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene
+    fixed_points, moving_points : vtkMRMLMarkupsFiducialNode, points file path, or (N, 3) array_like (RAS mm)
+        Markups nodes give their world positions; files are read by :func:`mrml_files.load_points_file`.
+    mode : {"rigid", "similarity", "affine"}
+    match : {"order", "labels", "auto"}
+        How points are paired (see :func:`landmarks.match_points`).
+    weights : (N,) array_like, optional
+        Per-pair weights, in the fixed list's order.
+    transform_node : vtkMRMLLinearTransformNode, optional
+    fixed_volume : vtkMRMLScalarVolumeNode, optional
+        The fixed volume: the target registration error is estimated at its center (at the fixed
+        points' centroid without it), and it becomes the transform's fixed reference.
+
+    Returns
+    -------
+    TransformResult
+        With ``rms_error``, ``residuals`` and ``leave_one_out_errors`` in mm, in the fixed list's order,
+        and ``target_registration_error`` at ``target_ras``.
+    """
+    fixed, fixed_labels = points_and_labels(scene, fixed_points, "fixed points")
+    moving, moving_labels = points_and_labels(scene, moving_points, "moving points")
+    pairing = landmarks.match_points(fixed, moving, by=match, fixed_labels=fixed_labels, moving_labels=moving_labels)
+    result = landmarks.register_landmarks(fixed, pairing.reorder(moving), mode=mode, weights=weights)
+    node = mrml.set_linear_transform(scene, result.moving_to_fixed_ras, transform_node=transform_node,
+                                     fixed_volume=fixed_volume, name="LandmarkTransform")
+    labels = fixed_labels if fixed_labels and all(fixed_labels) else [str(n + 1) for n in range(len(fixed))]
+    target_ras = mrml.volume_geometry(fixed_volume).center_ras if fixed_volume is not None else fixed.mean(axis=0)
+    return TransformResult(node, mode, result.moving_to_fixed_ras, None, f"{mode} fit to {len(fixed)} landmark pairs",
+                           list(pairing.warnings) + list(result.warnings), result.rms_error, result.residuals,
+                           labels, result.leave_one_out_errors,
+                           float(result.target_registration_error(target_ras)), target_ras)
+
+
+def points_and_labels(scene, source, role: str) -> tuple[np.ndarray, list[str]]:
+    """(N, 3) RAS points and their labels from a markups node, a points file, or an array."""
+    if isinstance(source, str | Path):
+        return mrml_files.load_points_file(scene, source)
+    if hasattr(source, "IsA") and source.IsA("vtkMRMLMarkupsNode"):
+        count = source.GetNumberOfControlPoints()
+        points = np.array([source.GetNthControlPointPositionWorld(n) for n in range(count)]).reshape(-1, 3)
+        return points, [source.GetNthControlPointLabel(n) for n in range(count)]
+    if source is None:
+        raise LandmarkError(f"{role}: no point list given")
+    return np.asarray(source, dtype=float), []
+
+
+def read_transform(scene, path, *, moving_geometry: VolumeGeometry | None = None,
+                   fixed_geometry: VolumeGeometry | None = None):
+    """Read a transform file into a new linear transform node (see :func:`mrml_files.read_transform_file`)."""
+    return mrml_files.read_transform_file(scene, path, moving_geometry=moving_geometry, fixed_geometry=fixed_geometry)
+
+
+def write_transform(transform_node, path, *, force: bool = False) -> Path:
+    """Write a linear transform node's moving-to-fixed matrix to a file chosen by suffix.
+
+    ``.h5``/``.tfm``/``.txt`` (ITK), ``.json``/``.mat4`` (RAS 4x4), ``.mat`` (FLIRT, with the node's
+    moving and fixed volumes' grids) and ``.dcm``: a DICOM Spatial Registration relating the two DICOM
+    series the node references.
+    """
+    scene = transform_node.GetScene()
+    if not str(path).lower().endswith(".dcm"):
+        return mrml_files.write_transform_file(scene, transform_node, path, force=force)
+    fixed, moving = (mrml.dicom_series_of(transform_node.GetNodeReference(role))
+                     for role in (mrml.FIXED_VOLUME_REFERENCE_ROLE, mrml.MOVING_VOLUME_REFERENCE_ROLE))
+    if fixed is None or moving is None:
+        raise TransformFileError(f"{path}: a DICOM REG relates two DICOM series: both volumes must be loaded from "
+                                 "DICOM (this transform does not reference two such volumes)")
+    fixed_header = pydicom.dcmread(fixed.files[0], stop_before_pixels=True)
+    moving_class = pydicom.dcmread(moving.files[0], stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    return dicom_reg.write_registration(
+        path, mrml.transform_to_parent_matrix(transform_node),
+        _series_reference(fixed, fixed_header.SOPClassUID), _series_reference(moving, moving_class.SOPClassUID),
+        reference_dataset=fixed_header, force=force)
+
+
+def _series_reference(series: DicomVolume, sop_class_uid: str) -> dicom_reg.SeriesReference:
+    """The UIDs a DICOM REG needs about a series."""
+    return dicom_reg.SeriesReference(
+        series_instance_uid=series.series_instance_uid, frame_of_reference_uid=series.frame_of_reference_uid,
+        sop_instance_uids=series.sop_instance_uids, sop_class_uid=sop_class_uid,
+        study_instance_uid=series.study_instance_uid)
+
+
+# -- resampling and export ------------------------------------------------------------------------
+
+
+def output_grid(reference: Reference, *, slab: tuple[int, int] | None = None) -> VolumeGeometry:
+    """The reference grid, or slices ``FIRST .. FIRST+COUNT-1`` of it (``slab = (first, count)``)."""
+    return resample.slab(reference.geometry, *slab) if slab else reference.geometry
+
+
+def resample_volume(scene, input_node, grid: VolumeGeometry, *, transform_node=None, interpolation: str = "linear",
+                    labelmap: bool | None = None, background=None, output_node=None,
+                    progress: ProgressCallback | None = None, crop_to_overlap: bool = False):
+    """Resample a volume onto a grid through a transform, into a new (or given) volume node.
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene
+    input_node : vtkMRMLScalarVolumeNode or vtkMRMLLabelMapVolumeNode
+        Never modified. Its parent transforms are applied (linear only).
+    grid : VolumeGeometry
+        The output grid in world RAS (:func:`output_grid`, or a node's ``mrml.volume_geometry``).
+    transform_node : vtkMRMLTransformNode, optional
+        Moving-to-fixed (input-to-reference) linear transform, applied after the input's own parents.
+    interpolation : {"nearest", "linear", "cubic"}
+    labelmap : bool, optional
+        Resample label-safe; by default true for label map nodes.
+    background : float, optional
+        Value outside the input; its minimum by default (0 for labels).
+    output_node : vtkMRMLScalarVolumeNode, optional
+        Node to fill; a new node is created when omitted (never the input).
+    progress : callable, optional
+        ``progress(fraction) -> bool``; True cancels.
+    crop_to_overlap : bool
+        Use only the part of ``grid`` that the (transformed) input covers (:func:`resample.crop_to_overlap`).
+
+    Returns
+    -------
+    vtkMRMLScalarVolumeNode or vtkMRMLLabelMapVolumeNode
+        On the grid (world coordinates, no parent transform), with the resampling's warnings kept
+        on the node (:func:`mrml.node_warnings`).
+    """
+    if output_node is not None and input_node is not None and output_node.GetID() == input_node.GetID():
+        raise AlignSeriesError("the output volume must differ from the input volume: the input is never modified")
+    labelmap = input_node.IsA("vtkMRMLLabelMapVolumeNode") if labelmap is None else labelmap
+    input_geometry = mrml.volume_geometry(input_node, world=False)
+    input_to_world_ras = mrml.parent_to_world_matrix(input_node)
+    if transform_node is not None:
+        input_to_world_ras = mrml.transform_to_parent_matrix(transform_node) @ input_to_world_ras
+    if crop_to_overlap:
+        grid = resample.crop_to_overlap(grid, input_geometry, input_to_world_ras)
+    result = resample.resample_to_geometry(
+        mrml.volume_array(input_node), input_geometry, grid, input_to_world_ras,
+        interpolation=interpolation, labelmap=labelmap, background=background, progress=progress)
+    if output_node is None:
+        output_node = mrml.add_volume_node(scene, result.array, grid, f"{input_node.GetName()}_resampled",
+                                           labelmap=labelmap)
+    else:
+        mrml.set_volume_array(output_node, result.array, grid)
+    mrml.set_node_warnings(output_node, result.warnings)  # resample logged them already
+    return output_node
+
+
+@dataclass
+class ExportTargets:
+    """Where one export writes; every field is optional.
+
+    Attributes
+    ----------
+    volume_file : path, optional
+        ``.nrrd``, ``.nii``, ``.nii.gz`` or ``.mha``.
+    dicom_folder : path, optional
+        A new folder for a DICOM series aligned slice for slice with a DICOM reference.
+    png_folder : path, optional
+        A new folder for one PNG per reference DICOM slice.
+    preview : path, optional
+        A fused PNG of the reference and the output.
+    force : bool
+        Replace existing outputs.
+    """
+
+    volume_file: Path | str | None = None
+    dicom_folder: Path | str | None = None
+    png_folder: Path | str | None = None
+    preview: Path | str | None = None
+    force: bool = False
+
+
+def write_outputs(volume_node, reference: Reference, targets: ExportTargets, *,
+                  slab: tuple[int, int] | None = None) -> list[Path]:
+    """Write a volume that lies on ``reference``'s grid (or a slab of it) to every target.
+
+    Parameters
+    ----------
+    volume_node : vtkMRMLVolumeNode
+        On ``output_grid(reference, slab=slab)`` (as :func:`resample_volume` made it).
+    reference : Reference
+    targets : ExportTargets
+    slab : (first, count), optional
+        The reference slices the volume covers; all of them by default.
+
+    Returns
+    -------
+    list of Path
+        The files written (a DICOM or PNG folder's files each).
+    """
+    written = []
+    labelmap = volume_node.IsA("vtkMRMLLabelMapVolumeNode")
+    if targets.volume_file:
+        written.append(mrml_files.save_node(volume_node, targets.volume_file, force=targets.force))
+    if targets.dicom_folder:
+        written += dicom_export.write_dicom_series(
+            mrml.volume_array(volume_node), _reference_slices(reference, slab, targets.dicom_folder),
+            Path(targets.dicom_folder), force=targets.force,
+            series_description=f"{volume_node.GetName()} (AlignSeries)", labelmap=labelmap)
+    if targets.png_folder:
+        written += dicom_export.export_png_slices(
+            mrml.volume_array(volume_node), _reference_slices(reference, slab, targets.png_folder),
+            targets.png_folder, labelmap=labelmap, force=targets.force)
+    if targets.preview:
+        first, count = slab or (0, reference.geometry.dimensions[2])
+        written.append(preview.write_fusion_png(reference.voxels()[first:first + count], mrml.volume_array(volume_node),
+                                                mrml.volume_geometry(volume_node), targets.preview,
+                                                force=targets.force))
+    return written
+
+
+def slab_of(volume_node, reference: Reference) -> tuple[int, int] | None:
+    """The reference slices ``(first, count)`` a volume node's grid coincides with (1e-4 mm), or None.
+
+    For a volume resampled earlier (the panel's export of an existing node); the command line knows
+    its slab and passes it on.
+    """
+    grid = mrml.volume_geometry(volume_node)
+    first = int(round(reference.geometry.world_to_ijk(grid.origin_ras)[2]))
+    count = grid.dimensions[2]
+    fits = grid.dimensions[:2] == reference.geometry.dimensions[:2] and 0 <= first <= (
+        reference.geometry.dimensions[2] - count)
+    if not fits or not resample.slab(reference.geometry, first, count).is_close(grid, atol=1e-4):
+        return None
+    return first, count
+
+
+def _reference_slices(reference: Reference, slab: tuple[int, int] | None, path) -> Sequence:
+    """The reference DICOM slices of a slab, in k order, or why there are none."""
+    if reference.series is None:
+        raise AlignSeriesError(f"{path}: DICOM slices and PNGs are aligned with a DICOM reference series; "
+                               "the reference was not loaded from DICOM files")
+    if reference.series.regularized:
+        raise AlignSeriesError(
+            f"{path}: the reference '{reference.name}' was regularized from an irregular series, so its "
+            "grid has no DICOM slices to align with: write a volume file instead")
+    first, count = slab or (0, reference.geometry.dimensions[2])
+    return reference.series.slices[first:first + count]
+
+
+def is_folder_output(path) -> bool:
+    """True when a command-line output path names a folder (it ends in ``/`` or exists as one)."""
+    return str(path).endswith(("/", "\\")) or Path(path).is_dir()
+
