@@ -39,6 +39,7 @@ from .mrml import (
     set_linear_transform,
     transform_to_parent_matrix,
     volume_geometry,
+    vtk_messages,
 )
 from .points_files import read_points_csv, write_points_csv
 
@@ -67,8 +68,9 @@ def load_volume_file(scene, path, *, labelmap: bool | None = None, name: str | N
     options = 1 if labelmap else 0  # bit 0 of AddArchetypeVolume's options: load as label map
     with _native_ijk_orientation(scene):
         node = volumes_logic.AddArchetypeVolume(str(path), new_name, options)
+    messages = vtk_messages()  # logged; the reason of a failure
     if node is None or node.GetImageData() is None:
-        raise AlignSeriesError(f"{path}: Slicer could not read this file as a volume")
+        raise AlignSeriesError(f"{path}: Slicer could not read this file as a volume{_because(messages)}")
     components = node.GetImageData().GetNumberOfScalarComponents()
     if components != 1:
         remove_with_helpers(scene, node)
@@ -93,8 +95,11 @@ def save_node(node, path, *, force: bool = False) -> Path:
             storage_node.SetWriteFileFormat(file_suffix(path).lstrip(".").removeprefix("seg."))
             if hasattr(storage_node, "SetUseCompression"):
                 storage_node.SetUseCompression(path.suffix.lower() in (".gz", ".h5", ".nrrd"))
-            if not storage_node.WriteData(node) or not (scratch / path.name).is_file():
-                raise AlignSeriesError(f"{path}: Slicer could not write '{node.GetName()}' in this format")
+            written = storage_node.WriteData(node) and (scratch / path.name).is_file()
+            messages = vtk_messages()
+            if not written:
+                raise AlignSeriesError(f"{path}: Slicer could not write '{node.GetName()}' in this format"
+                                       f"{_because(messages)}")
             os.replace(scratch / path.name, temporary_path)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -203,6 +208,11 @@ def write_transform_file(scene, transform_node, path, *, force: bool = False,
         fixed_geometry = fixed_geometry or _referenced_geometry(scene, transform_node, FIXED_VOLUME_REFERENCE_ROLE)
     return transform_files.write_transform(path, matrix, force=force, moving_geometry=moving_geometry,
                                            fixed_geometry=fixed_geometry)
+
+
+def _because(vtk_messages_found: list[str]) -> str:
+    """The first VTK/ITK message as the reason of a failure (empty when VTK said nothing)."""
+    return f" ({vtk_messages_found[0][:300]})" if vtk_messages_found else ""
 
 
 def _referenced_geometry(scene, transform_node, role: str) -> VolumeGeometry | None:

@@ -1,0 +1,150 @@
+"""The use-case layer (``operations.py``) on real MRML: data read once, slabs carried forward, one progress polarity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from dicom_fixtures import stack_positions, write_phantom_series
+
+from AlignSeriesLib import dicom_export, mrml, mrml_files, operations, resample
+from AlignSeriesLib.errors import AlignSeriesError, OperationCancelledError
+from AlignSeriesLib.geometry import VolumeGeometry
+
+SLICES = 6
+
+
+@pytest.fixture
+def reference_folder(tmp_path):
+    """A 6-slice axial CT series, 2.5 mm apart, files and InstanceNumbers shuffled."""
+    positions = stack_positions((-10.0, -12.0, 30.0), (1, 0, 0, 0, 1, 0), np.arange(SLICES) * 2.5)
+    files, pixels = write_phantom_series(tmp_path / "reference", positions)
+    return tmp_path / "reference", files, pixels
+
+
+def count_dcmread(monkeypatch) -> dict:
+    """Count pydicom.dcmread calls per file and whether pixel data was read (wherever pydicom is called from)."""
+    calls: dict = {"headers": {}, "pixels": 0}
+    original = pydicom.dcmread
+
+    def counting(path, *args, **kwargs):
+        calls["headers"][str(path)] = calls["headers"].get(str(path), 0) + 1
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counting)
+    from AlignSeriesLib import dicom_headers, dicom_pixels
+    monkeypatch.setattr(dicom_headers.pydicom, "dcmread", counting)
+    original_read_slices = dicom_pixels.read_slices
+
+    def counting_pixels(*args, **kwargs):
+        calls["pixels"] += 1
+        return original_read_slices(*args, **kwargs)
+
+    monkeypatch.setattr(dicom_pixels, "read_slices", counting_pixels)
+    return calls
+
+
+def test_label_png_export_reads_each_reference_header_once_and_no_reference_pixels(scene, tmp_path, reference_folder,
+                                                                                   monkeypatch):
+    folder, files, _ = reference_folder
+    calls = count_dcmread(monkeypatch)
+    reference = operations.load_reference(scene, folder)
+    labels = np.zeros(reference.geometry.shape, np.uint8)
+    labels[:, 5:9, 4:7] = 3
+    mask = mrml.add_volume_node(scene, labels, reference.geometry, "mask", labelmap=True)
+    output = operations.resample_volume(scene, mask, reference.geometry)
+    operations.write_outputs(output, reference, operations.ExportTargets(png_folder=tmp_path / "png"))
+    assert calls["pixels"] == 0, "a reference used as a grid had its pixels read"
+    assert sorted(calls["headers"]) == sorted(str(f) for f in files)
+    assert set(calls["headers"].values()) == {1}, calls["headers"]
+    assert len(list((tmp_path / "png").iterdir())) == SLICES
+
+
+def test_dicom_export_opens_each_reference_file_once_after_the_scan(scene, tmp_path, reference_folder, monkeypatch):
+    folder, files, _ = reference_folder
+    reference = operations.load_reference(scene, folder)
+    volume = mrml.add_volume_node(scene, np.ones(reference.geometry.shape, np.int16), reference.geometry, "ones")
+    calls = count_dcmread(monkeypatch)
+    operations.write_outputs(volume, reference, operations.ExportTargets(dicom_folder=tmp_path / "out",
+                                                                         png_folder=tmp_path / "png"))
+    assert calls["headers"] == {str(f): 1 for f in files}
+
+
+@pytest.mark.parametrize("first, count", [(0, 1), (2, 3), (5, 1), (0, SLICES)])
+def test_a_slab_export_copies_exactly_its_reference_slices(scene, tmp_path, reference_folder, first, count):
+    folder, _, _ = reference_folder
+    reference = operations.load_reference(scene, folder)
+    grid = operations.output_grid(reference, slab=(first, count))
+    volume = mrml.add_volume_node(scene, np.zeros(grid.shape, np.int16), grid, "slab")
+    assert operations.slab_of(volume, reference) == (first, count)
+    written = operations.write_outputs(volume, reference, operations.ExportTargets(dicom_folder=tmp_path / "out"),
+                                       slab=(first, count))
+    exported = sorted((pydicom.dcmread(p) for p in written), key=lambda d: float(d.ImagePositionPatient[2]))
+    expected = reference.series.slices[first:first + count]
+    assert [d.SourceImageSequence[0].ReferencedSOPInstanceUID for d in exported] == [
+        s.sop_instance_uid for s in expected]
+    np.testing.assert_allclose([d.ImagePositionPatient for d in exported], [s.position_lps for s in expected],
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("shift_slices", [0.4, 0.5, 0.6, -0.5])
+def test_a_grid_between_reference_slices_is_no_slab(scene, reference_folder, shift_slices):
+    folder, _, _ = reference_folder
+    reference = operations.load_reference(scene, folder)
+    grid = resample.slab(reference.geometry, 1, 3)
+    shifted = grid.transformed(np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, shift_slices * 2.5], [0, 0, 0, 1]]))
+    volume = mrml.add_volume_node(scene, np.zeros(grid.shape, np.int16), shifted, "between")
+    assert operations.slab_of(volume, reference) is None
+
+
+def test_progress_true_cancels_loading_and_resampling_with_the_same_polarity(scene, reference_folder):
+    folder, _, _ = reference_folder
+    fractions = []
+
+    def keep_going(fraction):
+        fractions.append(fraction)
+        return False
+
+    node, = operations.load_volumes(scene, folder, progress=keep_going)
+    assert fractions and fractions[-1] == pytest.approx(1.0) and fractions == sorted(fractions)
+    with pytest.raises(OperationCancelledError):
+        operations.load_volumes(scene, folder, progress=lambda fraction: True)
+    with pytest.raises(OperationCancelledError):
+        operations.resample_volume(scene, node, mrml.volume_geometry(node), progress=lambda fraction: True)
+    assert operations.resample_volume(scene, node, mrml.volume_geometry(node), progress=lambda fraction: None)
+
+
+def test_transform_result_json_fields_and_camel_case_view_agree(scene, reference_folder, tmp_path):
+    folder, _, _ = reference_folder
+    fixed, = operations.load_volumes(scene, folder)
+    moving, = operations.load_volumes(scene, folder)
+    result = operations.compute_geometry_transform(scene, fixed, moving, "centers")
+    document = result.to_dict()
+    np.testing.assert_allclose(document["moving_to_fixed_ras"], result.movingToFixedRas)
+    np.testing.assert_allclose(document["fixed_ijk_to_moving_ijk"] @ document["moving_ijk_to_fixed_ijk"], np.eye(4),
+                               atol=1e-12)
+    assert result.transformNode is result.transform_node and result.rmsError is None
+    assert all(set(w) == {"code", "message"} for w in document["warnings"])
+    path = result.save(tmp_path / "t.h5")
+    read_back = mrml_files.read_transform_file(scene, path)
+    np.testing.assert_allclose(mrml.transform_to_parent_matrix(read_back), result.moving_to_fixed_ras, atol=1e-9)
+
+
+def test_the_reference_grid_reaches_the_exporters_without_a_dicom_reference_refused(scene, tmp_path):
+    geometry = VolumeGeometry((4, 3, 2), np.diag([1.0, 1.0, 2.0, 1.0]))
+    node = mrml.add_volume_node(scene, np.zeros(geometry.shape, np.int16), geometry, "plain")
+    reference = operations.reference_of_node(node)
+    assert reference.series is None
+    with pytest.raises(AlignSeriesError, match="not loaded from DICOM"):
+        operations.write_outputs(node, reference, operations.ExportTargets(png_folder=tmp_path / "png"))
+    assert not (tmp_path / "png").exists()
+
+
+def test_png_names_come_from_the_series_object(reference_folder):
+    folder, files, _ = reference_folder
+    by_file = {str(f): pydicom.dcmread(f, stop_before_pixels=True) for f in files}
+    from AlignSeriesLib.dicom_series import scan_dicom
+
+    for header in scan_dicom(folder).volumes[0].slices:
+        dataset = by_file[header.path]
+        assert dicom_export.png_slice_name(header) == f"{int(dataset.InstanceNumber):04d}_{dataset.SOPInstanceUID}.png"
