@@ -107,7 +107,7 @@ def frame_of_reference_transform(fixed_for_uid: str | None, moving_for_uid: str 
     for registration in registrations:
         if not isinstance(registration, SpatialRegistration):
             registration = read_registration(registration)
-        matrix = registration.moving_to_fixed_ras(moving_for_uid, fixed_for_uid)
+        matrix = registration.moving_to_fixed_ras(str(moving_for_uid), str(fixed_for_uid))  # both checked above
         if matrix is not None:
             logger.info("frames related by REG %s", registration.source)
             return matrix

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per job."""
     parser = _ArgumentParser(prog="alignseries", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"alignseries {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     common.add_argument("-v", "--verbose", action="store_true", help="log progress and details on stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -219,12 +219,11 @@ def run_resample(args) -> dict:
                                        dicom_folder=args.output if to_folder else None,
                                        png_folder=args.png, preview=args.preview, force=args.force)
     written = operations.write_outputs(output, reference, targets, slab=slab)
-    document = {"output": [str(path) for path in written if not _is_extra(path, targets)],
-                "extras": [str(path) for path in written if _is_extra(path, targets)],
-                "geometry": mrml.volume_geometry(output).to_dict(),
-                "warnings": [warning.to_dict() for warning in mrml.node_warnings(output)]}
-    document["text"] = "\n".join(f"wrote {path}" for path in document["output"] + document["extras"])
-    return document
+    outputs = [str(path) for path in written if not _is_extra(path, targets)]
+    extras = [str(path) for path in written if _is_extra(path, targets)]
+    return {"output": outputs, "extras": extras, "geometry": mrml.volume_geometry(output).to_dict(),
+            "warnings": [warning.to_dict() for warning in mrml.node_warnings(output)],
+            "text": "\n".join(f"wrote {path}" for path in outputs + extras)}
 
 
 def _is_extra(path: Path, targets) -> bool:

@@ -81,7 +81,7 @@ def run(output: Path, *, force: bool = False) -> dict:
         notes.append(f"frameOfReference refused, as it must be: {error}")
     landmark_points = np.array(list(phantom.LANDMARKS.values()), dtype=float)
     mr_landmarks = apply_affine(mr.patient_to_scanner_ras, landmark_points)
-    outputs = []
+    outputs: list[object] = []
     for mode in ("centers", "moments"):
         outcome = operations.compute_geometry_transform(scene, ct_node, mr_node, mode)
         checks.append(Check(f"{mode} pre-alignment (translation only, partial MR field), mean error at the landmarks",
@@ -93,7 +93,7 @@ def run(output: Path, *, force: bool = False) -> dict:
                                                      match="labels")
     for name in ("mr_to_ct_landmarks.h5", "mr_to_ct_landmarks.json"):
         outputs.append(landmark.save(folder / name, force=True))
-    checks.append(Check("landmark rigid fit, RMS residual", landmark.rms_error, 3 * LANDMARK_NOISE_MM))
+    checks.append(Check("landmark rigid fit, RMS residual", float(landmark.rms_error or 0.0), 3 * LANDMARK_NOISE_MM))
     mr_grid_points = mr_node_corners(mr_node)
     checks.append(Check("landmark rigid transform, max error over the MR field of view",
                         _max_distance(landmark.moving_to_fixed_ras, truth_mr_to_ct_ras, mr_grid_points), 2.0))
@@ -105,8 +105,8 @@ def run(output: Path, *, force: bool = False) -> dict:
                                        preview=folder / "fusion.png", force=True)
     written = operations.write_outputs(resampled, reference, targets)
     dicom_files = [path for path in written if path.suffix == ".dcm"]
-    outputs += [targets.volume_file, f"{targets.dicom_folder}/ ({len(dicom_files)} DICOM files, one per CT slice)",
-                targets.preview]
+    outputs += [folder / "mr_on_ct.nrrd", f"{targets.dicom_folder}/ ({len(dicom_files)} DICOM files, one per CT slice)",
+                folder / "fusion.png"]
     checks.append(_check_dicom_export(folder / "mr_on_ct_dicom", ct_node))
 
     report = _report(folder, checks, notes, outputs, time.perf_counter() - started)

@@ -230,11 +230,11 @@ def export_png_slices(
         As for :func:`write_dicom_series`.
     """
     array = _checked_array(array_kji, reference_slices)
-    window = None if labelmap else (window or window_of(array))
+    shown_window = window or window_of(array)
     with _atomic_folder(output_dir, force=force) as folder:
         paths = []
         for k, reference in enumerate(reference_slices):
-            picture = label_colored(array[k]) if labelmap else windowed(array[k], window)
+            picture = label_colored(array[k]) if labelmap else windowed(array[k], shown_window)
             path = folder / png_slice_name(reference)
             if path.exists():
                 raise DicomError(f"two reference slices are both named {path.name}: duplicate SOPInstanceUID")
@@ -369,7 +369,7 @@ def _slice_dataset(reference: Dataset, frame: int | None, pixels_ji: np.ndarray,
     dataset = Dataset()
     for keyword in IDENTITY_KEYWORDS:
         if keyword in reference:
-            setattr(dataset, keyword, reference.data_element(keyword).value)
+            setattr(dataset, keyword, reference[keyword].value)
     if "FrameOfReferenceUID" not in dataset:
         raise DicomError(f"reference {reference.get('SOPInstanceUID', '?')} has no FrameOfReferenceUID")
     dataset.SOPClassUID = identity.sop_class_uid

@@ -28,7 +28,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
 from .errors import AlignSeriesWarning, DicomError
@@ -291,7 +291,7 @@ def _registration_header(fixed: SeriesReference, reference_dataset, series_descr
     now = datetime.datetime.now()
     instance_uid = generate_uid()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SPATIAL_REGISTRATION_SOP_CLASS_UID
+    meta.MediaStorageSOPClassUID = UID(SPATIAL_REGISTRATION_SOP_CLASS_UID)
     meta.MediaStorageSOPInstanceUID = instance_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     dataset = Dataset()

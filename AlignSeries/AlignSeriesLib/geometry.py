@@ -220,7 +220,7 @@ class VolumeGeometry:
     @classmethod
     def from_nifti_affine(cls, shape, affine) -> VolumeGeometry:
         """Build a geometry from a NIfTI voxel-to-RAS affine and the image's first three dimensions."""
-        return cls(tuple(int(n) for n in shape[:3]), affine)
+        return cls(_validated_dimensions(shape[:3]), affine)
 
     # -- derived frames ---------------------------------------------------------------------------
 

@@ -92,7 +92,7 @@ class LandmarkResult:
     leave_one_out_errors: np.ndarray
     reflection: bool
     warnings: list = field(default_factory=list)
-    fixed_points: np.ndarray = field(default=None, repr=False)
+    fixed_points: np.ndarray = field(default_factory=lambda: np.empty((0, 3)), repr=False)
 
     @property
     def fiducial_localization_error(self) -> float:

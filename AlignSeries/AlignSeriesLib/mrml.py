@@ -501,25 +501,25 @@ def remove_with_helpers(scene, node) -> None:
 
 # -- VTK messages ---------------------------------------------------------------------------------
 
-_VTK_MESSAGES: vtk.vtkStringOutputWindow | None = None
+#: The window VTK writes its messages to once :func:`capture_vtk_messages` ran, and how much of it was read.
+_VTK_OUTPUT: dict = {"window": None, "read": 0}
 
 
 def capture_vtk_messages() -> None:
     """Collect VTK's and ITK's error and warning output instead of printing it (see :func:`vtk_messages`)."""
-    global _VTK_MESSAGES
-    if _VTK_MESSAGES is None:
-        _VTK_MESSAGES = vtk.vtkStringOutputWindow()
-        vtk.vtkOutputWindow.SetInstance(_VTK_MESSAGES)
+    if _VTK_OUTPUT["window"] is None:
+        _VTK_OUTPUT["window"] = vtk.vtkStringOutputWindow()
+        vtk.vtkOutputWindow.SetInstance(_VTK_OUTPUT["window"])
         vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)  # MRML storage nodes log there directly
 
 
 def vtk_messages() -> list[str]:
     """VTK/ITK messages collected since the last call, each also logged as a warning; empty when not capturing."""
-    if _VTK_MESSAGES is None:
+    if _VTK_OUTPUT["window"] is None:
         return []
-    text = _VTK_MESSAGES.GetOutput()
-    _VTK_MESSAGES.Initialize()
-    messages = [line.strip() for line in text.splitlines() if line.strip()]
+    text = _VTK_OUTPUT["window"].GetOutput()
+    unread, _VTK_OUTPUT["read"] = text[_VTK_OUTPUT["read"]:], len(text)
+    messages = [line.strip() for line in unread.splitlines() if line.strip()]
     for message in messages:
         logger.warning("VTK: %s", message)
     return messages

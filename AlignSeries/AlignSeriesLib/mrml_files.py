@@ -249,11 +249,11 @@ def load_points_file(scene, path) -> tuple[np.ndarray, list[str]]:
         count = markups_node.GetNumberOfControlPoints()
         if count == 0:
             raise LandmarkError(f"{path}: the markups file holds no control points")
-        points = np.array([markups_node.GetNthControlPointPosition(n) for n in range(count)])
+        points_ras = np.array([markups_node.GetNthControlPointPosition(n) for n in range(count)])
         labels = [markups_node.GetNthControlPointLabel(n) for n in range(count)]
     finally:
         scene.RemoveNode(markups_node)
-    return points, labels
+    return points_ras, labels
 
 
 def save_points_file(scene, path, points_ras, labels=None, *, force: bool = False,

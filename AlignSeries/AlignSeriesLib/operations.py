@@ -104,7 +104,11 @@ class Reference:
 
     def voxels(self) -> np.ndarray:
         """The reference's voxels ``[k, j, i]`` (read from its files on first need)."""
-        return mrml.volume_array(self.node) if self.node is not None else self.series.read_voxels()
+        if self.node is not None:
+            return mrml.volume_array(self.node)
+        if self.series is None:
+            raise AlignSeriesError(f"reference '{self.name}' has neither a node nor a DICOM series to read voxels from")
+        return self.series.read_voxels()
 
 
 def load_reference(scene, paths, *, index: int | None = None, role: str = "--reference") -> Reference:
@@ -235,8 +239,8 @@ class TransformResult:
 
     def to_dict(self) -> dict:
         """The JSON fields of ``alignseries transform`` / ``landmarks`` (arrays as arrays; the CLI lists them)."""
-        document = {"mode": self.mode, "moving_to_fixed_ras": self.moving_to_fixed_ras,
-                    "warnings": [warning.to_dict() for warning in self.warnings]}
+        document: dict[str, object] = {"mode": self.mode, "moving_to_fixed_ras": self.moving_to_fixed_ras,
+                                       "warnings": [warning.to_dict() for warning in self.warnings]}
         if self.moving_ijk_to_fixed_ijk is not None:
             document |= {"moving_ijk_to_fixed_ijk": self.moving_ijk_to_fixed_ijk,
                          "fixed_ijk_to_moving_ijk": np.linalg.inv(self.moving_ijk_to_fixed_ijk),
@@ -378,7 +382,7 @@ def write_transform(transform_node, path, *, force: bool = False) -> Path:
 def _series_reference(series: DicomVolume, sop_class_uid: str) -> dicom_reg.SeriesReference:
     """The UIDs a DICOM REG needs about a series."""
     return dicom_reg.SeriesReference(
-        series_instance_uid=series.series_instance_uid, frame_of_reference_uid=series.frame_of_reference_uid,
+        series_instance_uid=series.series_instance_uid, frame_of_reference_uid=series.frame_of_reference_uid or "",
         sop_instance_uids=series.sop_instance_uids, sop_class_uid=sop_class_uid,
         study_instance_uid=series.study_instance_uid)
 

@@ -130,7 +130,7 @@ def _slice_dataset(acquisition: Acquisition, pixels_ji: np.ndarray, k: int, stud
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    dataset = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
     dataset.SOPClassUID, dataset.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
     dataset.PatientName, dataset.PatientID = "AlignSeries^Demo", "ALIGNSERIES-DEMO"
     dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study_uid, series_uid

@@ -76,7 +76,7 @@ def read_points_csv(path) -> PointList:
     rows = [row for row in csv.reader(io.StringIO(text)) if row and not row[0].lstrip().startswith("#")]
     rows = [[cell.strip() for cell in row] for row in rows if any(cell.strip() for cell in row)]
     columns = (0, 1, 2)
-    label_column = 3
+    label_column: int | None = 3
     if rows and not _is_number(rows[0][0]):
         columns, label_column, header_frame = _parse_header(rows.pop(0), path)
         frame = header_frame or frame
@@ -125,7 +125,8 @@ def _parse_header(header: list, path: Path) -> tuple[tuple[int, int, int], int |
     for axes, frame in _HEADER_FRAMES.items():
         if all(axis in names for axis in axes):
             label_column = names.index("label") if "label" in names else None
-            return tuple(names.index(axis) for axis in axes), label_column, frame
+            x, y, z = (names.index(axis) for axis in axes)
+            return (x, y, z), label_column, frame
     raise LandmarkError(f"{path}: header {header} does not name x,y,z (or r,a,s / l,p,s) columns")
 
 

@@ -157,7 +157,7 @@ def write_fusion_png(reference_array, resampled_array, geometry: VolumeGeometry,
     for plane_of, row_spacing, column_spacing in _central_planes(geometry):
         pair = [windowed(_square_pixels(plane_of(volume), row_spacing, column_spacing), window)
                 for volume, window in zip((reference_array, resampled_array), windows, strict=True)]
-        panels.append(_fused(*pair, style))
+        panels.append(_fused(pair[0], pair[1], style))
     picture = _side_by_side(panels)
     with atomic_output(path, force=force) as temporary:
         temporary.write_bytes(png_bytes(picture))

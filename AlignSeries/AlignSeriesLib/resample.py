@@ -451,7 +451,8 @@ def _bounds_text(geometry: VolumeGeometry) -> str:
 def _subgrid(geometry: VolumeGeometry, first_index, dimensions) -> VolumeGeometry:
     matrix = geometry.ijk_to_ras.copy()
     matrix[:3, 3] = geometry.ijk_to_world(np.asarray(first_index, dtype=float))
-    return VolumeGeometry(tuple(int(n) for n in dimensions), matrix)
+    i, j, k = (int(n) for n in dimensions)
+    return VolumeGeometry((i, j, k), matrix)
 
 
 # -- the VTK pipeline -----------------------------------------------------------------------------
@@ -554,13 +555,14 @@ def _resample_labels(job: _Reslicer, background, output_dtype: np.dtype,
     foreground = [label for label in labels if label != background]
     votes = [(background, _VOTE_SCALE)] + [(label, 0) for label in foreground]
     mask = np.empty(job.array.shape, dtype=bool)
-    best_weight = output = None
+    output = np.full(job.reference_shape, background, dtype=output_dtype)
+    best_weight: np.ndarray | None = None
     for done, (label, outside_weight) in enumerate(votes, start=1):
         np.equal(job.array, label, out=mask)
         weight = job.reslice(mask, mode="linear", background=outside_weight, output_dtype=np.dtype(np.uint8),
                              scale=_VOTE_SCALE)
-        if output is None:
-            best_weight, output = weight, np.full(job.reference_shape, background, dtype=output_dtype)
+        if best_weight is None:  # the background's vote: the output starts as background everywhere
+            best_weight = weight
         else:
             wins = weight >= best_weight
             np.copyto(best_weight, weight, where=wins)
