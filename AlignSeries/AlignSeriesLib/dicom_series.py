@@ -65,6 +65,7 @@ REPEAT_ATTRIBUTES = (
     ("trigger", "TriggerTime"),
     ("acquisition_number", "AcquisitionNumber"),
     ("acquisition_time", "AcquisitionTime"),
+    ("mosaic_file", "MOSAIC file"),
 )
 
 #: Decimals to which ImageOrientationPatient and PixelSpacing are rounded when grouping slices
@@ -190,7 +191,7 @@ class DicomVolume:
 
     def to_info_dict(self) -> dict:
         """The ``alignseries info --json`` description of this volume (DESIGN.md contract)."""
-        return {
+        info = {
             "name": self.name,
             "series_instance_uid": self.series_instance_uid,
             "frame_of_reference_uid": self.frame_of_reference_uid,
@@ -204,6 +205,16 @@ class DicomVolume:
             "regularized": self.regularized,
             "warnings": [w.to_dict() for w in self.warnings],
         }
+        if self.mosaic is not None:  # only for slices cut from Siemens MOSAIC files
+            info["mosaic"] = self.mosaic
+        return info
+
+    @property
+    def mosaic(self) -> dict | None:
+        """For slices cut from Siemens MOSAIC files: ``{"tiles", "tile_rows", "tile_columns", "mosaic_rows",
+        "mosaic_columns"}`` (tiles = NumberOfImagesInMosaic of each file); None otherwise."""
+        tiles = [s.tile for s in self.slices if s.tile is not None]
+        return tiles[0].to_info_dict() if tiles else None
 
 
 @dataclass
@@ -294,10 +305,21 @@ def _nothing_found_message(paths, skipped) -> str:
 
 
 def _add_skipped_file_warnings(volumes: list[DicomVolume], notes: list[FileNote]) -> None:
-    for note in notes:
+    """One ``skipped_file`` warning per file that gave no image, on the volumes it concerns.
+
+    A file of a series that gave volumes concerns that series' volumes; any other skipped file
+    (empty, not DICOM, unreadable, truncated, or of a series that gave no volume) concerns every
+    volume of the scan, so that no file is dropped without a word. REG objects are not skipped files.
+    """
+    loaded_series = {volume.series_instance_uid for volume in volumes}
+    for note in (n for n in notes if not n.is_registration):
+        own_series = note.series_instance_uid in loaded_series
         for volume in volumes:
-            if note.series_instance_uid == volume.series_instance_uid and not note.is_registration:
+            if note.series_instance_uid == volume.series_instance_uid:
                 volume.warnings.append(DicomWarning("skipped_file", f"file left out of this series: {note.reason}"))
+            elif not own_series:
+                volume.warnings.append(DicomWarning("skipped_file",
+                                                    f"file found with this series but left out: {note.reason}"))
 
 
 def _add_duplicate_uid_warnings(volumes: list[DicomVolume]) -> None:
@@ -407,6 +429,8 @@ def _position_clusters(headers: list[SliceHeader]) -> list[list[int]]:
 
 
 def _repeat_value(header: SliceHeader, key: str):
+    if key == "mosaic_file":  # each MOSAIC file is one volume (a time point or diffusion direction)
+        return None if header.tile is None else header.path
     return header.image_type if key == "image_type" else header.attributes.get(key)
 
 
@@ -424,6 +448,8 @@ def _repeat_label(key: str, value, distinct: list) -> str:
                "trigger": "trigger {:g} ms", "acquisition_number": "acquisition {:g}", "acquisition_time": "time {}"}
     if key == "gradient":
         return f"direction {distinct.index(value) + 1}"
+    if key == "mosaic_file":
+        return f"volume {distinct.index(value) + 1}"
     return formats[key].format(value)
 
 
