@@ -36,15 +36,17 @@ from .dicom_stack import (
     DEFAULT_SINGLE_SLICE_SPACING,
     POSITION_ATOL,
     DicomWarning,
+    GridSpacing,
     SliceFrame,
     StackReport,
     analyse_stack,
+    choose_grid_spacing,
     header_grid,
     order_along_normal,
     regular_grid,
     stack_warnings,
 )
-from .errors import DicomError, IrregularSeriesError, OperationCancelledError
+from .errors import DicomError, GeometryError, IrregularSeriesError, OperationCancelledError
 from .files import safe_name
 from .geometry import VolumeGeometry
 from .regularize import resample_stack
@@ -235,7 +237,8 @@ class ScanResult:
     registrations: list[str] = field(default_factory=list)
 
 
-def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | None = None) -> ScanResult:
+def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | None = None,
+               regularize_spacing: float | None = None) -> ScanResult:
     """Find every reconstructable volume in DICOM files and folders, reading headers only.
 
     Parameters
@@ -247,6 +250,10 @@ def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | N
         but evenly spaced volume keeps its exact sheared grid and other irregular volumes are refused.
     progress : callable, optional
         Called with the fraction of files read (0..1); returning True cancels.
+    regularize_spacing : float, optional, mm
+        Spacing along the normal of the regular grid of irregular volumes. Default: the smallest gap
+        between adjacent acquired slices (not below a quarter of the median gap), or the usual gap
+        when slices are missing (:func:`AlignSeriesLib.dicom_stack.choose_grid_spacing`).
 
     Returns
     -------
@@ -260,9 +267,15 @@ def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | N
         If no image volume is found (the message lists why files were skipped).
     IrregularSeriesError
         If ``regularize`` is False and a volume cannot be placed without resampling.
+    GeometryError
+        If ``regularize_spacing`` is not a positive number.
+    MissingDependencyError
+        If a Siemens MOSAIC is met and nibabel is not installed.
     OperationCancelledError
         If ``progress`` returned True.
     """
+    if regularize_spacing is not None:
+        _check_regularize_spacing(regularize_spacing)
     headers, notes = _read_all(list(iter_files(paths)), progress)
     result = ScanResult(skipped=[(n.path, n.reason) for n in notes if not n.is_registration],
                         registrations=[n.path for n in notes if n.is_registration])
@@ -271,7 +284,8 @@ def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | N
     refused = []
     for name, slices, warnings in _volume_groups(headers):
         try:
-            result.volumes.append(_build_volume(name, slices, warnings, regularize=regularize))
+            result.volumes.append(_build_volume(name, slices, warnings, regularize=regularize,
+                                                spacing=regularize_spacing))
         except IrregularSeriesError as error:
             refused.append(str(error))
     if refused:
@@ -279,6 +293,11 @@ def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | N
     _add_skipped_file_warnings(result.volumes, notes)
     _add_duplicate_uid_warnings(result.volumes)
     return result
+
+
+def _check_regularize_spacing(spacing) -> None:
+    if isinstance(spacing, bool) or not isinstance(spacing, int | float) or not np.isfinite(spacing) or spacing <= 0:
+        raise GeometryError(f"regularize_spacing must be a positive number of mm, got {spacing!r}")
 
 
 def _read_all(files, progress: ProgressCallback | None) -> tuple[list[SliceHeader], list[FileNote]]:
@@ -474,7 +493,7 @@ def _split_by_rank(headers: list[SliceHeader], clusters: list[list[int]], labels
 
 
 def _build_volume(name: str, headers: list[SliceHeader], warnings: list[DicomWarning], *,
-                  regularize: bool) -> DicomVolume:
+                  regularize: bool, spacing: float | None = None) -> DicomVolume:
     """Order a group's slices along the normal, check them, and choose the grid."""
     frame = SliceFrame.from_header(headers[0].orientation, headers[0].pixel_spacing)
     positions = np.array([h.position_lps for h in headers])
@@ -487,8 +506,8 @@ def _build_volume(name: str, headers: list[SliceHeader], warnings: list[DicomWar
         geometry = header_grid(frame, positions, report, shape_ji, _single_slice_spacing(slices[0]))
         return DicomVolume(name, slices, report, geometry, False, warnings)
     if regularize:
-        geometry = regular_grid(frame, positions, report, shape_ji)
-        warnings.append(_regularized_warning(geometry))
+        geometry = regular_grid(frame, positions, report, shape_ji, spacing=spacing)
+        warnings.append(_regularized_warning(geometry, choose_grid_spacing(report, spacing)))
         return DicomVolume(name, slices, report, geometry, True, warnings)
     if report.is_evenly_spaced:
         geometry = header_grid(frame, positions, report, shape_ji, 0.0)
@@ -524,11 +543,12 @@ def _single_slice_spacing(header: SliceHeader) -> float:
     return DEFAULT_SINGLE_SLICE_SPACING
 
 
-def _regularized_warning(geometry: VolumeGeometry) -> DicomWarning:
+def _regularized_warning(geometry: VolumeGeometry, chosen: GridSpacing) -> DicomWarning:
     spacing = " x ".join(f"{s:.4g}" for s in geometry.spacing)
     dims = " x ".join(str(n) for n in geometry.dimensions)
     return DicomWarning(
         "regularized",
-        f"resampled onto an orthogonal grid of {dims} voxels, {spacing} mm, covering every source slice: "
+        f"resampled onto an orthogonal grid of {dims} voxels, {spacing} mm, covering every source slice; "
+        f"{geometry.spacing[2]:.4g} mm along the normal (at most {chosen.spacing:.4g} mm: {chosen.reason}); "
         "linear along the normal between the two bracketing source slices, bilinear in-plane within each "
         "source slice at its true (shifted) position")
