@@ -146,6 +146,8 @@ def read_stored_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_V
         stored = _read_direct(headers, shape)
     else:
         stored = np.stack([_decode(header) for header in headers])
+    if not stored.dtype.isnative:  # pydicom may decode big endian data into a big endian array
+        stored = stored.astype(stored.dtype.newbyteorder("="))
     _keep_stored_bits(stored, headers)
     return stored
 
