@@ -248,6 +248,9 @@ def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | File
         raise DicomError(f"{path}: {name} object without PixelData (7FE0,0010): corrupt or truncated file")
     if _PIXEL_DATA_TAG in dataset and "Rows" not in dataset:
         raise DicomError(f"{path}: {name} object with PixelData (7FE0,0010) but no Rows (0028,0010)")
+    if _PIXEL_DATA_TAG not in dataset and not sop_class:
+        return FileNote(path, f"{path}: no SOPClassUID (0008,0016) and no PixelData (7FE0,0010): not an image, "
+                              "or a file cut short (truncated)", series_uid)
     if _PIXEL_DATA_TAG not in dataset:
         return FileNote(path, f"{path}: not an image (SOP class {name}), skipped", series_uid)
     layout = _pixel_layout(path, dataset)
@@ -314,6 +317,8 @@ def _check_pixel_length(path: str, dataset: Dataset, layout: PixelLayout) -> Non
             f"x NumberOfFrames x BitsAllocated/8 = {rows} x {columns} x {frames} x {layout.bits_allocated // 8} "
             f"= {expected} bytes"
         )
+    if UID(layout.transfer_syntax).is_deflated:
+        return  # offsets count in the inflated stream, not in the file: pydicom checks while decoding
     available = os.path.getsize(path) - layout.offset
     if available < expected:
         raise DicomError(
