@@ -149,3 +149,50 @@ def test_scanning_and_reading_leave_every_input_byte_identical(tmp_path):
 
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_empty_non_dicom_and_truncated_files_in_a_series_folder_each_get_a_warning(tmp_path):
+    files = one_good_series(tmp_path, 3)
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("scanned on Tuesday\n")
+    (tmp_path / "cut.dcm").write_bytes(files[0].read_bytes()[:300])
+
+    (volume,) = dicom_series.scan_dicom(tmp_path).volumes
+
+    skipped = [w.message for w in volume.warnings if w.code == "skipped_file"]
+    assert len(skipped) == 3 and volume.geometry.dimensions[2] == 3
+    assert any("empty.dcm: empty file (0 bytes)" in m for m in skipped)
+    assert any("notes.txt: not a DICOM file" in m for m in skipped)
+    assert any("cut.dcm: " in m and "truncated" in m for m in skipped)
+
+
+def test_a_folder_of_only_unusable_files_is_an_error_naming_them(tmp_path):
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image\n")
+
+    with pytest.raises(DicomError, match=r"2 file\(s\) skipped: .*empty.dcm: empty file.*notes.txt: not a DICOM"):
+        dicom_series.scan_dicom(tmp_path)
+
+
+def test_a_series_whose_every_file_is_refused_is_reported_on_the_other_volumes(tmp_path):
+    one_good_series(tmp_path / "good", 3)
+    refused = one_good_series(tmp_path / "bad", 2)
+    for path in refused:
+        edited(path, SeriesInstanceUID=pydicom.uid.generate_uid(), ImagePositionPatient=None)
+
+    (volume,) = dicom_series.scan_dicom(tmp_path).volumes
+
+    skipped = [w.message for w in volume.warnings if w.code == "skipped_file"]
+    assert len(skipped) == 2 and all("missing ImagePositionPatient (0020,0032)" in m for m in skipped)
+
+
+def test_classic_multi_frame_file_without_per_frame_positions_is_refused(tmp_path):
+    files = one_good_series(tmp_path, 1)
+    dataset = pydicom.dcmread(files[0])
+    dataset.NumberOfFrames = 2
+    dataset.PixelData = dataset.PixelData * 2
+    dataset.save_as(files[0], enforce_file_format=True)
+
+    with pytest.raises(DicomError, match=r"NumberOfFrames \(0028,0008\) is 2 but there is no "
+                                         r"PerFrameFunctionalGroupsSequence .*unknown multi-frame packing"):
+        dicom_series.scan_dicom(tmp_path)

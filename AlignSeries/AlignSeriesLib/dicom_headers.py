@@ -24,7 +24,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from .errors import DicomError
+from .dicom_mosaic import MosaicTile, is_mosaic, tile_headers
+from .errors import DicomError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ class SliceHeader:
         Values that may tell images at one position apart (``echo``, ``echo_time``, ``b_value``, ``gradient``,
         ``temporal``, ``trigger``, ``acquisition_number``, ``acquisition_time``) and the slice
         spacing hints (``spacing_between_slices``, ``slice_thickness``); absent keys are None.
+    tile : MosaicTile or None
+        For one slice of a Siemens MOSAIC: where it sits in the file's image (``rows``, ``columns``
+        and ``position_lps`` are then the tile's own); None otherwise.
     """
 
     path: str
@@ -131,10 +135,13 @@ class SliceHeader:
     stack_id: str | None
     pixels: PixelLayout
     attributes: dict = field(default_factory=dict)
+    tile: MosaicTile | None = None
 
     @property
     def where(self) -> str:
-        """The file (and frame) for messages."""
+        """The file (and frame, or MOSAIC tile) for messages."""
+        if self.tile is not None:
+            return f"{self.path} MOSAIC tile {self.tile.index + 1} of {self.tile.count}"
         return self.path if self.frame is None else f"{self.path} frame {self.frame}"
 
     @property
@@ -189,18 +196,39 @@ def read_headers(path) -> list[SliceHeader] | FileNote:
         One per image (one per frame of a multi-frame file).
     FileNote
         When the file is not a DICOM image (not DICOM, corrupt, a non-image object, unusable
-        geometry); ``reason`` names the file and the tag.
+        geometry, empty or unreadable file); ``reason`` names the file and the tag.
+
+    Raises
+    ------
+    MissingDependencyError
+        If the file is a Siemens MOSAIC and nibabel is not installed (not a reason to skip the file).
     """
     path = str(path)
+    unreadable = _unreadable_reason(path)
+    if unreadable:
+        return FileNote(path, unreadable)
     try:
         dataset = pydicom.dcmread(path, defer_size=DEFER_SIZE_BYTES)
         return _headers_of_dataset(path, dataset)
+    except MissingDependencyError:
+        raise
     except InvalidDicomError:
         return FileNote(path, f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)")
     except DicomError as error:
         return FileNote(path, str(error), _series_uid_or_none(path))
     except _READ_ERRORS as error:
         return FileNote(path, f"{path}: corrupt or truncated DICOM file ({type(error).__name__}: {error})")
+
+
+def _unreadable_reason(path: str) -> str | None:
+    """Why a file cannot even be opened (empty, a broken link, no read permission), else None."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        return f"{path}: cannot be read ({error.strerror or type(error).__name__})"
+    return f"{path}: empty file (0 bytes)" if size == 0 else None
 
 
 def _series_uid_or_none(path: str) -> str | None:
@@ -220,12 +248,23 @@ def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | File
         raise DicomError(f"{path}: {name} object without PixelData (7FE0,0010): corrupt or truncated file")
     if _PIXEL_DATA_TAG in dataset and "Rows" not in dataset:
         raise DicomError(f"{path}: {name} object with PixelData (7FE0,0010) but no Rows (0028,0010)")
+    if _PIXEL_DATA_TAG not in dataset and not sop_class:
+        return FileNote(path, f"{path}: no SOPClassUID (0008,0016) and no PixelData (7FE0,0010): not an image, "
+                              "or a file cut short (truncated)", series_uid)
     if _PIXEL_DATA_TAG not in dataset:
         return FileNote(path, f"{path}: not an image (SOP class {name}), skipped", series_uid)
     layout = _pixel_layout(path, dataset)
     if "PerFrameFunctionalGroupsSequence" in dataset:
         return [_enhanced_frame_header(path, dataset, layout, frame) for frame in _frame_numbers(path, dataset)]
-    return [_classic_header(path, dataset, layout)]
+    header = _classic_header(path, dataset, layout)
+    if is_mosaic(dataset):
+        return tile_headers(header, dataset)
+    frames = _optional_int(path, dataset, "NumberOfFrames", "(0028,0008)", 1)
+    if frames > 1:
+        raise DicomError(f"{path}: NumberOfFrames (0028,0008) is {frames} but there is no "
+                         "PerFrameFunctionalGroupsSequence (5200,9230) giving each frame's position: "
+                         "unknown multi-frame packing, not read")
+    return [header]
 
 
 def _frame_numbers(path: str, dataset: Dataset) -> range:
@@ -256,6 +295,10 @@ def _pixel_layout(path: str, dataset: Dataset) -> PixelLayout:
     if not 1 <= bits_stored <= bits_allocated or representation not in (0, 1):
         raise DicomError(f"{path}: BitsStored (0028,0101) {bits_stored} / PixelRepresentation (0028,0103) "
                          f"{representation}: expected 1..BitsAllocated ({bits_allocated}) bits, 0 or 1")
+    high_bit = _optional_int(path, dataset, "HighBit", "(0028,0102)", bits_stored - 1)
+    if high_bit != bits_stored - 1:
+        raise DicomError(f"{path}: HighBit (0028,0102) {high_bit} with BitsStored (0028,0101) {bits_stored}: only "
+                         "HighBit = BitsStored - 1 (stored bits at the bottom of each sample) is understood, not read")
     layout = PixelLayout(syntax, bits_allocated, bits_stored, representation, samples, offset, length)
     _check_pixel_length(path, dataset, layout)
     return layout
@@ -274,6 +317,8 @@ def _check_pixel_length(path: str, dataset: Dataset, layout: PixelLayout) -> Non
             f"x NumberOfFrames x BitsAllocated/8 = {rows} x {columns} x {frames} x {layout.bits_allocated // 8} "
             f"= {expected} bytes"
         )
+    if UID(layout.transfer_syntax).is_deflated:
+        return  # offsets count in the inflated stream, not in the file: pydicom checks while decoding
     available = os.path.getsize(path) - layout.offset
     if available < expected:
         raise DicomError(

@@ -7,12 +7,18 @@ when none is installed for a syntax (e.g. JPEG Lossless without pylibjpeg or gdc
 :class:`DicomDecodeError` is raised, so that the caller can use another reader (the MRML bridge
 uses Slicer's ITK/GDCM reader).
 
+Stored values are exact for every bit depth: only the low BitsStored bits of each sample count
+(bits above HighBit are cleared) and, for PixelRepresentation 1, the sign is extended from bit
+BitsStored - 1, as pydicom's ``pixel_array`` does. Slices of a Siemens MOSAIC are cut from their
+file's image (:class:`AlignSeriesLib.dicom_mosaic.MosaicTile`), the image read once per file.
+
 Values are ``stored * RescaleSlope + RescaleIntercept`` per slice, as ``int16`` when that is exact
-and fits, else ``float32``.
+and fits, else ``float32`` when exact (stored values within 2**24), else ``int32`` or ``float64``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -30,6 +36,10 @@ logger = logging.getLogger(__name__)
 MAX_VOLUME_BYTES = 4 * 2**30
 
 _INT16 = np.iinfo(np.int16)
+_INT32 = np.iinfo(np.int32)
+
+#: Integers up to this magnitude are exact in float32 (24-bit significand).
+_FLOAT32_EXACT = 2**24
 
 
 def check_memory(shape, dtype, what: str, *, max_bytes: int = MAX_VOLUME_BYTES) -> None:
@@ -51,15 +61,28 @@ def check_memory(shape, dtype, what: str, *, max_bytes: int = MAX_VOLUME_BYTES) 
 
 
 def output_dtype(headers: Sequence[SliceHeader]) -> np.dtype:
-    """``int16`` when every slice's rescale is exact in int16 over its stored range, else ``float32``."""
+    """The smallest dtype holding every slice's modality values exactly (over its stored range).
+
+    ``int16`` when the rescale is integral and the values fit; else ``float32`` when the stored
+    values are within 2**24 (exact in float32); else ``int32`` when integral and fitting, else ``float64``.
+    """
     lowest, highest = np.inf, -np.inf
+    integral = True
+    widest = 0
     for header in headers:
         slope, intercept = header.rescale
-        if slope != 1 or intercept != int(intercept):
-            return np.dtype(np.float32)
+        integral = integral and slope == int(slope) and intercept == int(intercept)
         low, high = _stored_range(header)
-        lowest, highest = min(lowest, low + intercept), max(highest, high + intercept)
-    return np.dtype(np.int16) if _INT16.min <= lowest and highest <= _INT16.max else np.dtype(np.float32)
+        widest = max(widest, -low, high)
+        values = (low * slope + intercept, high * slope + intercept)
+        lowest, highest = min(lowest, *values), max(highest, *values)
+    if integral and _INT16.min <= lowest and highest <= _INT16.max:
+        return np.dtype(np.int16)
+    if widest <= _FLOAT32_EXACT:
+        return np.dtype(np.float32)
+    if integral and _INT32.min <= lowest and highest <= _INT32.max:
+        return np.dtype(np.int32)
+    return np.dtype(np.float64)
 
 
 def _stored_range(header: SliceHeader) -> tuple[int, int]:
@@ -81,8 +104,8 @@ def read_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_VOLUME_B
 
     Returns
     -------
-    (K, Rows, Columns) ndarray of int16 or float32
-        Modality values indexed ``[k, j, i]``.
+    (K, Rows, Columns) ndarray
+        Modality values indexed ``[k, j, i]``, in :func:`output_dtype`.
 
     Raises
     ------
@@ -92,14 +115,52 @@ def read_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_VOLUME_B
         If the volume is larger than ``max_bytes`` or a file cannot be read.
     """
     first = headers[0]
-    shape = (len(headers), first.rows, first.columns)
     dtype = output_dtype(headers)
-    check_memory(shape, dtype, f"{first.path} and {len(headers) - 1} more slices", max_bytes=max_bytes)
-    if all(_is_direct(header, first) for header in headers):
+    check_memory((len(headers), first.rows, first.columns), dtype, f"{first.path} and {len(headers) - 1} more slices",
+                 max_bytes=max_bytes)
+    return _rescaled(read_stored_slices(headers, max_bytes=max_bytes), headers, dtype)
+
+
+def read_stored_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_VOLUME_BYTES) -> np.ndarray:
+    """The stored values of ``headers`` in the given order, before RescaleSlope and RescaleIntercept.
+
+    Only the low BitsStored bits of each sample are kept, sign-extended when PixelRepresentation
+    is 1 (the values pydicom's ``pixel_array`` gives).
+
+    Returns
+    -------
+    (K, Rows, Columns) ndarray of the stored integer type, ``[k, j, i]``.
+
+    Raises
+    ------
+    DicomDecodeError, DicomError
+        As :func:`read_slices`.
+    """
+    first = headers[0]
+    shape = (len(headers), first.rows, first.columns)
+    check_memory(shape, first.pixels.stored_dtype, f"{first.path} and {len(headers) - 1} more slices",
+                 max_bytes=max_bytes)
+    if any(header.tile is not None for header in headers):
+        stored = _read_tiles(headers, shape)
+    elif all(_is_direct(header, first) for header in headers):
         stored = _read_direct(headers, shape)
     else:
         stored = np.stack([_decode(header) for header in headers])
-    return _rescaled(stored, headers, dtype)
+    if not stored.dtype.isnative:  # pydicom may decode big endian data into a big endian array
+        stored = stored.astype(stored.dtype.newbyteorder("="))
+    _keep_stored_bits(stored, headers)
+    return stored
+
+
+def _keep_stored_bits(stored: np.ndarray, headers: Sequence[SliceHeader]) -> None:
+    """In place: clear the bits above HighBit and extend the sign of signed samples, slice by slice."""
+    for k, header in enumerate(headers):
+        unused = stored.dtype.itemsize * 8 - header.pixels.bits_stored
+        if unused > 0 and stored.dtype.kind in "iu":
+            kind = "i" if header.pixels.pixel_representation == 1 else "u"
+            plane = stored[k].view(f"{kind}{stored.dtype.itemsize}")
+            np.left_shift(plane, unused, out=plane)
+            np.right_shift(plane, unused, out=plane)  # arithmetic for signed: sign extension
 
 
 def _is_direct(header: SliceHeader, first: SliceHeader) -> bool:
@@ -122,6 +183,34 @@ def _read_direct(headers: Sequence[SliceHeader], shape) -> np.ndarray:
         if count != frame_bytes:
             raise DicomError(f"{header.where}: PixelData (7FE0,0010) ends after {count} of {frame_bytes} bytes")
     return stored
+
+
+def _read_tiles(headers: Sequence[SliceHeader], shape) -> np.ndarray:
+    """Slices cut from MOSAIC images (or read whole when not tiles), each file's image read once."""
+    images: dict = {}
+    stored = None
+    for k, header in enumerate(headers):
+        key = (header.path, header.frame)
+        if key not in images:
+            images = {key: _whole_image(header)}  # tiles of one file are adjacent in k order: keep one image
+        image = images[key]
+        plane = image if header.tile is None else header.tile.cut(image)
+        if plane.shape != shape[1:]:
+            raise DicomError(f"{header.where}: pixels of shape {plane.shape}, expected {shape[1:]}")
+        if stored is None:
+            stored = np.empty(shape, dtype=image.dtype)
+        stored[k] = plane
+    return stored
+
+
+def _whole_image(header: SliceHeader) -> np.ndarray:
+    """The stored image of a slice's file (the whole mosaic for a MOSAIC tile), ``[j, i]``."""
+    if header.tile is None:
+        return _decode(header)
+    whole = dataclasses.replace(header, rows=header.tile.mosaic_rows, columns=header.tile.mosaic_columns, tile=None)
+    if whole.pixels.is_native_little_endian:
+        return _read_direct([whole], (1, whole.rows, whole.columns))[0]
+    return _decode(whole)
 
 
 def _decode(header: SliceHeader) -> np.ndarray:

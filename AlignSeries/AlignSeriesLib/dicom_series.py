@@ -35,15 +35,24 @@ from .dicom_headers import FileNote, SliceHeader, iter_files, read_headers
 from .dicom_stack import (
     DEFAULT_SINGLE_SLICE_SPACING,
     POSITION_ATOL,
+    GridSpacing,
     SliceFrame,
     StackReport,
     analyse_stack,
+    choose_grid_spacing,
     header_grid,
     order_along_normal,
     regular_grid,
     stack_warnings,
 )
-from .errors import AlignSeriesWarning, DicomError, IrregularSeriesError, OperationCancelledError, ProgressCallback
+from .errors import (
+    AlignSeriesWarning,
+    DicomError,
+    GeometryError,
+    IrregularSeriesError,
+    OperationCancelledError,
+    ProgressCallback,
+)
 from .files import safe_name
 from .geometry import VolumeGeometry
 from .regularize import resample_stack
@@ -64,6 +73,7 @@ REPEAT_ATTRIBUTES = (
     ("trigger", "TriggerTime"),
     ("acquisition_number", "AcquisitionNumber"),
     ("acquisition_time", "AcquisitionTime"),
+    ("mosaic_file", "MOSAIC file"),
 )
 
 #: Decimals to which ImageOrientationPatient and PixelSpacing are rounded when grouping slices
@@ -188,7 +198,7 @@ class DicomVolume:
 
     def to_info_dict(self) -> dict:
         """The ``alignseries info --json`` description of this volume (DESIGN.md contract)."""
-        return {
+        info = {
             "name": self.name,
             "series_instance_uid": self.series_instance_uid,
             "frame_of_reference_uid": self.frame_of_reference_uid,
@@ -202,6 +212,16 @@ class DicomVolume:
             "regularized": self.regularized,
             "warnings": [w.to_dict() for w in self.warnings],
         }
+        if self.mosaic is not None:  # only for slices cut from Siemens MOSAIC files
+            info["mosaic"] = self.mosaic
+        return info
+
+    @property
+    def mosaic(self) -> dict | None:
+        """For slices cut from Siemens MOSAIC files: ``{"tiles", "tile_rows", "tile_columns", "mosaic_rows",
+        "mosaic_columns"}`` (tiles = NumberOfImagesInMosaic of each file); None otherwise."""
+        tiles = [s.tile for s in self.slices if s.tile is not None]
+        return tiles[0].to_info_dict() if tiles else None
 
 
 @dataclass
@@ -222,7 +242,8 @@ class ScanResult:
     registrations: list[str] = field(default_factory=list)
 
 
-def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | None = None) -> ScanResult:
+def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | None = None,
+               regularize_spacing: float | None = None) -> ScanResult:
     """Find every reconstructable volume in DICOM files and folders, reading headers only.
 
     Parameters
@@ -234,6 +255,10 @@ def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | N
         but evenly spaced volume keeps its exact sheared grid and other irregular volumes are refused.
     progress : callable, optional
         Called with the fraction of files read (0..1); returning True cancels.
+    regularize_spacing : float, optional, mm
+        Spacing along the normal of the regular grid of irregular volumes. Default: the smallest gap
+        between adjacent acquired slices (not below a quarter of the median gap), or the usual gap
+        when slices are missing (:func:`AlignSeriesLib.dicom_stack.choose_grid_spacing`).
 
     Returns
     -------
@@ -247,9 +272,15 @@ def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | N
         If no image volume is found (the message lists why files were skipped).
     IrregularSeriesError
         If ``regularize`` is False and a volume cannot be placed without resampling.
+    GeometryError
+        If ``regularize_spacing`` is not a positive number.
+    MissingDependencyError
+        If a Siemens MOSAIC is met and nibabel is not installed.
     OperationCancelledError
         If ``progress`` returned True.
     """
+    if regularize_spacing is not None:
+        _check_regularize_spacing(regularize_spacing)
     headers, notes = _read_all(list(iter_files(paths)), progress)
     result = ScanResult(skipped=[(n.path, n.reason) for n in notes if not n.is_registration],
                         registrations=[n.path for n in notes if n.is_registration])
@@ -258,7 +289,8 @@ def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | N
     refused = []
     for name, slices, warnings in _volume_groups(headers):
         try:
-            result.volumes.append(_build_volume(name, slices, warnings, regularize=regularize))
+            result.volumes.append(_build_volume(name, slices, warnings, regularize=regularize,
+                                                spacing=regularize_spacing))
         except IrregularSeriesError as error:
             refused.append(str(error))
     if refused:
@@ -266,6 +298,11 @@ def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | N
     _add_skipped_file_warnings(result.volumes, notes)
     _add_duplicate_uid_warnings(result.volumes)
     return result
+
+
+def _check_regularize_spacing(spacing) -> None:
+    if isinstance(spacing, bool) or not isinstance(spacing, int | float) or not np.isfinite(spacing) or spacing <= 0:
+        raise GeometryError(f"regularize_spacing must be a positive number of mm, got {spacing!r}")
 
 
 def _read_all(files, progress: ProgressCallback | None) -> tuple[list[SliceHeader], list[FileNote]]:
@@ -292,11 +329,23 @@ def _nothing_found_message(paths, skipped) -> str:
 
 
 def _add_skipped_file_warnings(volumes: list[DicomVolume], notes: list[FileNote]) -> None:
-    for note in notes:
+    """One ``skipped_file`` warning per file that gave no image, on the volumes it concerns.
+
+    A file of a series that gave volumes concerns that series' volumes; any other skipped file
+    (empty, not DICOM, unreadable, truncated, or of a series that gave no volume) concerns every
+    volume of the scan, so that no file is dropped without a word. REG objects are not skipped files.
+    """
+    loaded_series = {volume.series_instance_uid for volume in volumes}
+    for note in (n for n in notes if not n.is_registration):
+        own_series = note.series_instance_uid in loaded_series
         for volume in volumes:
-            if note.series_instance_uid == volume.series_instance_uid and not note.is_registration:
-                volume.warnings.append(AlignSeriesWarning("skipped_file",
-                                                          f"file left out of this series: {note.reason}"))
+            if note.series_instance_uid == volume.series_instance_uid:
+                message = f"file left out of this series: {note.reason}"
+            elif not own_series:
+                message = f"file found with this series but left out: {note.reason}"
+            else:
+                continue
+            volume.warnings.append(AlignSeriesWarning("skipped_file", message))
 
 
 def _add_duplicate_uid_warnings(volumes: list[DicomVolume]) -> None:
@@ -406,6 +455,8 @@ def _position_clusters(headers: list[SliceHeader]) -> list[list[int]]:
 
 
 def _repeat_value(header: SliceHeader, key: str):
+    if key == "mosaic_file":  # each MOSAIC file is one volume (a time point or diffusion direction)
+        return None if header.tile is None else header.path
     return header.image_type if key == "image_type" else header.attributes.get(key)
 
 
@@ -423,6 +474,8 @@ def _repeat_label(key: str, value, distinct: list) -> str:
                "trigger": "trigger {:g} ms", "acquisition_number": "acquisition {:g}", "acquisition_time": "time {}"}
     if key == "gradient":
         return f"direction {distinct.index(value) + 1}"
+    if key == "mosaic_file":
+        return f"volume {distinct.index(value) + 1}"
     return formats[key].format(value)
 
 
@@ -447,7 +500,7 @@ def _split_by_rank(headers: list[SliceHeader], clusters: list[list[int]], labels
 
 
 def _build_volume(name: str, headers: list[SliceHeader], warnings: list[AlignSeriesWarning], *,
-                  regularize: bool) -> DicomVolume:
+                  regularize: bool, spacing: float | None = None) -> DicomVolume:
     """Order a group's slices along the normal, check them, and choose the grid."""
     frame = SliceFrame.from_header(headers[0].orientation, headers[0].pixel_spacing)
     positions = np.array([h.position_lps for h in headers])
@@ -460,8 +513,8 @@ def _build_volume(name: str, headers: list[SliceHeader], warnings: list[AlignSer
         geometry = header_grid(frame, positions, report, shape_ji, _single_slice_spacing(slices[0]))
         return DicomVolume(name, slices, report, geometry, False, warnings)
     if regularize:
-        geometry = regular_grid(frame, positions, report, shape_ji)
-        warnings.append(_regularized_warning(geometry))
+        geometry = regular_grid(frame, positions, report, shape_ji, spacing=spacing)
+        warnings.append(_regularized_warning(geometry, choose_grid_spacing(report, spacing)))
         return DicomVolume(name, slices, report, geometry, True, warnings)
     if report.is_evenly_spaced:
         geometry = header_grid(frame, positions, report, shape_ji, 0.0)
@@ -497,11 +550,12 @@ def _single_slice_spacing(header: SliceHeader) -> float:
     return DEFAULT_SINGLE_SLICE_SPACING
 
 
-def _regularized_warning(geometry: VolumeGeometry) -> AlignSeriesWarning:
+def _regularized_warning(geometry: VolumeGeometry, chosen: GridSpacing) -> AlignSeriesWarning:
     spacing = " x ".join(f"{s:.4g}" for s in geometry.spacing)
     dims = " x ".join(str(n) for n in geometry.dimensions)
     return AlignSeriesWarning(
         "regularized",
-        f"resampled onto an orthogonal grid of {dims} voxels, {spacing} mm, covering every source slice: "
+        f"resampled onto an orthogonal grid of {dims} voxels, {spacing} mm, covering every source slice; "
+        f"{geometry.spacing[2]:.4g} mm along the normal (at most {chosen.spacing:.4g} mm: {chosen.reason}); "
         "linear along the normal between the two bracketing source slices, bilinear in-plane within each "
         "source slice at its true (shifted) position")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import AlignSeriesWarning
+from .errors import AlignSeriesWarning, GeometryError
 from .geometry import VolumeGeometry
 
 #: Largest distance (mm) by which a slice may miss the position a grid gives it and still count as
@@ -41,6 +41,10 @@ ORIENTATION_ATOL = 1e-3
 
 #: Relative tolerance (fraction of the median gap) for calling a gap a whole number of slices.
 MISSING_SLICE_RTOL = 0.01
+
+#: The regular grid's spacing along the normal is never below this fraction of the median gap between
+#: acquired slices, so that two slices a rounding error apart cannot explode the grid.
+MIN_SPACING_FRACTION_OF_MEDIAN = 0.25
 
 #: Slice spacing (mm) given to a single-slice volume whose header has neither SpacingBetweenSlices
 #: nor SliceThickness.
@@ -258,14 +262,68 @@ def header_grid(frame: SliceFrame, positions_lps, report: StackReport, shape_ji,
     return VolumeGeometry.from_ijk_to_lps((shape_ji[1], shape_ji[0], len(positions)), ijk_to_lps)
 
 
-def regular_grid(frame: SliceFrame, positions_lps, report: StackReport, shape_ji) -> VolumeGeometry:
+@dataclass(frozen=True)
+class GridSpacing:
+    """The spacing chosen for a regular grid along the normal, and why (for the ``regularized`` warning).
+
+    Attributes
+    ----------
+    spacing : float, mm
+        Target distance between grid planes (the grid divides the span evenly, at most this far apart).
+    reason : str
+        Why, with the measured values and the threshold.
+    """
+
+    spacing: float
+    reason: str
+
+
+def choose_grid_spacing(report: StackReport, requested: float | None = None) -> GridSpacing:
+    """Spacing along the normal of the regular grid for an irregular stack.
+
+    * ``requested`` when given;
+    * the usual (median) gap when slices are missing (every gap a whole multiple of it);
+    * else the smallest gap between adjacent acquired slices, to keep the acquired resolution,
+      but not below :data:`MIN_SPACING_FRACTION_OF_MEDIAN` of the median gap.
+
+    Parameters
+    ----------
+    report : StackReport
+        Of a stack of at least 2 slices.
+    requested : float, optional, mm
+        Spacing asked for by the caller; must be positive and finite.
+
+    Raises
+    ------
+    GeometryError
+        If ``requested`` is not a positive finite number.
+    """
+    gaps = report.gaps
+    median, smallest = float(np.median(gaps)), float(gaps.min())
+    if requested is not None:
+        if not (isinstance(requested, int | float) and math.isfinite(requested) and requested > 0):
+            raise GeometryError(f"regularize spacing must be a positive number of mm, got {requested!r}")
+        return GridSpacing(float(requested), f"as requested (acquired gaps {smallest:.4g} to {gaps.max():.4g} mm)")
+    if report.missing:
+        return GridSpacing(median, f"the usual slice spacing (median gap {median:.4g} mm): every gap is a whole "
+                                   f"multiple of it, {report.missing} slice(s) missing")
+    floor = MIN_SPACING_FRACTION_OF_MEDIAN * median
+    if smallest < floor:
+        return GridSpacing(floor, f"{MIN_SPACING_FRACTION_OF_MEDIAN:g} x the median gap {median:.4g} mm, as the "
+                                  f"smallest gap {smallest:.4g} mm is below that floor")
+    return GridSpacing(smallest, f"the smallest gap between adjacent acquired slices ({smallest:.4g} mm; median "
+                                 f"{median:.4g} mm), to keep the acquired resolution")
+
+
+def regular_grid(frame: SliceFrame, positions_lps, report: StackReport, shape_ji, *,
+                 spacing: float | None = None) -> VolumeGeometry:
     """An orthogonal grid covering every source slice, for regularizing an irregular stack.
 
     The in-plane axes are the orthonormalized row and column directions with the source pixel
     spacing; the grid is extended in-plane so that every (shifted) source slice lies inside it and
     its lattice contains the first slice's pixel centers. Along the normal it runs from the first to
-    the last source slice with ``n`` equal steps, ``n`` being the span divided by the median gap,
-    rounded (so missing slices are filled at the acquisition spacing).
+    the last source slice in ``n`` equal steps of at most ``spacing`` (within :data:`POSITION_ATOL`
+    over the span), so that the first and last source planes are grid planes.
 
     Parameters
     ----------
@@ -275,6 +333,9 @@ def regular_grid(frame: SliceFrame, positions_lps, report: StackReport, shape_ji
     report : StackReport
     shape_ji : tuple of 2 int
         (Rows, Columns) of each slice.
+    spacing : float, optional, mm
+        Largest step along the normal; default :func:`choose_grid_spacing` (the smallest acquired gap,
+        or the usual gap when slices are missing).
     """
     axes = frame.orthonormalized()
     positions_lps = np.asarray(positions_lps, dtype=float)
@@ -282,7 +343,8 @@ def regular_grid(frame: SliceFrame, positions_lps, report: StackReport, shape_ji
     start_i, count_i = _covering_range(offsets @ axes.row_lps, axes.spacing_ij[0], shape_ji[1])
     start_j, count_j = _covering_range(offsets @ axes.column_lps, axes.spacing_ij[1], shape_ji[0])
     span = float(report.distances[-1])
-    count_k = max(int(round(span / float(np.median(report.gaps)))), 1) + 1
+    step = choose_grid_spacing(report, spacing).spacing
+    count_k = max(math.ceil((span - POSITION_ATOL) / step), 1) + 1
     ijk_to_lps = axes.slice_ijk_to_lps(positions_lps[0], span / (count_k - 1))
     ijk_to_lps[:3, 3] += start_i * ijk_to_lps[:3, 0] + start_j * ijk_to_lps[:3, 1]
     return VolumeGeometry.from_ijk_to_lps((count_i, count_j, count_k), ijk_to_lps)

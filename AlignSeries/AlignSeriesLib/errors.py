@@ -87,3 +87,17 @@ class DicomDecodeError(DicomError):
 
 class IrregularSeriesError(DicomError):
     """An irregular DICOM series was refused because regularization was switched off."""
+
+
+class MissingDependencyError(AlignSeriesError, ImportError):
+    """An optional package needed for this input is not installed (e.g. nibabel for Siemens MOSAIC files).
+
+    Attributes
+    ----------
+    package : str
+        The pip requirement to install (e.g. ``"nibabel>=5"``).
+    """
+
+    def __init__(self, message: str, *, package: str):
+        super().__init__(message)
+        self.package = package
