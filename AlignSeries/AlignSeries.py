@@ -290,19 +290,31 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return AlignSeriesParameterNode(super().getParameterNode())
 
-    def loadDicomSeries(self, path, regularize: bool = True, progressCallback=None) -> list:
+    def loadDicomSeries(self, path, regularize: bool = True, progressCallback=None, regularizeSpacing=None) -> list:
         """Load every reconstructable volume of a DICOM folder or file list into the scene.
 
-        Can be used without GUI widget.
+        Can be used without GUI widget. A Siemens MOSAIC needs nibabel: it is installed on first need
+        (Slicer's ``slicer.pydeps.pip_ensure``, from ``Resources/requirements.txt``).
         :param path: DICOM folder, file, or list of them.
         :param regularize: resample irregular series (gantry tilt, uneven spacing) onto a regular grid;
           when False an irregular series is refused instead.
         :param progressCallback: ``progressCallback(fraction) -> bool``; returning True cancels.
+        :param regularizeSpacing: spacing (mm) along the normal of a regularized grid; by default the
+          smallest distance between acquired slices.
         :return: list of new volume nodes, one per volume found, with DICOM UIDs kept as node attributes.
         """
         from AlignSeriesLib import operations
+        from AlignSeriesLib.errors import MissingDependencyError
 
-        return operations.load_volumes(slicer.mrmlScene, path, regularize=regularize, progress=progressCallback)
+        def load():
+            return operations.load_volumes(slicer.mrmlScene, path, regularize=regularize,
+                                           regularize_spacing=regularizeSpacing, progress=progressCallback)
+
+        try:
+            return load()
+        except MissingDependencyError as error:
+            _installRequirements(error)
+            return load()
 
     def computeGeometryTransform(self, fixedVolume, movingVolume, mode: str = "frameOfReference",
                                  outputTransform=None, registration=None):
@@ -415,6 +427,17 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
     def formatMatrix(matrix) -> str:
         """A 4x4 matrix as four tab-separated rows, easy to copy into a spreadsheet or numpy."""
         return "\n".join("\t".join(f"{value: .6f}" for value in row) for row in matrix)
+
+
+def _installRequirements(error) -> None:
+    """Install the module's optional Python requirements with Slicer's package manager, or re-raise ``error``."""
+    import os
+
+    pydeps = getattr(slicer, "pydeps", None)
+    if pydeps is None or getattr(slicer, "app", None) is None:
+        raise error
+    requirements = os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")
+    pydeps.pip_ensure(pydeps.load_requirements(requirements), requester="AlignSeries")
 
 
 def _checkChoice(name: str, value: str, choices) -> None:

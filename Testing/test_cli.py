@@ -658,3 +658,13 @@ def test_version_and_help(capsys):
     help_text = capsys.readouterr().out
     for option in ("--labelmap", "--png", "--force", "--transform", "--interpolation"):
         assert option in help_text
+
+
+def test_info_regularizes_at_the_spacing_asked_for_or_at_the_finest_acquired_gap(capsys):
+    folder = require_shared_dicom() / "ct_ge_tilt_varspacing" / "dicom"
+    finest, = run_json(capsys, "info", folder)["volumes"]
+    coarse, = run_json(capsys, "info", folder, "--regularize-spacing", "2.5")["volumes"]
+    assert finest["regularized"] and coarse["regularized"]
+    assert finest["spacing"][2] <= 1.09 and 2.4 <= coarse["spacing"][2] <= 2.5
+    assert finest["dimensions"][2] > coarse["dimensions"][2]
+    assert any(w["code"] == "regularized" and "smallest" in w["message"] for w in finest["warnings"])

@@ -273,3 +273,24 @@ def test_a_siemens_image_that_is_not_a_mosaic_is_one_slice(tmp_path):
         del dataset[tag]
     plain = save(dataset, tmp_path / "plain.dcm")
     assert len(dicom_headers.read_headers(plain)) == 1
+
+
+# -- through the command line and the Slicer logic ------------------------------------------------
+
+
+def test_info_and_the_loader_show_the_tiles_and_place_them_like_nibabel(tmp_path, capsys, scene):
+    from conftest import run, run_json
+
+    from AlignSeriesLib import mrml, operations
+
+    path = save(with_pattern(real_mosaic("siemens_dwi_0.dcm.gz")), tmp_path / "mosaic.dcm")
+    status, out, _ = run(capsys, "info", path)
+    assert status == 0 and "mosaic: 48 tiles of 128x128 (from 896x896 images)" in out
+    volume, = run_json(capsys, "info", path)["volumes"]
+    assert volume["dimensions"] == [128, 128, 48] and volume["mosaic"]["tiles"] == 48
+    scanned = assert_tiles_match_nibabel(path)["volume"]  # the scan agrees with nibabel, tile by tile
+    node, = operations.load_volumes(scene, path)
+    np.testing.assert_allclose(mrml.volume_geometry(node).ijk_to_ras, scanned.geometry.ijk_to_ras, atol=1e-9)
+    _, data = nibabel_truth(path)
+    tiles = [header.tile.index for header in scanned.slices]
+    np.testing.assert_array_equal(mrml.volume_array(node), np.moveaxis(data[:, :, tiles], 2, 0))

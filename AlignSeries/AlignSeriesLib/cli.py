@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("paths", nargs="+", metavar="PATH", help="DICOM folder or files, or a volume file")
     info.add_argument("--no-regularize", dest="regularize", action="store_false",
                       help="refuse irregular series instead of resampling them onto a regular grid")
+    info.add_argument("--regularize-spacing", type=float, metavar="MM",
+                      help="spacing along the normal of a regularized grid (default: the smallest acquired gap)")
     info.set_defaults(handler=run_info)
 
     transform = commands.add_parser("transform", parents=[common], help="transform between two volumes' geometry")
@@ -154,7 +156,8 @@ def run_info(args) -> dict:
     """``alignseries info``: every volume found, with geometry and warnings."""
     from . import describe, operations
 
-    volumes = operations.describe_inputs(args.paths, regularize=args.regularize)
+    volumes = operations.describe_inputs(args.paths, regularize=args.regularize,
+                                         regularize_spacing=args.regularize_spacing)
     text = "\n\n".join(describe.volume_text(number, volume) for number, volume in enumerate(volumes, start=1))
     return {"volumes": volumes, "text": text}
 

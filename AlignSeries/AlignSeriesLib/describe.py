@@ -103,6 +103,10 @@ def volume_text(number: int, info: dict) -> str:
              f"    {info['summary']}",
              f"    series {info['series_instance_uid']}",
              f"    frame of reference {info['frame_of_reference_uid']}"]
+    if info.get("mosaic"):
+        mosaic = info["mosaic"]
+        lines.append(f"    mosaic: {mosaic['tiles']} tiles of {mosaic['tile_columns']}x{mosaic['tile_rows']} "
+                     f"(from {mosaic['mosaic_columns']}x{mosaic['mosaic_rows']} images)")
     lines += [f"    {line}" for line in info.get("origin_lines", [])]
     lines += [f"    warning [{w['code']}]: {w['message']}" for w in info["warnings"]]
     return "\n".join(lines)

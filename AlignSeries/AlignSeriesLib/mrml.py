@@ -450,6 +450,9 @@ def load_dicom_volume(scene, dicom_volume, *, name: str | None = None, registrat
 
 def _slicer_read_slices(scene, dicom_volume) -> np.ndarray:
     """(K, Rows, Columns) source slices of a single-frame volume, read by Slicer's ITK/GDCM reader in k order."""
+    if any(header.tile is not None for header in dicom_volume.slices):
+        raise DicomError(f"'{dicom_volume.name}': compressed MOSAIC file {dicom_volume.files[0]} needs a pydicom "
+                         "decoder plugin (pylibjpeg or python-gdcm); Slicer's reader cannot unpack its tiles")
     if any(frame is not None for frame in dicom_volume.frames):
         raise DicomError(f"'{dicom_volume.name}': compressed multi-frame file {dicom_volume.files[0]} needs a pydicom "
                          "decoder plugin (pylibjpeg or python-gdcm)")

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 
 def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool = True,
-                 progress: ProgressCallback | None = None) -> list:
+                 regularize_spacing: float | None = None, progress: ProgressCallback | None = None) -> list:
     """Load every volume that ``paths`` hold: one volume file, or DICOM folders and files.
 
     Parameters
@@ -51,6 +51,8 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
         Load volume files as label maps (``.seg.nrrd`` always is).
     regularize : bool
         Resample irregular DICOM series onto a regular grid (else refuse them).
+    regularize_spacing : float, optional
+        Spacing (mm) along the normal of a regularized grid; by default the smallest acquired gap.
     progress : callable, optional
         ``progress(fraction) -> bool`` during the DICOM header scan; True cancels.
 
@@ -62,7 +64,8 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
     paths = _as_paths(paths)
     if _is_one_volume_file(paths):
         return [mrml_files.load_volume_file(scene, paths[0], labelmap=labelmap)]
-    scan = dicom_series.scan_dicom(paths, regularize=regularize, progress=progress)
+    scan = dicom_series.scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing,
+                                   progress=progress)
     for path, reason in scan.skipped:
         logger.warning("skipped %s: %s", path, reason)
     return [mrml.load_dicom_volume(scene, volume, registrations=scan.registrations) for volume in scan.volumes]
@@ -160,7 +163,7 @@ def _is_one_volume_file(paths: list[Path]) -> bool:
 # -- describing -----------------------------------------------------------------------------------
 
 
-def describe_inputs(paths, *, regularize: bool = True) -> list[dict]:
+def describe_inputs(paths, *, regularize: bool = True, regularize_spacing: float | None = None) -> list[dict]:
     """What ``alignseries info`` reports for each volume that ``paths`` hold (DICOM: headers only).
 
     Volume files are described in the order given; all DICOM paths are scanned together, at the
@@ -174,7 +177,7 @@ def describe_inputs(paths, *, regularize: bool = True) -> list[dict]:
             node = mrml_files.load_volume_file(mrml.new_scene(), path)
             described.append(volume_file_info(path, node.GetName(), mrml.volume_geometry(node, world=False)))
         elif path == dicom_paths[0]:
-            scan = dicom_series.scan_dicom(dicom_paths, regularize=regularize)
+            scan = dicom_series.scan_dicom(dicom_paths, regularize=regularize, regularize_spacing=regularize_spacing)
             described += [dicom_volume_info(volume) for volume in scan.volumes]
     return described
 
