@@ -13,10 +13,11 @@ Each fake copies the C++ behaviour the panel relies on, from the source named in
 
 - signals call slots with as many arguments as the slot accepts (PythonQt's ``PythonQtSignalReceiver``);
 - :class:`QComboBox`: the first item added to an empty box becomes current; ``clear`` makes the index -1;
-  ``currentIndexChanged`` only fires on a change (Qt ``qcombobox.cpp``);
+  ``currentIndexChanged`` only fires on a change (Qt ``src/widgets/widgets/qcombobox.cpp``:
+  ``QComboBoxPrivate::_q_rowsInserted``, ``_q_rowsRemoved``);
 - :class:`QLineEdit`: ``setText`` moves the cursor to the end and emits ``textChanged`` only on a change;
-  typing inserts at the cursor and emits ``textChanged`` and ``textEdited`` (Qt ``qlineedit.cpp``,
-  ``qwidgetlinecontrol.cpp``);
+  typing inserts at the cursor and emits ``textChanged`` and ``textEdited`` (Qt's ``QLineEdit::text``
+  property documentation: "Setting this property ... moves the cursor to the end of the line");
 - :class:`QAbstractButton`: ``click()`` does nothing on a disabled button (Qt ``qabstractbutton.cpp``);
 - :class:`ctkPathLineEdit`: ``currentPath`` is the line edit's text; ``setCurrentPath`` sets that text;
   every text change emits ``currentPathChanged``; ``browse()`` opens a save-*file* dialog when the filters
@@ -27,8 +28,9 @@ Each fake copies the C++ behaviour the panel relies on, from the source named in
   ``Libs/MRML/Widgets/qMRMLSortFilterProxyModel.cxx``, ``filterAcceptNode``); ``setCurrentNode`` of a node it
   does not list selects nothing ("None") and emits ``currentNodeChanged(None)``; with ``noneEnabled`` false the
   first node added to an empty list becomes current; removing the current node selects the row now at its
-  place, as ``QComboBox`` does (Slicer ``Libs/MRML/Widgets/qMRMLNodeComboBox.cxx``:
-  ``setCurrentNodeIDInternal``, ``emitCurrentNodeChanged``, ``refreshIfCurrentNodeHidden``);
+  place, ``min(count - 1, row)``, as ``QComboBoxPrivate::_q_rowsRemoved`` does (Slicer
+  ``Libs/MRML/Widgets/qMRMLNodeComboBox.cxx``: ``setCurrentNodeIDInternal``, ``emitCurrentNodeChanged``,
+  ``refreshIfCurrentNodeHidden``);
 - :class:`qMRMLWidget`: ``setMRMLScene`` emits ``mrmlSceneChanged`` (Slicer ``Libs/MRML/Widgets/qMRMLWidget.cxx``);
 - :class:`ScriptedModuleWidget`: ``setPythonSource`` instantiates ``<Module>Widget`` from ``sys.modules`` and
   publishes it as ``slicer.modules.<Module>Widget``; ``reload`` does that again then ``setup``; ``enter``/``exit``
