@@ -1,19 +1,112 @@
-import pathlib
-from typing import Annotated
+import enum
+import logging
+import os
+import sys
+from typing import Annotated, Union
 
+import qt
 import slicer
 import vtk
-from slicer import vtkMRMLLinearTransformNode, vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
+from slicer import (
+    vtkMRMLLinearTransformNode,
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Minimum, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import *
 from slicer.util import VTKObservationMixin
+
+# This file must stay importable on an older Slicer (Python 3.9) so that it can say which Slicer it
+# needs: no syntax or annotations newer than Python 3.9 at import time (AlignSeriesLib is imported on use).
+
+#: Oldest Slicer the module supports, and why: AlignSeriesLib needs Python >= 3.11 (Slicer 5.12 ships
+#: 3.12), pydicom 3 (Slicer 5.10 ships 2.4, whose API differs) and numpy 2.
+MINIMUM_SLICER_VERSION = (5, 12)
+MINIMUM_PACKAGE_MAJOR_VERSIONS = {"pydicom": 3, "numpy": 2}
+
+
+def requirementsProblem() -> str:
+    """Why AlignSeries cannot run in this Slicer (one message for the user), or "" when it can."""
+    from importlib import metadata
+
+    found = []
+    unsupported = False
+    app = getattr(slicer, "app", None)
+    if app is not None:
+        version = (int(app.majorVersion), int(app.minorVersion))
+        found.append("Slicer {}.{}".format(*version))
+        unsupported = version < MINIMUM_SLICER_VERSION
+    found.append("Python {}.{}".format(*sys.version_info[:2]))
+    unsupported = unsupported or sys.version_info < (3, 11)
+    for package, major in MINIMUM_PACKAGE_MAJOR_VERSIONS.items():
+        try:
+            installed = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            installed = "none"
+        found.append(f"{package} {installed}")
+        unsupported = unsupported or not installed.split(".")[0].isdigit() or int(installed.split(".")[0]) < major
+    if not unsupported:
+        return ""
+    return _("AlignSeries needs 3D Slicer {version} or later, which provides Python 3.12, pydicom 3 and numpy 2; "
+             "this application has {found}. Please install Slicer {version} or later.").format(
+        version="{}.{}".format(*MINIMUM_SLICER_VERSION), found=", ".join(found))
+
+
+class Method(enum.Enum):
+    """How the transform is computed (panel choice)."""
+
+    geometry = "geometry"
+    landmarks = "landmarks"
+
+    def label(self):
+        return {"geometry": _("From geometry"), "landmarks": _("From landmarks")}[self.name]
+
+
+class GeometryMode(enum.Enum):
+    """Modes of ``AlignSeriesLogic.computeGeometryTransform``; the value is what the logic takes."""
+
+    frameOfReference = "frameOfReference"
+    centers = "centers"
+    moments = "moments"
+
+    def label(self):
+        return {"frameOfReference": _("Frame of reference"), "centers": _("Centers"),
+                "moments": _("Intensity moments")}[self.name]
+
+
+class LandmarkMode(enum.Enum):
+    """Modes of ``AlignSeriesLogic.computeLandmarkTransform``."""
+
+    rigid = "rigid"
+    similarity = "similarity"
+    affine = "affine"
+
+    def label(self):
+        return {"rigid": _("Rigid"), "similarity": _("Similarity"), "affine": _("Affine")}[self.name]
+
+
+class Interpolation(enum.Enum):
+    """Interpolations of ``AlignSeriesLogic.exportResampledVolume``."""
+
+    nearest = "nearest"
+    linear = "linear"
+    cubic = "cubic"
+
+    def label(self):
+        return {"nearest": _("Nearest neighbour"), "linear": _("Linear"), "cubic": _("Cubic")}[self.name]
+
+
+GEOMETRY_MODES = tuple(mode.value for mode in GeometryMode)
+LANDMARK_MODES = tuple(mode.value for mode in LandmarkMode)
+INTERPOLATIONS = tuple(mode.value for mode in Interpolation)
+
 
 #
 # AlignSeries
 #
-from AlignSeriesLib.choices import GEOMETRY_MODES, INTERPOLATIONS, LANDMARK_MODES
 
 
 class AlignSeries(ScriptedLoadableModule):
@@ -29,13 +122,17 @@ class AlignSeries(ScriptedLoadableModule):
 Puts two image series of one patient in one space: reconstructs each DICOM series' true geometry
 (slice order along the normal, gantry tilt, gaps, multi-frame), computes the transform between them
 from their frames of reference, a DICOM registration object, volume centers, intensity moments or
-corresponding landmarks, and resamples a volume onto the other's grid (label-safe for masks).
+corresponding landmarks, and resamples a volume, label map or segmentation onto the other's grid
+(label-safe for masks), as a node, a file, a new DICOM series, PNGs or a fused preview.
 <p>Conventions: world coordinates are RAS (DICOM and ITK files are LPS, converted on reading);
 the computed transform maps the <b>moving</b> volume onto the <b>fixed</b> one and is stored as the
 transform node's "to parent" matrix, so placing the moving volume under it aligns the two. Voxel
-arrays are indexed [k, j, i]. See the
+arrays are indexed [k, j, i]. Requires Slicer 5.12 or later. See the
 <a href="https://github.com/alignseries/SlicerAlignSeries#readme">documentation</a>.</p>
 """)
+        problem = requirementsProblem()
+        if problem:
+            self.parent.helpText = f"<p><b>{problem}</b></p>" + self.parent.helpText
         self.parent.acknowledgementText = _("""
 Built on 3D Slicer's MRML libraries, pydicom and VTK. The module structure follows Slicer's
 Extension Wizard template by Jean-Christophe Fillion-Robin (Kitware), Andras Lasso (PerkLab) and
@@ -53,27 +150,39 @@ class AlignSeriesParameterNode:
     """The parameters of the module panel, stored in the scene.
 
     fixedVolume, movingVolume - the reference volume and the volume to align to it.
-    method - "geometry" (from headers) or "landmarks" (from point lists).
+    method - geometry (from headers) or landmarks (from point lists).
     geometryMode - frameOfReference, centers or moments.
     fixedPoints, movingPoints, landmarkMode - landmark registration inputs.
     outputTransform - the moving-to-fixed transform (created when empty).
-    exportInputVolume, exportReferenceVolume, interpolation, exportOutputVolume - resampling.
-    exportFilePath - optional file (.nrrd, .nii.gz) or DICOM folder to write the resampled volume to.
+    exportInputVolume - volume, label map or segmentation to resample.
+    exportReferenceVolume, interpolation, exportOutputVolume - resampling.
+    exportFilePath - optional volume file or DICOM folder to write the resampled volume to ("" = none);
+      exportToDicomFolder says which, from what the user picked (the folder button, or a path without suffix).
+    cropToOverlap, slabEnabled, slabFirst, slabCount - the output grid: the reference's, its overlap with the
+      input, or a slab of its slices.
+    pngFolder, previewPath - optional PNG slices and fused preview ("" = none).
     """
 
     fixedVolume: vtkMRMLScalarVolumeNode
     movingVolume: vtkMRMLScalarVolumeNode
-    method: Annotated[str, Choice(["geometry", "landmarks"])] = "geometry"
-    geometryMode: Annotated[str, Choice(list(GEOMETRY_MODES))] = "frameOfReference"
+    method: Method = Method.geometry
+    geometryMode: GeometryMode = GeometryMode.frameOfReference
     fixedPoints: vtkMRMLMarkupsFiducialNode
     movingPoints: vtkMRMLMarkupsFiducialNode
-    landmarkMode: Annotated[str, Choice(list(LANDMARK_MODES))] = "rigid"
+    landmarkMode: LandmarkMode = LandmarkMode.rigid
     outputTransform: vtkMRMLLinearTransformNode
-    exportInputVolume: vtkMRMLScalarVolumeNode
+    exportInputVolume: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, None]  # noqa: UP007 (Python 3.9)
     exportReferenceVolume: vtkMRMLScalarVolumeNode
-    interpolation: Annotated[str, Choice(list(INTERPOLATIONS))] = "linear"
+    interpolation: Interpolation = Interpolation.linear
     exportOutputVolume: vtkMRMLScalarVolumeNode
-    exportFilePath: pathlib.Path
+    exportFilePath: str = ""
+    exportToDicomFolder: bool = False
+    cropToOverlap: bool = False
+    slabEnabled: bool = False
+    slabFirst: Annotated[int, Minimum(0)] = 0
+    slabCount: Annotated[int, Minimum(1)] = 1
+    pngFolder: str = ""
+    previewPath: str = ""
 
 
 #
@@ -84,6 +193,14 @@ class AlignSeriesParameterNode:
 class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The module panel: binds the .ui to the parameter node and calls the logic; computes nothing."""
 
+    #: Path parameters kept in step with their ctkPathLineEdit here rather than by the wrapper's connector,
+    #: which stores a pathlib.Path (a trailing "/" dropped, "." for empty) and rewrites the field on every
+    #: keystroke (the cursor jumps to the end).
+    PATH_FIELDS = {"exportFilePath": "exportFilePathLineEdit", "pngFolder": "pngFolderPathLineEdit",
+                   "previewPath": "previewPathLineEdit"}
+    #: Parameters the widget sets itself (no widget of their own).
+    DERIVED_PARAMETERS = ("exportToDicomFolder",)
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -91,9 +208,18 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._cancelRequested = False
+        self._busy = False
+        self._summaryCache = {}
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        problem = requirementsProblem()
+        if problem:
+            self.requirementsLabel = qt.QLabel(problem)
+            self.requirementsLabel.wordWrap = True
+            self.layout.addWidget(self.requirementsLabel)
+            logging.error(problem)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/AlignSeries.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -108,26 +234,31 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.computeButton.connect("clicked(bool)", self.onComputeButton)
         self.ui.applyTransformButton.connect("clicked(bool)", self.onApplyTransformButton)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.ui.exportFolderButton.connect("clicked(bool)", self.onExportFolderButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        for name, widgetName in self.PATH_FIELDS.items():
+            getattr(self.ui, widgetName).connect(
+                "currentPathChanged(QString)", lambda path, name=name: self.onPathEdited(name, path))
         self.ui.progressBar.hide()
         self.ui.cancelButton.hide()
 
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        """Called before the module is unloaded or reloaded: this panel stops reading and writing the parameters."""
+        self.setParameterNode(None)
         self.removeObservers()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if self.logic is not None:
+            self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
+        self._summaryCache.clear()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -135,8 +266,6 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onReload(self) -> None:
         """Forget AlignSeriesLib too, so that Reload imports its edited modules afresh (all of them, in order)."""
-        import sys
-
         for name in [name for name in sys.modules if name == "AlignSeriesLib" or name.startswith("AlignSeriesLib.")]:
             del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
@@ -147,8 +276,10 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.fixedVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
 
     def setParameterNode(self, inputParameterNode) -> None:
+        """Bind the widgets to a parameter node (None unbinds them: after that no widget reads or writes it)."""
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
@@ -156,35 +287,100 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
             self.updateGUIFromParameterNode()
 
+    # -- parameter node -> widgets
+
     def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
-        """Show the input summaries and enable each button only when its inputs are valid."""
+        """Show the summaries and paths, and enable each button only when its inputs are valid and no job runs."""
         p = self._parameterNode
         if p is None:
             return
-        self.ui.fixedSummaryLabel.text = self.logic.describeVolume(p.fixedVolume) if p.fixedVolume else ""
-        self.ui.movingSummaryLabel.text = self.logic.describeVolume(p.movingVolume) if p.movingVolume else ""
-        landmarks = p.method == "landmarks"
+        self.ui.fixedSummaryLabel.text = self._summary(p.fixedVolume)
+        self.ui.movingSummaryLabel.text = self._summary(p.movingVolume)
+        for name, widgetName in self.PATH_FIELDS.items():
+            field = getattr(self.ui, widgetName)
+            if field.currentPath != getattr(p, name):  # rewriting an unchanged field would move its cursor
+                field.setCurrentPath(getattr(p, name))
+        self.ui.exportPathKindLabel.text = self._exportPathDescription(p)
+        landmarks = p.method == Method.landmarks
         self.ui.geometryModeComboBox.enabled = not landmarks
         self.ui.landmarksGroupBox.enabled = landmarks
-        self._setButtonState(self.ui.computeButton, self._missingForCompute(p),
+        busy = _("Wait for the running job to finish (or cancel it)") if self._busy else ""
+        self.ui.loadDicomButton.enabled = not self._busy
+        self._setButtonState(self.ui.computeButton, busy or self._missingForCompute(p),
                              _("Compute the moving-to-fixed transform"))
         missingApply = "" if p.movingVolume and p.outputTransform else _(
             "Select a moving volume and compute a transform first")
-        self._setButtonState(self.ui.applyTransformButton, missingApply,
+        self._setButtonState(self.ui.applyTransformButton, busy or missingApply,
                              _("Place the moving volume under the transform (not hardened)"))
-        missingExport = "" if p.exportInputVolume and p.exportReferenceVolume else _(
-            "Select input and reference volumes")
-        self._setButtonState(self.ui.exportButton, missingExport, _("Resample the input onto the reference grid"))
+        self._setButtonState(self.ui.exportButton, busy or self._missingForExport(p),
+                             _("Resample the input onto the reference grid"))
+
+    def _summary(self, volumeNode) -> str:
+        """The volume's one-line summary, computed again only when the node or its voxels changed."""
+        if volumeNode is None:
+            return ""
+        imageData = volumeNode.GetImageData()
+        stamp = (volumeNode.GetMTime(), imageData.GetMTime() if imageData is not None else 0)
+        cached = self._summaryCache.get(volumeNode.GetID())
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, self.logic.describeVolume(volumeNode))
+            self._summaryCache[volumeNode.GetID()] = cached
+        return cached[1]
+
+    @staticmethod
+    def _exportPathDescription(p) -> str:
+        if not p.exportFilePath:
+            return ""
+        where = os.path.abspath(p.exportFilePath)
+        if p.exportToDicomFolder:
+            return _("Writes a DICOM series into the folder {path} (created if absent).").format(path=where)
+        return _("Writes the file {path}.").format(path=where)
 
     def _missingForCompute(self, p) -> str:
-        if p.method == "landmarks":
+        if p.method == Method.landmarks:
             return "" if p.fixedPoints and p.movingPoints else _("Select fixed and moving point lists")
         return "" if p.fixedVolume and p.movingVolume else _("Select fixed and moving volumes")
+
+    @staticmethod
+    def _missingForExport(p) -> str:
+        if not (p.exportInputVolume and p.exportReferenceVolume):
+            return _("Select input and reference volumes")
+        output = p.exportOutputVolume
+        if output is not None and output.GetID() in (p.exportInputVolume.GetID(), p.exportReferenceVolume.GetID()):
+            return _("The output volume must be a new volume: never the input or the reference")
+        return ""
 
     @staticmethod
     def _setButtonState(button, missing: str, action: str) -> None:
         button.enabled = not missing
         button.toolTip = missing or action
+
+    # -- widgets -> parameter node (what the connectors do not bind)
+
+    def onPathEdited(self, name: str, path: str) -> None:
+        """The user typed or browsed a path: store it as given; a typed export path without suffix is a folder."""
+        p = self._parameterNode
+        if p is None or getattr(p, name) == path:
+            return
+        with slicer.util.NodeModify(p):
+            setattr(p, name, path)
+            if name == "exportFilePath":
+                p.exportToDicomFolder = bool(path) and not os.path.splitext(path.rstrip("/\\"))[1]
+
+    def onExportFolderButton(self) -> None:
+        """Choose (or create, in the dialog) the folder that receives the DICOM series."""
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Folder for the DICOM series"))
+        if not folder:
+            return
+        with slicer.util.NodeModify(self._parameterNode):
+            self._parameterNode.exportFilePath = folder
+            self._parameterNode.exportToDicomFolder = True
+
+    # -- jobs
+
+    def _setStatus(self, message: str) -> None:
+        self.ui.statusLabel.text = message
+        slicer.util.showStatusMessage(message, 5000)
 
     def _progress(self, fraction: float) -> bool:
         """Progress callback for the logic: updates the bar, keeps the GUI alive, returns True to cancel."""
@@ -192,55 +388,78 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.app.processEvents()
         return self._cancelRequested
 
-    def _runWithProgress(self, errorMessage: str, function, *args, **kwargs):
-        self._cancelRequested = False
-        self.ui.progressBar.show()
-        self.ui.cancelButton.show()
+    def _runJob(self, errorMessage: str, function, *args, withProgress: bool = False, **kwargs):
+        """Run one job with the buttons disabled; a cancelled job ends quietly with a status message.
+
+        :return: what ``function`` returned, or None when cancelled (or already running).
+        """
+        from AlignSeriesLib.errors import OperationCancelledError
+
+        if self._busy:
+            return None
+        self._busy, self._cancelRequested = True, False
+        self.ui.statusLabel.text = ""
+        if withProgress:
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.show()
+            self.ui.cancelButton.show()
+            kwargs["progressCallback"] = self._progress
+        self.updateGUIFromParameterNode()
         try:
             with slicer.util.tryWithErrorDisplay(errorMessage, waitCursor=True):
-                return function(*args, progressCallback=self._progress, **kwargs)
+                try:
+                    return function(*args, **kwargs)
+                except OperationCancelledError:
+                    self._setStatus(_("Cancelled: nothing was written."))
+                    return None
         finally:
+            self._busy = False
             self.ui.progressBar.hide()
             self.ui.cancelButton.hide()
+            self.updateGUIFromParameterNode()
 
     def onCancelButton(self) -> None:
         self._cancelRequested = True
 
     def onLoadDicomButton(self) -> None:
         """Load a DICOM folder; its first volume becomes the fixed volume if none is chosen, else the moving one."""
-        import qt
-
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("DICOM folder to load"))
         if not folder:
             return
-        volumeNodes = self._runWithProgress(_("Failed to load the DICOM folder."), self.logic.loadDicomSeries, folder)
+        p = self._parameterNode
+        loadingFixed = not p.fixedVolume  # decided before loading: the selectors pick the first new volume
+        volumeNodes = self._runJob(_("Failed to load the DICOM folder."), self.logic.loadDicomSeries, folder,
+                                   withProgress=True)
         if not volumeNodes:
             return
-        p = self._parameterNode
-        if not p.fixedVolume:
-            p.fixedVolume = volumeNodes[0]
-        else:
-            p.movingVolume = volumeNodes[0]
+        with slicer.util.NodeModify(p):
+            if loadingFixed:
+                p.fixedVolume = p.exportReferenceVolume = volumeNodes[0]
+            else:
+                if p.exportInputVolume is None or p.exportInputVolume.GetID() in (
+                        p.fixedVolume.GetID(), p.movingVolume.GetID() if p.movingVolume else None):
+                    p.exportInputVolume = volumeNodes[0]
+                p.movingVolume = volumeNodes[0]
+        self._setStatus(_("Loaded {count} volume(s) from {folder}.").format(count=len(volumeNodes), folder=folder))
         slicer.util.setSliceViewerLayers(background=volumeNodes[0], fit=True)
 
     def onComputeButton(self) -> None:
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Failed to compute the transform."), waitCursor=True):
-            if p.method == "landmarks":
-                result = self.logic.computeLandmarkTransform(p.fixedPoints, p.movingPoints, mode=p.landmarkMode,
-                                                             outputTransform=p.outputTransform,
-                                                             fixedVolume=p.fixedVolume)
-            else:
-                result = self.logic.computeGeometryTransformResult(p.fixedVolume, p.movingVolume,
-                                                                   mode=p.geometryMode,
-                                                                   outputTransform=p.outputTransform)
-            p.outputTransform = result.transformNode
-            self.showResult(result)
+        if p.method == Method.landmarks:
+            result = self._runJob(_("Failed to compute the transform."), self.logic.computeLandmarkTransform,
+                                  p.fixedPoints, p.movingPoints, mode=p.landmarkMode.value,
+                                  outputTransform=p.outputTransform, fixedVolume=p.fixedVolume)
+        else:
+            result = self._runJob(_("Failed to compute the transform."), self.logic.computeGeometryTransformResult,
+                                  p.fixedVolume, p.movingVolume, mode=p.geometryMode.value,
+                                  outputTransform=p.outputTransform)
+        if result is None:
+            return
+        p.outputTransform = result.transformNode
+        self.showResult(result, p.movingPoints if p.method == Method.landmarks else None)
 
-    def showResult(self, result) -> None:
+    def showResult(self, result, movingPoints=None) -> None:
         """Fill the results area: matrix, voxel mapping, errors and per-point residuals, warnings."""
-        import qt
-
         self.ui.matrixTextEdit.plainText = self.logic.formatMatrix(result.movingToFixedRas)
         self.ui.voxelMappingTextEdit.plainText = (
             self.logic.formatMatrix(result.movingIjkToFixedIjk) if result.movingIjkToFixedIjk is not None else "")
@@ -248,32 +467,45 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "RMS error: {rms:.3f} mm; estimated error at the fixed volume's center: {tre:.3f} mm").format(
             rms=result.rmsError, tre=result.targetRegistrationError)
         residuals = result.residuals if result.residuals is not None else []
+        movingLabels = self.logic.pointLabels(movingPoints) if movingPoints is not None else []
         self.ui.residualsTableWidget.setRowCount(len(residuals))
         for row, (label, residual) in enumerate(zip(result.labels, residuals, strict=True)):
+            movingLabel = movingLabels[row] if row < len(movingLabels) else ""
             self.ui.residualsTableWidget.setItem(row, 0, qt.QTableWidgetItem(label))
-            self.ui.residualsTableWidget.setItem(row, 1, qt.QTableWidgetItem(f"{residual:.3f}"))
+            self.ui.residualsTableWidget.setItem(row, 1, qt.QTableWidgetItem(movingLabel))
+            self.ui.residualsTableWidget.setItem(row, 2, qt.QTableWidgetItem(f"{residual:.3f}"))
         self.ui.warningsLabel.text = "\n".join(warning.message for warning in result.warnings)
 
     def onApplyTransformButton(self) -> None:
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Failed to apply the transform."), waitCursor=True):
-            self.logic.applyTransform(p.movingVolume, p.outputTransform)
+        self._runJob(_("Failed to apply the transform."), self.logic.applyTransform, p.movingVolume, p.outputTransform)
 
     def onExportButton(self) -> None:
         p = self._parameterNode
-        outputVolume = self._runWithProgress(
-            _("Failed to export the resampled volume."), self.logic.exportResampledVolume,
-            p.exportInputVolume, p.exportReferenceVolume, transform=p.outputTransform,
-            interpolation=p.interpolation, outputVolume=p.exportOutputVolume)
-        if outputVolume is None:
+        outcome = self._runJob(_("Failed to export the resampled volume."), self._export, withProgress=True)
+        if outcome is None:
             return
+        outputVolume, written = outcome
         p.exportOutputVolume = outputVolume
-        filePath = str(p.exportFilePath) if p.exportFilePath else ""
-        if filePath not in ("", "."):
-            with slicer.util.tryWithErrorDisplay(_("Failed to write the exported file."), waitCursor=True):
-                self.logic.writeVolume(outputVolume, filePath, referenceVolume=p.exportReferenceVolume)
+        self._setStatus(_("Exported {name}; {count} file(s) written.").format(name=outputVolume.GetName(),
+                                                                            count=len(written)))
         slicer.util.setSliceViewerLayers(background=p.exportReferenceVolume, foreground=outputVolume,
                                          foregroundOpacity=0.5)
+
+    def _export(self, progressCallback=None):
+        """Resample, then write the requested files; returns (output node, files written)."""
+        p = self._parameterNode
+        outputVolume = self.logic.exportResampledVolume(
+            p.exportInputVolume, p.exportReferenceVolume, transform=p.outputTransform,
+            interpolation=p.interpolation.value, outputVolume=p.exportOutputVolume, progressCallback=progressCallback,
+            cropToOverlap=p.cropToOverlap, slab=(p.slabFirst, p.slabCount) if p.slabEnabled else None)
+        written = []
+        if p.exportFilePath:
+            written += self.logic.writeVolume(outputVolume, p.exportFilePath, referenceVolume=p.exportReferenceVolume,
+                                              dicomFolder=p.exportToDicomFolder)
+        written += self.logic.writeResampleExtras(outputVolume, p.exportReferenceVolume, pngFolder=p.pngFolder,
+                                                  previewPath=p.previewPath)
+        return outputVolume, written
 
 
 #
@@ -286,6 +518,9 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        problem = requirementsProblem()
+        if problem:
+            raise RuntimeError(problem)
 
     def getParameterNode(self):
         return AlignSeriesParameterNode(super().getParameterNode())
@@ -327,21 +562,21 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
           DICOM REG linking them), "centers" (align volume centers) or "moments" (align intensity centroids).
         :param outputTransform: linear transform node to update; a new one is created when None.
         :param registration: optional path of a DICOM Spatial Registration object.
-        :return: the transform node (:meth:`computeGeometryTransformResult` gives the matrices and warnings too).
+        :return: the transform node; :func:`computeGeometryTransformResult` also gives the voxel mapping.
         """
         return self.computeGeometryTransformResult(fixedVolume, movingVolume, mode, outputTransform,
                                                    registration).transformNode
 
     def computeGeometryTransformResult(self, fixedVolume, movingVolume, mode: str = "frameOfReference",
                                        outputTransform=None, registration=None):
-        """As :meth:`computeGeometryTransform`, returning the whole result.
+        """As :func:`computeGeometryTransform`, returning the whole result (``transformNode``,
+        ``movingToFixedRas``, ``movingIjkToFixedIjk``, ``warnings``).
 
         Can be used without GUI widget.
-        :return: result with ``transformNode``, ``movingToFixedRas``, ``movingIjkToFixedIjk``, ``warnings``.
         """
         from AlignSeriesLib import operations
 
-        _checkChoice("mode", mode, GEOMETRY_MODES)
+        mode = _checkChoice("mode", mode, GEOMETRY_MODES)
         return operations.compute_geometry_transform(
             slicer.mrmlScene, fixedVolume, movingVolume, mode, registrations=[registration] if registration else (),
             transform_node=outputTransform)
@@ -363,32 +598,40 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         """
         from AlignSeriesLib import operations
 
-        _checkChoice("mode", mode, LANDMARK_MODES)
+        mode = _checkChoice("mode", mode, LANDMARK_MODES)
         return operations.compute_landmark_transform(
             slicer.mrmlScene, fixedPoints, movingPoints, mode, match=match, weights=weights,
             transform_node=outputTransform, fixed_volume=fixedVolume)
 
     def exportResampledVolume(self, inputVolume, referenceVolume, transform=None, interpolation: str = "linear",
-                              outputVolume=None, progressCallback=None):
-        """Resample a volume onto a reference volume's grid, through a transform.
+                              outputVolume=None, progressCallback=None, cropToOverlap: bool = False, slab=None):
+        """Resample a volume, label map or segmentation onto a reference volume's grid, through a transform.
 
         Can be used without GUI widget. The input is never modified. Label maps and segmentations
-        are always resampled label-safe, whatever ``interpolation`` says.
-        :param inputVolume: volume (or label map) node to resample.
+        are always resampled label-safe, whatever ``interpolation`` says; a segmentation gives a label
+        map in which each segment keeps its label value.
+        :param inputVolume: volume, label map or segmentation node to resample.
         :param referenceVolume: volume node whose grid the output takes.
         :param transform: moving-to-fixed linear transform node (input to reference); parent
           transforms of both volumes are taken into account.
         :param interpolation: "nearest", "linear" or "cubic".
-        :param outputVolume: volume node to fill; a new node is created when None.
+        :param outputVolume: volume node to fill; a new node is created when None. Never the input or the reference.
         :param progressCallback: ``progressCallback(fraction) -> bool``; returning True cancels.
+        :param cropToOverlap: keep only the part of the reference grid that the input covers.
+        :param slab: (first, count): only the reference slices first .. first + count - 1.
         :return: the output volume node.
         """
         from AlignSeriesLib import mrml, operations
 
-        _checkChoice("interpolation", interpolation, INTERPOLATIONS)
-        return operations.resample_volume(
-            slicer.mrmlScene, inputVolume, mrml.volume_geometry(referenceVolume), transform_node=transform,
-            interpolation=interpolation, output_node=outputVolume, progress=progressCallback)
+        interpolation = _checkChoice("interpolation", interpolation, INTERPOLATIONS)
+        if outputVolume is not None and referenceVolume is not None and outputVolume.GetID() == referenceVolume.GetID():
+            raise ValueError(f"the output volume '{outputVolume.GetName()}' is the reference volume: choose a new "
+                             "output volume (the reference is never modified)")
+        grid = operations.output_grid(operations.reference_of_node(referenceVolume), slab=slab)
+        with mrml.as_labelmap(slicer.mrmlScene, inputVolume) as inputLabelmapOrVolume:
+            return operations.resample_volume(
+                slicer.mrmlScene, inputLabelmapOrVolume, grid, transform_node=transform, interpolation=interpolation,
+                output_node=outputVolume, progress=progressCallback, crop_to_overlap=cropToOverlap)
 
     def applyTransform(self, movingVolume, transformNode) -> None:
         """Place the moving volume under the transform without hardening it (its own geometry is kept).
@@ -399,29 +642,61 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
             raise ValueError("applyTransform needs a moving volume and a transform node")
         movingVolume.SetAndObserveTransformNodeID(transformNode.GetID())
 
-    def writeVolume(self, volumeNode, path: str, referenceVolume=None) -> None:
-        """Write a volume node to a file (.nrrd, .nii.gz, .mha) or, for a folder, as DICOM aligned to the reference.
+    def writeVolume(self, volumeNode, path: str, referenceVolume=None, dicomFolder=None) -> list:
+        """Write a volume node to a file (.nrrd, .nii.gz, .mha) or to a folder as DICOM aligned to the reference.
 
         Can be used without GUI widget. Existing files are not overwritten.
+        :param dicomFolder: True: ``path`` is a folder (created if absent) for a DICOM series; False: a file;
+          None: a folder when ``path`` ends with a separator or is an existing folder.
+        :return: the files written.
         """
         from AlignSeriesLib import operations
 
+        path = str(path)
+        if dicomFolder is None:
+            dicomFolder = operations.is_folder_output(path)
+        elif not dicomFolder and os.path.isdir(path):
+            raise ValueError(f"{path} is a folder: give a file name (.nrrd, .nii.gz, .mha) or choose a DICOM folder")
+        targets = operations.ExportTargets(volume_file=None if dicomFolder else path,
+                                           dicom_folder=path if dicomFolder else None)
+        return self._writeOutputs(volumeNode, referenceVolume, targets)
+
+    def writeResampleExtras(self, volumeNode, referenceVolume, pngFolder: str = "", previewPath: str = "") -> list:
+        """Write one PNG per reference DICOM slice into ``pngFolder`` and a fused preview to ``previewPath``.
+
+        Can be used without GUI widget. Empty paths are skipped.
+        :return: the files written.
+        """
+        from AlignSeriesLib import operations
+
+        targets = operations.ExportTargets(png_folder=pngFolder or None, preview=previewPath or None)
+        return self._writeOutputs(volumeNode, referenceVolume, targets)
+
+    @staticmethod
+    def _writeOutputs(volumeNode, referenceVolume, targets) -> list:
+        """Write ``targets`` of a volume that lies on the reference's grid (or a slab of its slices)."""
+        from AlignSeriesLib import operations
+
+        slicesNeeded = targets.dicom_folder or targets.png_folder or targets.preview
+        if slicesNeeded and referenceVolume is None:
+            raise ValueError("DICOM, PNG and preview outputs are aligned with a reference volume: give one")
         reference = operations.reference_of_node(referenceVolume) if referenceVolume is not None else None
-        folder = operations.is_folder_output(path)
-        if folder and reference is None:
-            raise ValueError(f"{path}: a DICOM folder is written slice for slice with a DICOM reference volume")
-        targets = operations.ExportTargets(volume_file=None if folder else path, dicom_folder=path if folder else None)
-        slab = operations.slab_of(volumeNode, reference) if folder else None
-        if folder and slab is None:
-            raise ValueError(f"'{volumeNode.GetName()}' is not on the grid of '{referenceVolume.GetName()}' (nor on a "
-                             "slab of its slices): resample it onto the reference first")
-        operations.write_outputs(volumeNode, reference, targets, slab=slab)
+        slab = operations.slab_of(volumeNode, reference) if slicesNeeded else None
+        if slicesNeeded and slab is None:
+            raise ValueError(f"'{volumeNode.GetName()}' is not on the grid of '{referenceVolume.GetName()}' (nor on "
+                             "a slab of its slices): resample it onto the reference first")
+        return list(operations.write_outputs(volumeNode, reference, targets, slab=slab))
 
     def describeVolume(self, volumeNode) -> str:
         """One-line geometry summary: dimensions, spacing, orientation, frame of reference, warnings."""
         from AlignSeriesLib import operations
 
         return operations.describe_volume_node(volumeNode)
+
+    @staticmethod
+    def pointLabels(pointsNode) -> list:
+        """The control point labels of a markups node, in order."""
+        return [pointsNode.GetNthControlPointLabel(n) for n in range(pointsNode.GetNumberOfControlPoints())]
 
     @staticmethod
     def formatMatrix(matrix) -> str:
@@ -431,8 +706,6 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
 
 def _installRequirements(error) -> None:
     """Install the module's optional Python requirements with Slicer's package manager, or re-raise ``error``."""
-    import os
-
     pydeps = getattr(slicer, "pydeps", None)
     if pydeps is None or getattr(slicer, "app", None) is None:
         raise error
@@ -440,9 +713,12 @@ def _installRequirements(error) -> None:
     pydeps.pip_ensure(pydeps.load_requirements(requirements), requester="AlignSeries")
 
 
-def _checkChoice(name: str, value: str, choices) -> None:
+def _checkChoice(name: str, value, choices) -> str:
+    """The choice as the logic's string (an enum member gives its value); ValueError when unknown."""
+    value = value.value if isinstance(value, enum.Enum) else value
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
 
 
 #
@@ -494,8 +770,8 @@ class AlignSeriesTest(ScriptedLoadableModuleTest):
         logic = AlignSeriesLogic()
         transformNode = logic.computeGeometryTransform(fixed, moving, mode="frameOfReference")
         np.testing.assert_allclose(self._toParent(transformNode), np.eye(4), atol=1e-12)
-        self.assertEqual(transformNode.GetNodeReferenceID("movingVolume"), moving.GetID())
-        self.assertEqual(transformNode.GetNodeReferenceID("fixedVolume"), fixed.GetID())
+        self.assertEqual(transformNode.GetNodeReferenceID(transformNode.GetMovingNodeReferenceRole()), moving.GetID())
+        self.assertEqual(transformNode.GetNodeReferenceID(transformNode.GetFixedNodeReferenceRole()), fixed.GetID())
         # moving voxel (2, 2, 2) lies at RAS (1, 1, 6): fixed voxel (1, 1, 3)
         result = logic.computeGeometryTransformResult(fixed, moving, mode="frameOfReference")
         np.testing.assert_allclose(result.movingIjkToFixedIjk @ [2, 2, 2, 1], [1, 1, 3, 1], atol=1e-12)

@@ -16,9 +16,11 @@ back, from memory when this process loaded it, else by a header-only scan of the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import weakref
+from collections.abc import Iterator
 
 import numpy as np
 import slicer
@@ -39,9 +41,10 @@ from .geometry import VolumeGeometry, as_matrix4
 
 logger = logging.getLogger(__name__)
 
-#: Node reference roles that link a registration transform to the volumes it relates.
-MOVING_VOLUME_REFERENCE_ROLE = "movingVolume"
-FIXED_VOLUME_REFERENCE_ROLE = "fixedVolume"
+#: Node reference roles that link a registration transform to the volumes it relates: Slicer's own
+#: (``vtkMRMLTransformNode::GetMovingNodeReferenceRole``), which SlicerRT's REG export reads too.
+MOVING_VOLUME_REFERENCE_ROLE = slicer.vtkMRMLTransformNode.GetMovingNodeReferenceRole()
+FIXED_VOLUME_REFERENCE_ROLE = slicer.vtkMRMLTransformNode.GetFixedNodeReferenceRole()
 
 #: Node attribute names under which DICOM identity is kept on a volume node (Slicer's DICOM
 #: plugins use ``DICOM.instanceUIDs``; the others follow the same pattern).
@@ -276,6 +279,64 @@ def _database_files(volume_node) -> list[str]:
     return files if all(files) else []
 
 
+
+
+# -- segmentations -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def as_labelmap(scene, node) -> Iterator:
+    """Within this block, a segmentation node as a temporary label map node; any other node as it is.
+
+    Each segment keeps its label value (its ``LabelValue``); segments whose values are not distinct and
+    non-zero are numbered 1..N in segment order instead. The label map lies where the segmentation does
+    (same parent transform). Every node the conversion added is removed on exit.
+
+    Raises
+    ------
+    AlignSeriesError
+        If the segmentation has no segment or cannot be converted.
+    """
+    if node is None or not node.IsA("vtkMRMLSegmentationNode"):
+        yield node
+        return
+    segmentation = node.GetSegmentation()
+    segment_ids = vtk.vtkStringArray()
+    values = []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_ids.InsertNextValue(segmentation.GetNthSegmentID(index))
+        values.append(segmentation.GetNthSegment(index).GetLabelValue())
+    if not values:
+        raise AlignSeriesError(f"the segmentation '{node.GetName()}' has no segment to export")
+    if 0 in values or len(set(values)) != len(values):
+        values = list(range(1, len(values) + 1))
+    before = _node_ids(scene)
+    try:
+        colors = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "AlignSeriesSegmentColors")
+        colors.SetTypeToUser()
+        colors.SetNumberOfColors(max(values) + 1)
+        colors.SetColor(0, "Background", 0.0, 0.0, 0.0, 0.0)
+        for index, value in enumerate(values):
+            colors.SetColor(value, segmentation.GetNthSegment(index).GetName(), 1.0, 1.0, 1.0, 1.0)
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", node.GetName())
+        converted = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            node, segment_ids, labelmap, None, slicer.vtkSegmentation.EXTENT_UNION_OF_EFFECTIVE_SEGMENTS, colors)
+    finally:  # the label map, its display node, the colour table: everything the conversion added
+        temporary = [scene.GetNodeByID(node_id) for node_id in _node_ids(scene) - before]
+    try:
+        if not converted:
+            raise AlignSeriesError(f"the segmentation '{node.GetName()}' could not be converted to a label map")
+        labelmap.SetAndObserveTransformNodeID(node.GetTransformNodeID())
+        yield labelmap
+    finally:
+        for added in temporary:
+            if added is not None and added.GetScene() is not None:
+                scene.RemoveNode(added)
+
+
+def _node_ids(scene) -> set:
+    nodes = scene.GetNodes()
+    return {nodes.GetItemAsObject(n).GetID() for n in range(nodes.GetNumberOfItems())}
 
 
 # -- DICOM series on nodes -----------------------------------------------------------------------

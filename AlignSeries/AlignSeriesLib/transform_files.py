@@ -15,7 +15,7 @@ RAS points (Slicer's "to parent" matrix of the moving volume). On disk:
     (:func:`flirt_to_ras`).
 
 ITK files (``.h5``, ``.tfm``, ``.txt``) are "from parent" LPS transforms written and read by Slicer's
-transform storage node: see ``mrml.read_transform_file`` / ``mrml.write_transform_file``.
+transform storage node: see ``mrml_files.read_transform_file`` / ``mrml_files.write_transform_file``.
 All writers go through :func:`files.atomic_output` (no partial files, no overwrite without ``force``).
 """
 
@@ -270,7 +270,7 @@ def read_transform(path, *, moving_geometry: VolumeGeometry | None = None,
     Raises
     ------
     TransformFileError
-        For ITK files (read them with ``mrml.read_transform_file``), unknown suffixes, a FLIRT file
+        For ITK files (read them with ``mrml_files.read_transform_file``), unknown suffixes, a FLIRT file
         without geometries, or unreadable content.
     """
     kind = transform_file_kind(path)
@@ -279,7 +279,8 @@ def read_transform(path, *, moving_geometry: VolumeGeometry | None = None,
     if kind == "flirt":
         return read_flirt_file(path, *_flirt_geometries(path, moving_geometry, fixed_geometry))
     raise TransformFileError(f"{path}: {kind.upper()} transform files are read through Slicer "
-                             "(mrml.read_transform_file; a DICOM REG relates frames: use transform --registration)")
+                             "(mrml_files.read_transform_file; a DICOM REG relates frames: "
+                             "use transform --registration)")
 
 
 def write_transform(path, moving_to_fixed_ras, *, force: bool = False, frame: str = "RAS",

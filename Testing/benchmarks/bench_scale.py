@@ -9,7 +9,7 @@ Each stage runs in its own process, so that its peak resident memory (``ru_maxrs
 
 =================  ==========================================================================
 scan long          header scan of the 2000 files (``dicom_series.scan_dicom``)
-load long          scan + pixels into an MRML scene (``mrml.load_dicom_series``)
+load long          scan + pixels into an MRML scene (``operations.load_volumes``)
 SimpleITK long     the peer: ``ImageSeriesReader`` (GDCM file names + ``ReadImage``)
 load big           scan + pixels of the 512 x 512 x 1000 series
 SimpleITK big      the peer on the same files
