@@ -148,3 +148,21 @@ def test_png_names_come_from_the_series_object(reference_folder):
     for header in scan_dicom(folder).volumes[0].slices:
         dataset = by_file[header.path]
         assert dicom_export.png_slice_name(header) == f"{int(dataset.InstanceNumber):04d}_{dataset.SOPInstanceUID}.png"
+
+
+def test_missing_output_folders_are_created_and_removed_again_when_the_export_fails(scene, tmp_path,
+                                                                                    reference_folder):
+    folder, _, _ = reference_folder
+    reference = operations.load_reference(scene, folder)
+    volume = mrml.add_volume_node(scene, np.ones(reference.geometry.shape, np.int16), reference.geometry, "ones")
+    targets = operations.ExportTargets(volume_file=tmp_path / "new" / "deeper" / "ones.nrrd",
+                                       png_folder=tmp_path / "pictures" / "png")
+    written = operations.write_outputs(volume, reference, targets)
+    assert (tmp_path / "new" / "deeper" / "ones.nrrd").is_file() and len(written) == 1 + SLICES
+    failing = operations.ExportTargets(volume_file=tmp_path / "other" / "ones.nrrd",
+                                       dicom_folder=tmp_path / "never" / "dicom")
+    plain = operations.reference_of_node(mrml.add_volume_node(scene, np.zeros((2, 2, 2)),
+                                                              VolumeGeometry((2, 2, 2), np.eye(4)), "plain"))
+    with pytest.raises(AlignSeriesError, match="not loaded from DICOM"):
+        operations.write_outputs(mrml.add_volume_node(scene, np.zeros((2, 2, 2)), plain.geometry, "x"), plain, failing)
+    assert not (tmp_path / "never").exists() and not (tmp_path / "other").exists()

@@ -16,8 +16,9 @@ Progress callbacks have one polarity throughout: ``progress(fraction) -> bool``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,14 @@ import pydicom
 from . import alignment, dicom_export, dicom_reg, dicom_series, landmarks, mrml, mrml_files, preview, resample
 from .describe import dicom_volume_info, summary_line, volume_file_info
 from .dicom_series import DicomVolume
-from .errors import AlignSeriesError, AlignSeriesWarning, LandmarkError, ProgressCallback, TransformFileError
+from .errors import (
+    AlignSeriesError,
+    AlignSeriesWarning,
+    LandmarkError,
+    OutputExistsError,
+    ProgressCallback,
+    TransformFileError,
+)
 from .files import is_volume_file
 from .geometry import VolumeGeometry
 
@@ -368,7 +376,8 @@ def write_transform(transform_node, path, *, force: bool = False) -> Path:
     """
     scene = transform_node.GetScene()
     if not str(path).lower().endswith(".dcm"):
-        return mrml_files.write_transform_file(scene, transform_node, path, force=force)
+        with _output_folders(path):
+            return mrml_files.write_transform_file(scene, transform_node, path, force=force)
     fixed, moving = (mrml.dicom_series_of(transform_node.GetNodeReference(role))
                      for role in (mrml.FIXED_VOLUME_REFERENCE_ROLE, mrml.MOVING_VOLUME_REFERENCE_ROLE))
     if fixed is None or moving is None:
@@ -376,10 +385,11 @@ def write_transform(transform_node, path, *, force: bool = False) -> Path:
                                  "DICOM (this transform does not reference two such volumes)")
     fixed_header = pydicom.dcmread(fixed.files[0], stop_before_pixels=True)
     moving_class = pydicom.dcmread(moving.files[0], stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    return dicom_reg.write_registration(
-        path, mrml.transform_to_parent_matrix(transform_node),
-        _series_reference(fixed, fixed_header.SOPClassUID), _series_reference(moving, moving_class.SOPClassUID),
-        reference_dataset=fixed_header, force=force)
+    with _output_folders(path):
+        return dicom_reg.write_registration(
+            path, mrml.transform_to_parent_matrix(transform_node),
+            _series_reference(fixed, fixed_header.SOPClassUID), _series_reference(moving, moving_class.SOPClassUID),
+            reference_dataset=fixed_header, force=force)
 
 
 def _series_reference(series: DicomVolume, sop_class_uid: str) -> dicom_reg.SeriesReference:
@@ -494,6 +504,25 @@ def write_outputs(volume_node, reference: Reference, targets: ExportTargets, *,
     list of Path
         The files written (a DICOM or PNG folder's files each).
     """
+    _check_targets(reference, targets, slab)  # every output checked before any is written
+    with _output_folders(targets.volume_file, targets.dicom_folder, targets.png_folder, targets.preview):
+        return _write_targets(volume_node, reference, targets, slab)
+
+
+def _check_targets(reference: Reference, targets: ExportTargets, slab: tuple[int, int] | None) -> None:
+    """Refuse an export before anything is written: slices it cannot align with, outputs that exist."""
+    for folder in (targets.dicom_folder, targets.png_folder):
+        if folder:
+            _reference_slices(reference, slab, folder)
+            if Path(folder).is_dir() and any(Path(folder).iterdir()) and not targets.force:
+                raise OutputExistsError(f"output folder {folder} is not empty; use --force to replace it")
+    for path in (targets.volume_file, targets.preview):
+        if path and Path(path).exists() and not targets.force:
+            raise OutputExistsError(f"output exists, not overwritten (use --force): {path}")
+
+
+def _write_targets(volume_node, reference: Reference, targets: ExportTargets,
+                   slab: tuple[int, int] | None) -> list[Path]:
     written = []
     labelmap = volume_node.IsA("vtkMRMLLabelMapVolumeNode")
     if targets.volume_file:
@@ -542,6 +571,25 @@ def _reference_slices(reference: Reference, slab: tuple[int, int] | None, path) 
             "grid has no DICOM slices to align with: write a volume file instead")
     first, count = slab or (0, reference.geometry.dimensions[2])
     return reference.series.slices[first:first + count]
+
+
+@contextlib.contextmanager
+def _output_folders(*paths) -> Iterator[None]:
+    """Create the missing folders that will hold ``paths``; remove them again if the block fails."""
+    created: list[Path] = []
+    for path in paths:
+        if path:
+            missing = [folder for folder in Path(path).absolute().parents if not folder.exists()]
+            for folder in reversed(missing):
+                folder.mkdir()
+                created.append(folder)
+    try:
+        yield
+    except BaseException:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only while empty: nothing that was there is removed
+        raise
 
 
 def is_folder_output(path) -> bool:
