@@ -382,3 +382,16 @@ def test_nodes_leave_the_private_scene_with_their_objects():
     del other
     gc.collect()
     assert _scene.scene().GetNumberOfNodes() == before
+
+
+def test_the_readme_python_example_runs_as_written(tmp_path, ct_and_mask):
+    ct_folder, _, mask_path = ct_and_mask
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Python"):]
+    example = section[section.index("```python") + len("```python"):section.index("```\n")]
+    assert len(example.strip().splitlines()) == 5
+    for placeholder, path in (("CT_FOLDER", ct_folder), ("mask.nii.gz", mask_path), ("mask_png", tmp_path / "png")):
+        assert f'"{placeholder}"' in example
+        example = example.replace(f'"{placeholder}"', repr(str(path)))
+    exec(compile(example, "README.md", "exec"), {})
+    assert len(list((tmp_path / "png").glob("*.png"))) == CT_SLICES
