@@ -1,7 +1,9 @@
 # Two commands do all the setup on a fresh machine: `make demo` and `make test`.
-# Both create .venv with the pinned packages of requirements.txt (Python 3.11: slicer-core's wheels).
+# Both create .venv with the pinned packages of requirements.txt. Any CPython that slicer-core has wheels
+# for works (3.11-3.13): `make test PYTHON=python3.12 VENV=.venv312` keeps a second environment beside
+# the first. CI uses the default, python3.11.
 PYTHON ?= python3.11
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-output
