@@ -195,42 +195,16 @@ def run_resample(args) -> dict:
     """``alignseries resample``: the input on the reference grid, as a file or a DICOM series."""
     from . import mrml, operations
 
-    to_folder = operations.is_folder_output(args.output)
-    if args.crop_to_overlap and (args.png or to_folder):
-        raise AlignSeriesError("--crop-to-overlap gives a grid smaller than the reference, with no DICOM slices to "
-                               "align with: write a volume file (.nrrd, .nii.gz, .mha) and drop --png")
-    if args.slab and args.crop_to_overlap:
-        raise AlignSeriesError("--slab and --crop-to-overlap choose the output grid in two ways: give one")
-    scene = mrml.new_scene()
-    input_node = operations.load_one_volume(scene, args.input, index=args.input_volume, role="--input",
-                                            labelmap=args.labelmap or None)
-    reference = operations.load_reference(scene, args.reference, index=args.reference_volume)
-    transform = None
-    if args.transform:  # a FLIRT .mat is relative to the two grids: -in = the input, -ref = the reference
-        transform = operations.read_transform(scene, args.transform,
-                                              moving_geometry=mrml.volume_geometry(input_node, world=False),
-                                              fixed_geometry=reference.geometry)
-    slab = tuple(args.slab) if args.slab else None
-    output = operations.resample_volume(scene, input_node, operations.output_grid(reference, slab=slab),
-                                        transform_node=transform, interpolation=args.interpolation,
-                                        labelmap=args.labelmap or None, background=args.background,
-                                        crop_to_overlap=args.crop_to_overlap)
-    targets = operations.ExportTargets(volume_file=None if to_folder else args.output,
-                                       dicom_folder=args.output if to_folder else None,
-                                       png_folder=args.png, preview=args.preview, force=args.force)
-    written = operations.write_outputs(output, reference, targets, slab=slab)
-    document = {"output": [str(path) for path in written if not _is_extra(path, targets)],
-                "extras": [str(path) for path in written if _is_extra(path, targets)],
-                "geometry": mrml.volume_geometry(output).to_dict(),
-                "warnings": [warning.to_dict() for warning in mrml.node_warnings(output)]}
+    result = operations.resample_and_export(
+        mrml.new_scene(), args.input, args.reference, args.output, transform=args.transform,
+        interpolation=args.interpolation, labelmap=args.labelmap or None, background=args.background,
+        crop_to_overlap=args.crop_to_overlap, slab=args.slab, png_folder=args.png, preview=args.preview,
+        force=args.force, input_index=args.input_volume, reference_index=args.reference_volume)
+    document = {"output": [str(path) for path in result.outputs], "extras": [str(path) for path in result.extras],
+                "geometry": mrml.volume_geometry(result.volume_node).to_dict(),
+                "warnings": [warning.to_dict() for warning in mrml.node_warnings(result.volume_node)]}
     document["text"] = "\n".join(f"wrote {path}" for path in document["output"] + document["extras"])
     return document
-
-
-def _is_extra(path: Path, targets) -> bool:
-    """True for the optional pictures (PNG slices, fused preview) beside the main output."""
-    return (targets.png_folder is not None and Path(path).parent == Path(targets.png_folder)) or (
-        targets.preview is not None and Path(path) == Path(targets.preview))
 
 
 def run_demo(args) -> dict:
