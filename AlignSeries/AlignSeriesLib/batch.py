@@ -56,6 +56,8 @@ REQUIRED_COLUMNS = ("input", "reference", "output")
 OPTIONAL_COLUMNS = ("transform", "labelmap", "png", "interpolation")
 _YES = ("yes", "y", "true", "1")
 _NO = ("no", "n", "false", "0", "")
+#: Seconds to wait for an existing cluster's scheduler to answer (``--scheduler``).
+CONNECT_SECONDS = 30.0
 #: Seconds to wait for at least one worker of an existing cluster (``--scheduler``).
 WORKER_WAIT_SECONDS = 60.0
 
@@ -464,7 +466,7 @@ def _dask_client(scheduler: str | None, workers: int):
     with contextlib.ExitStack() as stack:
         if scheduler:
             try:
-                client = stack.enter_context(Client(scheduler, timeout="30s"))
+                client = stack.enter_context(Client(scheduler, timeout=CONNECT_SECONDS))
             except OSError as error:
                 raise AlignSeriesError(f"cannot reach the Dask scheduler {scheduler}: {error}") from None
             try:
