@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL_ERROR = 3
+#: ``batch``: the summary was printed, and at least one case failed.
+EXIT_CASES_FAILED = 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a bug: still one line for the user, the traceback only with --verbose
         logger.debug("internal error", exc_info=True)
         return _fail(f"internal error ({type(error).__name__}): {error}", EXIT_INTERNAL_ERROR)
+    status, error = document.pop("_exit_status", 0), document.pop("_error", None)
     try:
         if args.json:
             json.dump(_jsonable({k: v for k, v in document.items() if k != "text"}), sys.stdout, indent=1,
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # e.g. `alignseries info … | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-    return 0
+    return _fail(error, status) if error else status
 
 
 class UsageError(AlignSeriesError):
@@ -130,6 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_argument(resample, "volume file (.nrrd, .nii.gz, .mha) or a folder (ending in /) for DICOM")
     resample.set_defaults(handler=run_resample)
 
+    batch = commands.add_parser("batch", parents=[common], help="many resample jobs from a CSV manifest, on Dask",
+                                description="Run one `resample` job per manifest row on Dask: a local cluster of "
+                                            "single-threaded worker processes, or an existing cluster. Columns: input, "
+                                            "reference, output (relative to --output-dir; ending in / for DICOM), "
+                                            "optional transform, labelmap (yes/no), png (folder), interpolation. "
+                                            "A rerun skips the cases done earlier. Exit status 1 when a case failed.")
+    batch.add_argument("manifest", metavar="MANIFEST.csv", help="one row per case (input/reference/transform paths "
+                                                                "relative to the manifest's folder)")
+    batch.add_argument("--output-dir", required=True, metavar="DIR", help="folder for every case's outputs")
+    where = batch.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="worker processes of the local cluster (default: the number of cores)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="an existing Dask scheduler (tcp://HOST:PORT) whose workers see the same paths")
+    batch.add_argument("--force", action="store_true", help="redo the cases done earlier and replace their outputs")
+    batch.set_defaults(handler=run_batch)
+
     demo = commands.add_parser("demo", parents=[common], help="the whole job on a built-in synthetic pair")
     demo.add_argument("--output", default="demo-output", metavar="DIR", help="folder for the demo's outputs")
     demo.add_argument("--force", action="store_true", help="replace the outputs of an earlier demo run")
@@ -142,6 +162,16 @@ def _add_volume_argument(parser, flag: str, what: str) -> None:
                         help=f"{what}: DICOM folder or files, or a volume file")
     parser.add_argument(f"{flag}-volume", metavar="N", type=int, default=None,
                         help=f"which volume of {flag} to use when it holds several (1-based, as `info` lists them)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def _add_output_argument(parser, what: str) -> None:
@@ -198,41 +228,34 @@ def run_resample(args) -> dict:
     """``alignseries resample``: the input on the reference grid, as a file or a DICOM series."""
     from . import mrml, operations
 
-    to_folder = operations.is_folder_output(args.output)
-    if args.crop_to_overlap and (args.png or to_folder):
-        raise AlignSeriesError("--crop-to-overlap gives a grid smaller than the reference, with no DICOM slices to "
-                               "align with: write a volume file (.nrrd, .nii.gz, .mha) and drop --png")
-    if args.slab and args.crop_to_overlap:
-        raise AlignSeriesError("--slab and --crop-to-overlap choose the output grid in two ways: give one")
-    scene = mrml.new_scene()
-    input_node = operations.load_one_volume(scene, args.input, index=args.input_volume, role="--input",
-                                            labelmap=args.labelmap or None)
-    reference = operations.load_reference(scene, args.reference, index=args.reference_volume)
-    transform = None
-    if args.transform:  # a FLIRT .mat is relative to the two grids: -in = the input, -ref = the reference
-        transform = operations.read_transform(scene, args.transform,
-                                              moving_geometry=mrml.volume_geometry(input_node, world=False),
-                                              fixed_geometry=reference.geometry)
-    slab = tuple(args.slab) if args.slab else None
-    output = operations.resample_volume(scene, input_node, operations.output_grid(reference, slab=slab),
-                                        transform_node=transform, interpolation=args.interpolation,
-                                        labelmap=args.labelmap or None, background=args.background,
-                                        crop_to_overlap=args.crop_to_overlap)
-    targets = operations.ExportTargets(volume_file=None if to_folder else args.output,
-                                       dicom_folder=args.output if to_folder else None,
-                                       png_folder=args.png, preview=args.preview, force=args.force)
-    written = operations.write_outputs(output, reference, targets, slab=slab)
-    outputs = [str(path) for path in written if not _is_extra(path, targets)]
-    extras = [str(path) for path in written if _is_extra(path, targets)]
-    return {"output": outputs, "extras": extras, "geometry": mrml.volume_geometry(output).to_dict(),
-            "warnings": [warning.to_dict() for warning in mrml.node_warnings(output)],
-            "text": "\n".join(f"wrote {path}" for path in outputs + extras)}
+    result = operations.resample_and_export(
+        mrml.new_scene(), args.input, args.reference, args.output, transform=args.transform,
+        interpolation=args.interpolation, labelmap=args.labelmap or None, background=args.background,
+        crop_to_overlap=args.crop_to_overlap, slab=args.slab, png_folder=args.png, preview=args.preview,
+        force=args.force, input_index=args.input_volume, reference_index=args.reference_volume)
+    document = {"output": [str(path) for path in result.outputs], "extras": [str(path) for path in result.extras],
+                "geometry": mrml.volume_geometry(result.volume_node).to_dict(),
+                "warnings": [warning.to_dict() for warning in mrml.node_warnings(result.volume_node)]}
+    document["text"] = "\n".join(f"wrote {path}" for path in document["output"] + document["extras"])
+    return document
 
 
-def _is_extra(path: Path, targets) -> bool:
-    """True for the optional pictures (PNG slices, fused preview) beside the main output."""
-    return (targets.png_folder is not None and Path(path).parent == Path(targets.png_folder)) or (
-        targets.preview is not None and Path(path) == Path(targets.preview))
+def run_batch(args) -> dict:
+    """``alignseries batch``: one resample job per manifest row, on Dask; exit status 1 when a case failed."""
+    from . import batch
+
+    if not args.verbose:
+        batch.quiet_dask_logging()
+    terminal = batch.TerminalProgress() if sys.stderr.isatty() and not args.json else None
+    summary = batch.run_batch(args.manifest, args.output_dir, workers=args.workers, scheduler=args.scheduler,
+                              force=args.force, progress=terminal, on_cluster=terminal and terminal.cluster)
+    summary["text"] = batch.summary_text(summary)
+    if summary["failed"]:
+        first = next(result for result in summary["cases"] if result["status"] == "failed")
+        summary["_exit_status"] = EXIT_CASES_FAILED
+        summary["_error"] = (f"{summary['failed']} of {len(summary['cases'])} cases failed; the first, line "
+                             f"{first['row']}: {first['error']}")
+    return summary
 
 
 def run_demo(args) -> dict:

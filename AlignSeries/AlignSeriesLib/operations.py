@@ -596,3 +596,99 @@ def is_folder_output(path) -> bool:
     """True when a command-line output path names a folder (it ends in ``/`` or exists as one)."""
     return str(path).endswith(("/", "\\")) or Path(path).is_dir()
 
+
+
+# -- one whole resample job -----------------------------------------------------------------------
+
+
+@dataclass
+class ResampleExport:
+    """What :func:`resample_and_export` made: the resampled node and the files written.
+
+    Attributes
+    ----------
+    volume_node : vtkMRMLScalarVolumeNode or vtkMRMLLabelMapVolumeNode
+        The input on the reference grid (or its slab or overlap), in the scene.
+    written : list of Path
+        Every file written (a DICOM or PNG folder's files each).
+    targets : ExportTargets
+    """
+
+    volume_node: object
+    written: list[Path]
+    targets: ExportTargets
+
+    @property
+    def outputs(self) -> list[Path]:
+        """The main output's files (the volume file, or the DICOM folder's files)."""
+        return [path for path in self.written if not self._is_extra(path)]
+
+    @property
+    def extras(self) -> list[Path]:
+        """The optional pictures beside the main output (PNG slices, fused preview)."""
+        return [path for path in self.written if self._is_extra(path)]
+
+    def _is_extra(self, path: Path) -> bool:
+        png_folder, preview_file = self.targets.png_folder, self.targets.preview
+        return (png_folder is not None and Path(path).parent == Path(png_folder)) or (
+            preview_file is not None and Path(path) == Path(preview_file))
+
+
+def resample_and_export(scene, input_paths, reference_paths, output, *, transform=None, interpolation: str = "linear",
+                        labelmap: bool | None = None, background=None, crop_to_overlap: bool = False,
+                        slab: tuple[int, int] | None = None, png_folder=None, preview=None, force: bool = False,
+                        input_index: int | None = None, reference_index: int | None = None) -> ResampleExport:
+    """Load an input and a reference, resample the input onto the reference grid and write every output.
+
+    The whole job of ``alignseries resample``, for the command line and the batch runner alike.
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene
+    input_paths, reference_paths : str, Path or list of them
+        DICOM folders/files or one volume file each (:func:`load_volumes`).
+    output : str or Path
+        A volume file (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``), or a folder (ending in ``/`` or
+        existing) for a DICOM series aligned with a DICOM reference.
+    transform : str or Path, optional
+        Moving-to-fixed (input-to-reference) transform file; a FLIRT ``.mat`` is read against the
+        input's grid (``-in``) and the reference's (``-ref``).
+    interpolation : {"nearest", "linear", "cubic"}
+    labelmap : bool, optional
+        Treat the input as a label map; inferred from the file (``.seg.nrrd``) when None.
+    background : float, optional
+    crop_to_overlap : bool
+        Output only the part of the reference grid the input covers (volume file outputs only).
+    slab : (first, count), optional
+        Output only these reference slices.
+    png_folder, preview : str or Path, optional
+        Also write one PNG per reference slice, and a fused picture.
+    force : bool
+        Replace existing outputs.
+    input_index, reference_index : int, optional
+        Which volume (1-based) of paths that hold several.
+
+    Raises
+    ------
+    AlignSeriesError
+        For contradictory options, and everything that loading, resampling and writing raise.
+    """
+    to_folder = is_folder_output(output)
+    if crop_to_overlap and (png_folder or to_folder):
+        raise AlignSeriesError("--crop-to-overlap gives a grid smaller than the reference, with no DICOM slices to "
+                               "align with: write a volume file (.nrrd, .nii.gz, .mha) and drop --png")
+    if slab and crop_to_overlap:
+        raise AlignSeriesError("--slab and --crop-to-overlap choose the output grid in two ways: give one")
+    input_node = load_one_volume(scene, input_paths, index=input_index, role="--input", labelmap=labelmap or None)
+    reference = load_reference(scene, reference_paths, index=reference_index)
+    transform_node = None
+    if transform:  # a FLIRT .mat is relative to the two grids: -in = the input, -ref = the reference
+        transform_node = read_transform(scene, transform, moving_geometry=mrml.volume_geometry(input_node, world=False),
+                                        fixed_geometry=reference.geometry)
+    slab = tuple(slab) if slab else None
+    output_node = resample_volume(scene, input_node, output_grid(reference, slab=slab), transform_node=transform_node,
+                                  interpolation=interpolation, labelmap=labelmap or None, background=background,
+                                  crop_to_overlap=crop_to_overlap)
+    targets = ExportTargets(volume_file=None if to_folder else output, dicom_folder=output if to_folder else None,
+                            png_folder=png_folder, preview=preview, force=force)
+    return ResampleExport(output_node, write_outputs(output_node, reference, targets, slab=slab), targets)
