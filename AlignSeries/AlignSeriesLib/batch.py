@@ -156,7 +156,7 @@ def _case(folder: Path, line: int, cells: dict) -> Case:
 
 def _check_outputs(path: Path, cases: list[Case]) -> None:
     """Every output and PNG folder is a new place inside the output folder, given to one case only."""
-    owners = {}
+    owners: dict[str, int] = {}
     for case in cases:
         for column, text in (("output", case.output), ("png", case.png)):
             if text is None:
@@ -175,7 +175,7 @@ def _check_outputs(path: Path, cases: list[Case]) -> None:
 # -- one case (runs on a worker) ------------------------------------------------------------------
 
 
-def run_case(case: Case, output_dir: str, force: bool = False) -> dict:
+def run_case(case: Case, output_dir: str | Path, force: bool = False) -> dict:
     """Run one case as ``alignseries resample`` would, and write its completion record.
 
     Never raises for a problem of the case itself: the result says ``failed`` with one error line.
@@ -189,8 +189,8 @@ def run_case(case: Case, output_dir: str, force: bool = False) -> dict:
         ``peak_memory_mib`` (the worker process's peak resident memory so far).
     """
     start = time.perf_counter()
-    output_dir = Path(output_dir)
-    record_path = _record_path(output_dir, case)
+    output_root = Path(output_dir)
+    record_path = _record_path(output_root, case)
     result = {"row": case.row, "input": case.input, "reference": case.reference, "output": case.output,
               "status": "failed", "seconds": None, "outputs": [], "extras": [], "error": None, "warnings": [],
               "log": []}
@@ -200,7 +200,7 @@ def run_case(case: Case, output_dir: str, force: bool = False) -> dict:
             previous = _read_record(record_path)
             claimed = force or bool(previous and previous.get("claimed"))
             options = _case_options(case)
-            targets = _output_targets(case, output_dir)
+            targets = _output_targets(case, output_root)
             _remove_leftovers(targets)
             if not claimed:
                 _refuse_existing(targets)
@@ -304,12 +304,22 @@ def _worker_name() -> str | None:
         return None
 
 
+class _ListHandler(logging.Handler):
+    """A logging handler that appends ``level: message`` lines (warnings and above) to a list."""
+
+    def __init__(self, messages: list[str]):
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.levelname.lower()}: {record.getMessage()}")
+
+
 @contextlib.contextmanager
 def _collected_log() -> Iterator[list[str]]:
     """Collect what AlignSeriesLib logs (warnings and above) during a case, instead of a worker's stderr."""
     messages: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: messages.append(f"{record.levelname.lower()}: {record.getMessage()}")
+    handler = _ListHandler(messages)
     package = logging.getLogger(__package__)
     propagate = package.propagate
     package.addHandler(handler)

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a bug: still one line for the user, the traceback only with --verbose
         logger.debug("internal error", exc_info=True)
         return _fail(f"internal error ({type(error).__name__}): {error}", EXIT_INTERNAL_ERROR)
-    status, error = document.pop("_exit_status", 0), document.pop("_error", None)
+    status, failure = document.pop("_exit_status", 0), document.pop("_error", None)
     try:
         if args.json:
             json.dump(_jsonable({k: v for k, v in document.items() if k != "text"}), sys.stdout, indent=1,
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # e.g. `alignseries info … | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-    return _fail(error, status) if error else status
+    return _fail(failure, status) if failure else status
 
 
 class UsageError(AlignSeriesError):
@@ -233,11 +233,10 @@ def run_resample(args) -> dict:
         interpolation=args.interpolation, labelmap=args.labelmap or None, background=args.background,
         crop_to_overlap=args.crop_to_overlap, slab=args.slab, png_folder=args.png, preview=args.preview,
         force=args.force, input_index=args.input_volume, reference_index=args.reference_volume)
-    document = {"output": [str(path) for path in result.outputs], "extras": [str(path) for path in result.extras],
-                "geometry": mrml.volume_geometry(result.volume_node).to_dict(),
-                "warnings": [warning.to_dict() for warning in mrml.node_warnings(result.volume_node)]}
-    document["text"] = "\n".join(f"wrote {path}" for path in document["output"] + document["extras"])
-    return document
+    outputs, extras = [str(path) for path in result.outputs], [str(path) for path in result.extras]
+    return {"output": outputs, "extras": extras, "geometry": mrml.volume_geometry(result.volume_node).to_dict(),
+            "warnings": [warning.to_dict() for warning in mrml.node_warnings(result.volume_node)],
+            "text": "\n".join(f"wrote {path}" for path in outputs + extras)}
 
 
 def run_batch(args) -> dict:
@@ -248,7 +247,8 @@ def run_batch(args) -> dict:
         batch.quiet_dask_logging()
     terminal = batch.TerminalProgress() if sys.stderr.isatty() and not args.json else None
     summary = batch.run_batch(args.manifest, args.output_dir, workers=args.workers, scheduler=args.scheduler,
-                              force=args.force, progress=terminal, on_cluster=terminal and terminal.cluster)
+                              force=args.force, progress=terminal,
+                              on_cluster=terminal.cluster if terminal else None)
     summary["text"] = batch.summary_text(summary)
     if summary["failed"]:
         first = next(result for result in summary["cases"] if result["status"] == "failed")

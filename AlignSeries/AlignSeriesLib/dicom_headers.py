@@ -288,8 +288,9 @@ def _pixel_layout(path: str, dataset: Dataset) -> PixelLayout:
         )
     element = dataset.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
     syntax = str(dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))
-    native = not UID(syntax).is_encapsulated and element.length != 0xFFFFFFFF
-    offset, length = (element.value_tell, element.length) if native and hasattr(element, "value_tell") else (None, None)
+    value_length = getattr(element, "length", None)  # a RawDataElement's or deferred element's byte length
+    native = not UID(syntax).is_encapsulated and value_length != 0xFFFFFFFF
+    offset, length = (element.value_tell, value_length) if native and hasattr(element, "value_tell") else (None, None)
     bits_stored = _optional_int(path, dataset, "BitsStored", "(0028,0101)", bits_allocated)
     representation = _optional_int(path, dataset, "PixelRepresentation", "(0028,0103)", 0)
     if not 1 <= bits_stored <= bits_allocated or representation not in (0, 1):
@@ -305,7 +306,7 @@ def _pixel_layout(path: str, dataset: Dataset) -> PixelLayout:
 
 
 def _check_pixel_length(path: str, dataset: Dataset, layout: PixelLayout) -> None:
-    if layout.length is None:
+    if layout.length is None or layout.offset is None:
         return
     rows = _required_int(path, dataset, "Rows", "(0028,0010)")
     columns = _required_int(path, dataset, "Columns", "(0028,0011)")
@@ -429,17 +430,23 @@ def _required_vector(where: str, dataset: Dataset, keyword: str, tag: str, size:
 
 
 def _required_int(path: str, dataset: Dataset, keyword: str, tag: str) -> int:
-    value = _optional_int(path, dataset, keyword, tag, None)
+    value = _int_or_absent(path, dataset, keyword, tag)
     if value is None or value <= 0:
         raise DicomError(f"{path}: missing or invalid {keyword} {tag}: {dataset.get(keyword)!r}")
     return value
 
 
-def _optional_int(path: str, dataset: Dataset, keyword: str, tag: str, default: int | None) -> int | None:
+def _optional_int(path: str, dataset: Dataset, keyword: str, tag: str, default: int) -> int:
     """An integer element, ``default`` when absent or empty; a DicomError naming the tag when not an integer."""
+    value = _int_or_absent(path, dataset, keyword, tag)
+    return default if value is None else value
+
+
+def _int_or_absent(path: str, dataset: Dataset, keyword: str, tag: str) -> int | None:
+    """An integer element, None when absent or empty; a DicomError naming the tag when not an integer."""
     value = dataset.get(keyword)
     if value is None or value == "":
-        return default
+        return None
     try:
         return int(value)
     except (TypeError, ValueError):

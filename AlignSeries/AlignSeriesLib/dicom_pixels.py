@@ -200,6 +200,8 @@ def _read_tiles(headers: Sequence[SliceHeader], shape) -> np.ndarray:
         if stored is None:
             stored = np.empty(shape, dtype=image.dtype)
         stored[k] = plane
+    if stored is None:
+        raise DicomError("no slices to read")
     return stored
 
 

@@ -685,7 +685,7 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
     if transform:  # a FLIRT .mat is relative to the two grids: -in = the input, -ref = the reference
         transform_node = read_transform(scene, transform, moving_geometry=mrml.volume_geometry(input_node, world=False),
                                         fixed_geometry=reference.geometry)
-    slab = tuple(slab) if slab else None
+    slab = (int(slab[0]), int(slab[1])) if slab else None
     output_node = resample_volume(scene, input_node, output_grid(reference, slab=slab), transform_node=transform_node,
                                   interpolation=interpolation, labelmap=labelmap or None, background=background,
                                   crop_to_overlap=crop_to_overlap)

@@ -183,8 +183,7 @@ def landmarks(fixed_points, moving_points, mode: str = "rigid", match: str = "or
 
 def _owned_result(result: TransformResult, *volumes) -> TransformResult:
     """Tie the result's transform node to the result's life, and keep the volumes it references alive."""
-    result._volumes = volumes  # the node references them (FLIRT .mat and DICOM REG outputs need them)
-    _scene.own(result, result.transform_node)
+    _scene.own(result, result.transform_node, *volumes)  # the node references them (FLIRT .mat, DICOM REG)
     return result
 
 
@@ -230,7 +229,8 @@ def resample(volume: Volume, reference, transform=None, interpolation: str = "li
     transform_node, temporary = _transform_node(transform, volume, ref)
     try:
         output = operations.resample_volume(
-            _scene.scene(), input_node, operations.output_grid(ref, slab=tuple(slab) if slab else None),
+            _scene.scene(), input_node,
+            operations.output_grid(ref, slab=(int(slab[0]), int(slab[1])) if slab else None),
             transform_node=transform_node, interpolation=interpolation, labelmap=labelmap,
             background=background, progress=progress, crop_to_overlap=crop_to_overlap)
     finally:

@@ -23,9 +23,16 @@ def scene():
     return _SCENE
 
 
-def own(owner, node) -> None:
-    """Remove ``node`` (with its display and storage nodes) from the scene when ``owner`` is collected."""
-    weakref.finalize(owner, mrml.remove_with_helpers, scene(), node)
+def own(owner, node, *keep_alive) -> None:
+    """Remove ``node`` (with its display and storage nodes) from the scene when ``owner`` is collected.
+
+    The objects in ``keep_alive`` (e.g. the volumes a transform node references) live at least as long.
+    """
+    weakref.finalize(owner, _remove, scene(), node, keep_alive)
+
+
+def _remove(scene_, node, keep_alive) -> None:
+    mrml.remove_with_helpers(scene_, node)
 
 
 def remove(node) -> None:
