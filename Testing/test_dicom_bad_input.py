@@ -196,3 +196,21 @@ def test_classic_multi_frame_file_without_per_frame_positions_is_refused(tmp_pat
     with pytest.raises(DicomError, match=r"NumberOfFrames \(0028,0008\) is 2 but there is no "
                                          r"PerFrameFunctionalGroupsSequence .*unknown multi-frame packing"):
         dicom_series.scan_dicom(tmp_path)
+
+
+@pytest.mark.parametrize("error", [TypeError("dcmread() got an unexpected keyword argument 'defer_size'"),
+                                   AttributeError("module 'pydicom' has no attribute 'x'")])
+def test_an_incompatible_pydicom_is_named_never_reported_as_a_corrupt_file(tmp_path, monkeypatch, error):
+    """What an older pydicom (Slicer 5.10's 2.4) raises is about the library, not about the file."""
+    write_phantom_series(tmp_path, stack_positions((0, 0, 0), ORIENTATIONS["axial"], [0.0, 2.0]))
+    from AlignSeriesLib import dicom_headers
+
+    def incompatible(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(dicom_headers.pydicom, "dcmread", incompatible)
+    with pytest.raises(DicomError) as raised:
+        dicom_series.scan_dicom(tmp_path)
+    message = str(raised.value)
+    assert "corrupt" not in message and f"pydicom {pydicom.__version__} could not read" in message
+    assert "needs pydicom >= 3" in message and type(error).__name__ in message

@@ -45,7 +45,10 @@ ORIENTATION_REJECT_ATOL = 0.02
 MAX_COORDINATE_MM = 1e6
 
 _PIXEL_DATA_TAG = 0x7FE00010
-_READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, IndexError, struct.error)
+_READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, IndexError, struct.error)
+#: Errors of a call that does not fit the installed pydicom (or of an element pydicom cannot convert):
+#: not evidence that the file is corrupt, so never reported as such.
+_API_ERRORS = (TypeError, AttributeError)
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,9 @@ def read_headers(path) -> list[SliceHeader] | FileNote:
         return FileNote(path, f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)")
     except DicomError as error:
         return FileNote(path, str(error), _series_uid_or_none(path))
+    except _API_ERRORS as error:  # a malformed element, or a pydicom whose API differs from the one AlignSeries needs
+        return FileNote(path, f"{path}: pydicom {pydicom.__version__} could not read this file "
+                              f"({type(error).__name__}: {error}); AlignSeries needs pydicom >= 3")
     except _READ_ERRORS as error:
         return FileNote(path, f"{path}: corrupt or truncated DICOM file ({type(error).__name__}: {error})")
 
@@ -234,7 +240,7 @@ def _unreadable_reason(path: str) -> str | None:
 def _series_uid_or_none(path: str) -> str | None:
     try:
         return str(pydicom.dcmread(path, specific_tags=["SeriesInstanceUID"]).get("SeriesInstanceUID", "")) or None
-    except _READ_ERRORS:
+    except _READ_ERRORS + _API_ERRORS:
         return None
 
 
