@@ -95,3 +95,13 @@ def test_jpeg_lossless_series_is_read_by_slicer_in_the_computed_order(scene):
     np.testing.assert_array_equal(mrml.volume_array(node), truth)
     np.testing.assert_allclose(node_matrix(node), volume.geometry.ijk_to_ras, atol=1e-9)
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 1  # the reader's temporary node is gone
+
+
+def test_a_zero_rescale_slope_is_read_as_not_set_instead_of_blanking_the_image(tmp_path, scene):
+    """RescaleSlope 0 (seen in broken exports) would make every voxel the intercept: it is read as 1."""
+    positions = stack_positions((0.0, 0.0, 0.0), ORIENTATIONS["axial"], np.arange(3) * 2.0)
+    files, pixels = write_phantom_series(tmp_path, positions, RescaleSlope=0, RescaleIntercept=-1024)
+    node, = operations.load_volumes(scene, tmp_path)
+    voxels = mrml.volume_array(node)
+    assert np.ptp(pixels) > 0 and np.ptp(voxels) == np.ptp(pixels)
+    np.testing.assert_array_equal(voxels, pixels.astype(np.int32) - 1024)
