@@ -57,7 +57,7 @@ def test_label_png_export_reads_each_reference_header_once_and_no_reference_pixe
     assert calls["pixels"] == 0, "a reference used as a grid had its pixels read"
     assert sorted(calls["headers"]) == sorted(str(f) for f in files)
     assert set(calls["headers"].values()) == {1}, calls["headers"]
-    assert len(list((tmp_path / "png").iterdir())) == SLICES
+    assert len(list((tmp_path / "png").glob("*.png"))) == SLICES and (tmp_path / "png" / "index.csv").is_file()
 
 
 def test_dicom_export_opens_each_reference_file_once_after_the_scan(scene, tmp_path, reference_folder, monkeypatch):
@@ -158,7 +158,7 @@ def test_missing_output_folders_are_created_and_removed_again_when_the_export_fa
     targets = operations.ExportTargets(volume_file=tmp_path / "new" / "deeper" / "ones.nrrd",
                                        png_folder=tmp_path / "pictures" / "png")
     written = operations.write_outputs(volume, reference, targets)
-    assert (tmp_path / "new" / "deeper" / "ones.nrrd").is_file() and len(written) == 1 + SLICES
+    assert (tmp_path / "new" / "deeper" / "ones.nrrd").is_file() and len(written) == 1 + SLICES + 1  # the volume, the PNGs, index.csv
     failing = operations.ExportTargets(volume_file=tmp_path / "other" / "ones.nrrd",
                                        dicom_folder=tmp_path / "never" / "dicom")
     plain = operations.reference_of_node(mrml.add_volume_node(scene, np.zeros((2, 2, 2)),

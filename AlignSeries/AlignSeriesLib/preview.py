@@ -54,8 +54,8 @@ def png_bytes(image) -> bytes:
 
     Parameters
     ----------
-    image : (rows, columns) or (rows, columns, 3) array_like of uint8
-        Row 0 is the top of the picture.
+    image : (rows, columns) or (rows, columns, 3) array_like of uint8, or (rows, columns) of uint16
+        Row 0 is the top of the picture. uint16 gives a 16-bit greyscale PNG.
 
     Returns
     -------
@@ -63,8 +63,11 @@ def png_bytes(image) -> bytes:
         The PNG file's content.
     """
     image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-        raise AlignSeriesError(f"a picture must be uint8 (rows, columns[, 3]), got {image.dtype} {image.shape}")
+    sixteen_bit = image.dtype == np.uint16 and image.ndim == 2
+    if not sixteen_bit and (image.dtype != np.uint8 or image.ndim not in (2, 3)
+                            or (image.ndim == 3 and image.shape[2] != 3)):
+        raise AlignSeriesError(f"a picture must be uint8 (rows, columns[, 3]) or uint16 (rows, columns), "
+                               f"got {image.dtype} {image.shape}")
     components = 1 if image.ndim == 2 else 3
     bottom_up = np.ascontiguousarray(image[::-1]).reshape(-1, components)
     vtk_image = vtk.vtkImageData()
