@@ -158,7 +158,8 @@ def test_missing_output_folders_are_created_and_removed_again_when_the_export_fa
     targets = operations.ExportTargets(volume_file=tmp_path / "new" / "deeper" / "ones.nrrd",
                                        png_folder=tmp_path / "pictures" / "png")
     written = operations.write_outputs(volume, reference, targets)
-    assert (tmp_path / "new" / "deeper" / "ones.nrrd").is_file() and len(written) == 1 + SLICES + 1  # the volume, the PNGs, index.csv
+    assert (tmp_path / "new" / "deeper" / "ones.nrrd").is_file()
+    assert len(written) == 1 + SLICES + 1  # the volume, the PNGs, index.csv
     failing = operations.ExportTargets(volume_file=tmp_path / "other" / "ones.nrrd",
                                        dicom_folder=tmp_path / "never" / "dicom")
     plain = operations.reference_of_node(mrml.add_volume_node(scene, np.zeros((2, 2, 2)),

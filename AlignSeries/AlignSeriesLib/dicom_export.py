@@ -371,7 +371,8 @@ def _png_index(reference_slices: Sequence[SliceHeader], paths: list[Path], first
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(PNG_INDEX_COLUMNS)
-    center, width = ("", "") if window is None else (f"{(window[0] + window[1]) / 2:.6g}", f"{window[1] - window[0]:.6g}")
+    center, width = ("", "") if window is None else (f"{(window[0] + window[1]) / 2:.6g}",
+                                                     f"{window[1] - window[0]:.6g}")
     for k, (reference, path) in enumerate(zip(reference_slices, paths, strict=True)):
         position = "\\".join(f"{value:.6g}" for value in reference.position_lps)
         writer.writerow([path.name, reference.sop_instance_uid, reference.instance_number or "", first_k + k, position,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import alignment, dicom_export, files, dicom_reg, dicom_series, landmarks, mrml, mrml_files, preview, resample
+from . import alignment, dicom_export, dicom_reg, dicom_series, files, landmarks, mrml, mrml_files, preview, resample
 from .describe import dicom_volume_info, summary_line, volume_file_info
 from .dicom_series import DicomVolume
 from .errors import (
