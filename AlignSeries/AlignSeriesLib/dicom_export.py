@@ -521,8 +521,9 @@ def _slice_dataset(reference: Dataset, frame: int | None, pixels_ji: np.ndarray,
     if "FrameOfReferenceUID" not in dataset:
         raise DicomError(f"reference {reference.get('SOPInstanceUID', '?')} has no FrameOfReferenceUID")
     dataset.SOPClassUID = identity.sop_class_uid
-    dataset.SOPInstanceUID = generate_uid(entropy_srcs=[str(identity.series_instance_uid),
-                                                        str(reference.get("SOPInstanceUID", "")), str(frame)])  # the same slice of one series: one UID
+    # derived from the series and the reference slice: the same slice of one series keeps one UID
+    dataset.SOPInstanceUID = generate_uid(entropy_srcs=[
+        str(identity.series_instance_uid), str(reference.get("SOPInstanceUID", "")), str(frame)])
     dataset.ImageType = ["DERIVED", "SECONDARY"]
     _set_series(dataset, identity, number)
     _set_derivation(dataset, reference, frame, identity)

@@ -339,14 +339,34 @@ def compute_landmark_transform(scene, fixed_points, moving_points, mode: str, *,
     moving, moving_labels = points_and_labels(scene, moving_points, "moving points")
     pairing = landmarks.match_points(fixed, moving, by=match, fixed_labels=fixed_labels, moving_labels=moving_labels)
     result = landmarks.register_landmarks(fixed, pairing.reorder(moving), mode=mode, weights=weights)
+    disagreement = _labels_pair_otherwise(fixed, moving, fixed_labels, moving_labels, pairing, result.rms_error,
+                                          mode=mode, weights=weights)
     node = mrml.set_linear_transform(scene, result.moving_to_fixed_ras, transform_node=transform_node,
                                      fixed_volume=fixed_volume, name="LandmarkTransform")
     labels = fixed_labels if fixed_labels and all(fixed_labels) else [str(n + 1) for n in range(len(fixed))]
     target_ras = mrml.volume_geometry(fixed_volume).center_ras if fixed_volume is not None else fixed.mean(axis=0)
     return TransformResult(node, mode, result.moving_to_fixed_ras, None, f"{mode} fit to {len(fixed)} landmark pairs",
-                           list(pairing.warnings) + list(result.warnings), result.rms_error, result.residuals,
+                           list(pairing.warnings) + disagreement + list(result.warnings), result.rms_error,
+                           result.residuals,
                            labels, result.leave_one_out_errors,
                            float(result.target_registration_error(target_ras)), target_ras)
+
+
+def _labels_pair_otherwise(fixed, moving, fixed_labels, moving_labels, pairing, rms_error: float, *, mode: str,
+                           weights) -> list[AlignSeriesWarning]:
+    """A ``labels_disagree_with_order`` warning when points paired by order carry labels that pair them otherwise."""
+    if pairing.method != "order" or not landmarks.labels_usable(fixed_labels, moving_labels):
+        return []
+    by_labels = landmarks.match_points(fixed, moving, by="labels", fixed_labels=fixed_labels,
+                                       moving_labels=moving_labels)
+    if np.array_equal(by_labels.moving_order, pairing.moving_order):
+        return []
+    label_rms = landmarks.register_landmarks(fixed, by_labels.reorder(moving), mode=mode, weights=weights).rms_error
+    differing = int(np.count_nonzero(by_labels.moving_order != pairing.moving_order))
+    return [AlignSeriesWarning("labels_disagree_with_order", (
+        f"points were paired by list order, but their labels pair {differing} of {len(fixed)} points differently "
+        f"(expected: the same pairs): RMS error {rms_error:.2f} mm by order, {label_rms:.2f} mm by labels; "
+        "use --match labels if the labels are right"))]
 
 
 def points_and_labels(scene, source, role: str) -> tuple[np.ndarray, list[str]]:
@@ -636,10 +656,11 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets, sl
         array = _slice_array(volume_node, reference, slab, export.source)
     if targets.dicom_folder:
         folder = staging.folder(targets.dicom_folder, merge=export.merge_dicom)
+        description, timestamp = _existing_series(targets, export)
         written += dicom_export.write_dicom_files(
-            array, slices, folder, series_description=f"{volume_node.GetName()} (AlignSeries)", labelmap=labelmap,
-            encoding=_whole_export_encoding(volume_node, export.source, labelmap),
-            series_instance_uid=export.series_uid, series_timestamp=_series_timestamp(targets, export))
+            array, slices, folder, series_description=description or f"{volume_node.GetName()} (AlignSeries)",
+            labelmap=labelmap, encoding=_whole_export_encoding(volume_node, export.source, labelmap),
+            series_instance_uid=export.series_uid, series_timestamp=timestamp)
     if targets.png_folder:
         window = None if targets.png_window is None else _window_of_center_width(*targets.png_window)
         written += dicom_export.write_png_files(array, slices, staging.folder(targets.png_folder), labelmap=labelmap,
@@ -665,16 +686,18 @@ def _window_of_center_width(center: float, width: float) -> tuple[float, float]:
     return float(center) - float(width) / 2, float(center) + float(width) / 2
 
 
-def _series_timestamp(targets: ExportTargets, export: _SliceExport):
-    """The SeriesDate/Time of the slabs already in the folder, so that the added slab keeps them."""
+def _existing_series(targets: ExportTargets, export: _SliceExport) -> tuple[str | None, datetime.datetime | None]:
+    """SeriesDescription and SeriesDate/Time of the slabs already in the folder, so that an added slab keeps them."""
     if not export.merge_dicom:
-        return None
+        return None, None
     first = next(Path(targets.dicom_folder).glob("*.dcm"))
-    header = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["SeriesDate", "SeriesTime"])
+    header = pydicom.dcmread(first, stop_before_pixels=True,
+                             specific_tags=["SeriesDescription", "SeriesDate", "SeriesTime"])
     try:
-        return datetime.datetime.strptime(f"{header.SeriesDate}{str(header.SeriesTime)[:6]}", "%Y%m%d%H%M%S")
+        timestamp = datetime.datetime.strptime(f"{header.SeriesDate}{str(header.SeriesTime)[:6]}", "%Y%m%d%H%M%S")
     except (AttributeError, ValueError):
-        return None
+        timestamp = None
+    return header.get("SeriesDescription"), timestamp
 
 
 def _whole_export_encoding(volume_node, source: ExportSource | None, labelmap: bool) -> dicom_export.PixelEncoding:
@@ -879,6 +902,9 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
     if mismatch is not None:
         logger.warning("%s", mismatch.message)
         mrml.set_node_warnings(output_node, [*mrml.node_warnings(output_node), mismatch])
+    if to_folder and series_uid is None and reference.series is not None:  # the same for every slab of this job
+        series_uid = dicom_export.derived_series_uid(reference.series.series_instance_uid,
+                                                     *(Path(path).resolve().name for path in _as_paths(input_paths)))
     targets = ExportTargets(volume_file=None if to_folder else output, dicom_folder=output if to_folder else None,
                             png_folder=png_folder, preview=preview, force=force, png_window=png_window,
                             series_uid=series_uid, preview_at_ras=preview_at_ras)
