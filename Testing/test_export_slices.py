@@ -26,7 +26,7 @@ LABELS = 300  # more than 255: 16-bit PNGs, more than 16: resampled by nearest n
 
 
 def label_volume(scene, covering: VolumeGeometry, path, spacing: float = 1.3):
-    """A label map file (values 0..LABELS-1, changing every voxel along each axis) on a rotated grid around ``covering``."""
+    """A label map file (values 1..LABELS-1, changing every voxel along each axis) on a rotated grid around it."""
     angle = np.radians(8.0)
     directions = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
     extent = np.ptp(covering.bounds_ras, axis=1) + 20

@@ -355,7 +355,8 @@ def compute_landmark_transform(scene, fixed_points, moving_points, mode: str, *,
 def _labels_pair_otherwise(fixed, moving, fixed_labels, moving_labels, pairing, rms_error: float, *, mode: str,
                            weights) -> list[AlignSeriesWarning]:
     """A ``labels_disagree_with_order`` warning when points paired by order carry labels that pair them otherwise."""
-    if pairing.method != "order" or not landmarks.labels_usable(fixed_labels, moving_labels):
+    if (pairing.method != "order" or len(fixed_labels or []) != len(fixed)
+            or not landmarks.labels_usable(fixed_labels, moving_labels)):
         return []
     by_labels = landmarks.match_points(fixed, moving, by="labels", fixed_labels=fixed_labels,
                                        moving_labels=moving_labels)
