@@ -165,7 +165,8 @@ def test_a_label_mask_comes_back_exactly_on_the_dicom_grid(first_run):
     _, summary, _, output = first_run
     case = by_line(summary)[2]
     assert case["outputs"] == [str(output / "masks" / "mask.nii.gz")]
-    assert len(case["extras"]) == SLICES and all(Path(p).parent == output / "png" / "mask" for p in case["extras"])
+    assert len(case["extras"]) == SLICES + 1  # the PNGs and index.csv
+    assert all(Path(p).parent == output / "png" / "mask" for p in case["extras"])
     written = nib.load(output / "masks" / "mask.nii.gz")
     np.testing.assert_allclose(written.affine, REFERENCE_IJK_TO_RAS, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(written.dataobj), truth_labels().transpose(2, 1, 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from AlignSeriesLib.dicom_export import export_png_slices, pixel_encoding, write
 from AlignSeriesLib.dicom_headers import read_headers
 from AlignSeriesLib.errors import AlignSeriesError, DicomError, OutputExistsError
 from AlignSeriesLib.geometry import VolumeGeometry
-from AlignSeriesLib.preview import LABEL_COLORS
 from AlignSeriesLib.resample import geometry_covering, resample_to_geometry
 
 ROWS, COLUMNS, SLICES = 6, 8, 5
@@ -66,9 +66,14 @@ def write_reference_series(folder: Path, modality: str = "CT", shuffle_instance_
 
 
 def read_series(folder: Path) -> list[pydicom.Dataset]:
-    """The exported instances in InstanceNumber order (which the exporter makes k order)."""
+    """The exported instances in k order: sorted by ImagePositionPatient along the slice normal."""
     datasets = [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
-    return sorted(datasets, key=lambda d: int(d.InstanceNumber))
+
+    def along_normal(dataset: pydicom.Dataset) -> float:
+        orientation = np.array(dataset.ImageOrientationPatient, dtype=float)
+        return float(np.dot(np.cross(orientation[:3], orientation[3:]), np.array(dataset.ImagePositionPatient, float)))
+
+    return sorted(datasets, key=along_normal)
 
 
 def stored_values(dataset: pydicom.Dataset) -> np.ndarray:
@@ -110,8 +115,13 @@ def test_series_is_aligned_slice_for_slice_with_the_reference(tmp_path, referenc
     paths = write_dicom_series(array, slices_of(reference_files), tmp_path / "out",
                                series_description="resampled")
     exported = read_series(tmp_path / "out")
-    assert [Path(p).name for p in paths] == sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert sorted(Path(p).name for p in paths) == sorted(p.name for p in (tmp_path / "out").iterdir())
     assert_aligned_slice_for_slice(exported, reference_files)
+    for path, dataset, reference_path in zip(paths, exported, reference_files, strict=True):
+        reference = pydicom.dcmread(reference_path, stop_before_pixels=True)
+        assert Path(path).name == f"{reference.SOPInstanceUID}.dcm"  # unique per reference slice
+        assert dataset.InstanceNumber == reference.InstanceNumber  # the reference slice's, not k + 1
+        assert float(dataset.RescaleSlope) == 1 and float(dataset.RescaleIntercept) == 0
     assert len({d.SeriesInstanceUID for d in exported}) == 1 and len({d.SOPInstanceUID for d in exported}) == SLICES
     assert all(d.SOPClassUID == CTImageStorage and list(d.ImageType)[:2] == ["DERIVED", "SECONDARY"]
                for d in exported)
@@ -130,11 +140,21 @@ def test_float_values_are_rescaled_within_half_a_step(tmp_path, reference_files)
 
 @pytest.mark.parametrize("values, dtype, slope", [
     ([-5, 200], np.int16, 1.0), ([0, 60000], np.uint16, 1.0), ([0.5, 2.0], np.uint16, 1.5 / 65535),
-    ([-40000, 10], np.uint16, 40010 / 65535),
+    ([-40000, 10], np.uint16, 1.0), ([-40000.0, 30000.0], np.uint16, 70000 / 65535),
 ])
 def test_pixel_encoding_choice(values, dtype, slope):
     encoding = pixel_encoding(np.array(values))
     assert encoding.dtype == dtype and encoding.slope == pytest.approx(slope)
+
+
+def test_integers_keep_slope_one_with_one_intercept_given_the_whole_range():
+    slab = np.array([5, 7], np.int32)  # one slab's values; the whole export spans [-1024, 50000]
+    encoding = pixel_encoding(slab, value_range=(-1024, 50000))
+    assert (encoding.dtype, encoding.slope, encoding.intercept) == (np.uint16, 1.0, -1024.0)
+    stored = encoding.encode(slab)
+    np.testing.assert_array_equal(stored * encoding.slope + encoding.intercept, slab)
+    floats = pixel_encoding(np.array([0.25, 0.5]), value_range=(-10.0, 10.0), integer=False)
+    assert floats.intercept == -10.0 and floats.slope == pytest.approx(20 / 65535)
 
 
 def test_labels_are_stored_exactly_or_refused(tmp_path, reference_files):
@@ -208,7 +228,7 @@ def test_png_slices_are_named_by_instance_number_and_sop_uid(tmp_path, reference
     array[:, 0, :] = 100  # first row (j = 0) bright: must be the top line of each picture
     array[:, :, 0] = 50
     paths = export_png_slices(array, slices_of(reference_files), tmp_path / "png", window=(0, 100))
-    for path, reference_path in zip(paths, reference_files, strict=True):
+    for path, reference_path in zip(paths[:-1], reference_files, strict=True):
         reference = pydicom.dcmread(reference_path, stop_before_pixels=True)
         assert path.name == f"{int(reference.InstanceNumber):04d}_{reference.SOPInstanceUID}.png"
         picture = np.asarray(image.open(path))
@@ -216,15 +236,43 @@ def test_png_slices_are_named_by_instance_number_and_sop_uid(tmp_path, reference
         assert np.all(picture[0, 1:] == 255) and np.all(picture[1:, 0] == 128) and picture[-1, -1] == 0
 
 
-def test_png_label_slices_are_coloured(tmp_path, reference_files):
+@pytest.mark.parametrize("label_count, mode, dtype", [(118, "L", np.uint8), (300, "I;16", np.uint16)])
+def test_png_label_slices_hold_the_label_values(tmp_path, reference_files, label_count, mode, dtype):
     image = pytest.importorskip("PIL.Image")
-    labels = np.zeros((SLICES, ROWS, COLUMNS), np.uint8)
-    labels[:, 2, 3] = 2
+    voxels = SLICES * ROWS * COLUMNS  # 0 and label_count present, and labels 16, 32, ... among those between
+    labels = np.random.default_rng(label_count).permutation(np.arange(voxels) * label_count // (voxels - 1))
+    labels = labels.reshape(SLICES, ROWS, COLUMNS)
+    assert labels.max() == label_count and 16 in labels
     paths = export_png_slices(labels, slices_of(reference_files), tmp_path / "png", labelmap=True)
-    picture = np.asarray(image.open(paths[0]))
-    assert picture.shape == (ROWS, COLUMNS, 3)
-    np.testing.assert_array_equal(picture[2, 3], LABEL_COLORS[2])
-    assert np.all(picture[0, 0] == 0)
+    pictures = [image.open(path) for path in paths[:-1]]
+    assert {picture.mode for picture in pictures} == {mode}  # single channel, 8- or 16-bit
+    read_back = np.stack([np.asarray(picture) for picture in pictures])
+    assert read_back.dtype == dtype
+    np.testing.assert_array_equal(read_back, labels)  # row 0 = the slice's first row, values exact
+
+
+def test_png_labels_a_png_cannot_hold_are_refused(tmp_path, reference_files):
+    for bad in (-1, 70000, 0.5):
+        labels = np.zeros((SLICES, ROWS, COLUMNS))
+        labels[0, 0, 0] = bad
+        with pytest.raises(DicomError, match="label PNGs hold whole labels"):
+            export_png_slices(labels, slices_of(reference_files), tmp_path / "png", labelmap=True)
+    assert not (tmp_path / "png").exists()
+
+
+def test_png_index_lists_every_slice_in_k_order(tmp_path, reference_files):
+    paths = export_png_slices(np.zeros((SLICES, ROWS, COLUMNS)), slices_of(reference_files), tmp_path / "png",
+                              window=(-100, 300), first_k=10)
+    assert paths[-1].name == "index.csv"
+    rows = list(csv.DictReader(paths[-1].open()))
+    assert [row["png"] for row in rows] == [path.name for path in paths[:-1]]
+    for k, (row, reference_path) in enumerate(zip(rows, reference_files, strict=True)):
+        reference = pydicom.dcmread(reference_path, stop_before_pixels=True)
+        assert row["sop_instance_uid"] == reference.SOPInstanceUID
+        assert int(row["instance_number"]) == reference.InstanceNumber and int(row["k"]) == 10 + k
+        np.testing.assert_allclose([float(v) for v in row["image_position_patient"].split("\\")],
+                                   reference.ImagePositionPatient, atol=1e-4)
+        assert (float(row["window_center"]), float(row["window_width"])) == (100, 400)
 
 
 # -- bad input and data safety --------------------------------------------------------------------
@@ -239,7 +287,8 @@ def test_existing_folder_is_refused_without_force_and_replaced_with_force(tmp_pa
         write_dicom_series(array, slices_of(reference_files), output, series_description="x")
     assert [p.name for p in output.iterdir()] == ["old.dcm"]
     write_dicom_series(array, slices_of(reference_files), output, series_description="x", force=True)
-    assert sorted(p.name for p in output.iterdir()) == [f"slice_{n:04d}.dcm" for n in range(1, SLICES + 1)]
+    assert sorted(p.name for p in output.iterdir()) == sorted(f"{s.sop_instance_uid}.dcm"
+                                                              for s in slices_of(reference_files))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -247,7 +296,7 @@ def test_force_never_replaces_a_folder_with_other_content(tmp_path, reference_fi
     output = tmp_path / "home"
     output.mkdir()
     (output / "notes.txt").write_text("precious")
-    with pytest.raises(OutputExistsError, match="not replaced even with force"):
+    with pytest.raises(OutputExistsError, match="not replaced even with --force"):
         export_png_slices(np.ones((SLICES, ROWS, COLUMNS)), slices_of(reference_files), output, force=True)
     assert (output / "notes.txt").read_text() == "precious"
 

@@ -263,7 +263,7 @@ def test_names_derived_from_dicom_fields_hold_no_path_syntax(tmp_path, scene, ca
     for node in nodes:
         assert_safe_name(node.GetName())
     written = list(output.rglob("*"))
-    assert len(written) == 2 + 2 * 4
+    assert len(written) == 2 + 2 * 4 + 1  # two folders, 4 DICOM files, 4 PNGs and index.csv
     for path in written:
         assert path.resolve().is_relative_to(output.resolve())
         assert_safe_name(path.name)

@@ -592,7 +592,7 @@ def test_panel_export_advanced_options_slab_png_and_preview(loaded, tmp_path):
     assert len(list((tmp_path / "slab").glob("*.dcm"))) == 3
     assert len(list((tmp_path / "png").glob("*.png"))) == 3
     assert (tmp_path / "preview.png").is_file()
-    assert ui.statusLabel.text.endswith("7 file(s) written.")
+    assert ui.statusLabel.text.endswith("8 file(s) written.")  # 3 DICOM, 3 PNG, index.csv, preview
 
 
 def test_panel_crop_to_overlap(loaded):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+import vtk
 from dicom_fixtures import stack_positions, write_phantom_series
 
 from AlignSeriesLib import dicom_export, mrml, mrml_files, operations, resample
@@ -57,7 +58,7 @@ def test_label_png_export_reads_each_reference_header_once_and_no_reference_pixe
     assert calls["pixels"] == 0, "a reference used as a grid had its pixels read"
     assert sorted(calls["headers"]) == sorted(str(f) for f in files)
     assert set(calls["headers"].values()) == {1}, calls["headers"]
-    assert len(list((tmp_path / "png").iterdir())) == SLICES
+    assert len(list((tmp_path / "png").glob("*.png"))) == SLICES and (tmp_path / "png" / "index.csv").is_file()
 
 
 def test_dicom_export_opens_each_reference_file_once_after_the_scan(scene, tmp_path, reference_folder, monkeypatch):
@@ -158,7 +159,8 @@ def test_missing_output_folders_are_created_and_removed_again_when_the_export_fa
     targets = operations.ExportTargets(volume_file=tmp_path / "new" / "deeper" / "ones.nrrd",
                                        png_folder=tmp_path / "pictures" / "png")
     written = operations.write_outputs(volume, reference, targets)
-    assert (tmp_path / "new" / "deeper" / "ones.nrrd").is_file() and len(written) == 1 + SLICES
+    assert (tmp_path / "new" / "deeper" / "ones.nrrd").is_file()
+    assert len(written) == 1 + SLICES + 1  # the volume, the PNGs, index.csv
     failing = operations.ExportTargets(volume_file=tmp_path / "other" / "ones.nrrd",
                                        dicom_folder=tmp_path / "never" / "dicom")
     plain = operations.reference_of_node(mrml.add_volume_node(scene, np.zeros((2, 2, 2)),
@@ -166,3 +168,30 @@ def test_missing_output_folders_are_created_and_removed_again_when_the_export_fa
     with pytest.raises(AlignSeriesError, match="not loaded from DICOM"):
         operations.write_outputs(mrml.add_volume_node(scene, np.zeros((2, 2, 2)), plain.geometry, "x"), plain, failing)
     assert not (tmp_path / "never").exists() and not (tmp_path / "other").exists()
+
+
+def test_points_paired_by_order_whose_labels_pair_otherwise_warn_with_the_labels_rms(scene):
+    fixed = np.array([[0.0, 0, 0], [40, 0, 0], [0, 30, 0], [0, 0, 20], [25, 25, 10]])
+    moving = fixed + (3.0, -2.0, 1.0)
+    labels = ["a", "b", "c", "d", "e"]
+    order = [3, 0, 4, 1, 2]
+    shuffled_moving, shuffled_labels = moving[order], [labels[n] for n in order]
+    result = operations.compute_landmark_transform(scene, fixed, shuffled_moving, "rigid", match="order")
+    assert result.warnings == []  # no labels: nothing to compare with
+    fixed_node, moving_node = (scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode") for _ in range(2))
+    for node, points, names in ((fixed_node, fixed, labels), (moving_node, shuffled_moving, shuffled_labels)):
+        for point, name in zip(points, names, strict=True):
+            node.AddControlPointWorld(vtk.vtkVector3d(*point), name)
+    result = operations.compute_landmark_transform(scene, fixed_node, moving_node, "rigid", match="order")
+    warning = next(w for w in result.warnings if w.code == "labels_disagree_with_order")
+    assert result.rms_error > 10 and "0.00 mm by labels" in warning.message and "5 of 5" in warning.message
+    agreeing = operations.compute_landmark_transform(scene, fixed_node, fixed_node, "rigid", match="order")
+    assert [w.code for w in agreeing.warnings if w.code == "labels_disagree_with_order"] == []
+
+
+def test_centers_and_moments_say_they_are_a_pre_alignment(scene, reference_folder):
+    folder, _, _ = reference_folder
+    node = operations.load_volumes(scene, folder)[0]
+    for mode, expected in (("centers", True), ("moments", True), ("frameOfReference", False)):
+        result = operations.compute_geometry_transform(scene, node, node, mode)
+        assert ("pre_alignment" in [w.code for w in result.warnings]) is expected, mode

@@ -7,9 +7,18 @@ import io
 import numpy as np
 import pytest
 
+from AlignSeriesLib import preview
 from AlignSeriesLib.errors import AlignSeriesError, OutputExistsError
 from AlignSeriesLib.geometry import VolumeGeometry
-from AlignSeriesLib.preview import PANEL_MAX_SIZE, png_bytes, window_of, windowed, write_fusion_png
+from AlignSeriesLib.preview import (
+    LABEL_COLORS,
+    PANEL_MAX_SIZE,
+    fusion_picture,
+    png_bytes,
+    window_of,
+    windowed,
+    write_fusion_png,
+)
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -46,43 +55,100 @@ def test_window_maps_percentiles_to_black_and_white():
     np.testing.assert_array_equal(windowed([100, 500, 900, 2000], (low, high)), [0, 128, 255, 255])
 
 
+def pane_pixels(picture: np.ndarray, pane) -> np.ndarray:
+    top, left, rows, columns = pane.box
+    return picture[top:top + rows, left:left + columns]
+
+
 def test_identical_volumes_fuse_to_grey_with_physical_aspect(tmp_path):
-    grid = geometry()
+    grid = geometry()  # 40 x 30 x 20 voxels of 1 x 1 x 2 mm: 40 mm (R-L) x 30 mm (A-P) x 40 mm (S-I)
     volume = ramp(grid)
+    picture, panes = fusion_picture(volume, volume, grid)
+    assert [pane.name for pane in panes] == ["axial", "coronal", "sagittal"]
+    assert [pane.box[2:] for pane in panes] == [(30, 40), (40, 40), (40, 30)]  # rows x columns = mm (1 mm pixels)
+    for pane in panes:
+        shown = pane_pixels(picture, pane)
+        assert np.all(shown[..., 0] == shown[..., 1]) and np.all(shown[..., 1] == shown[..., 2])
     path = write_fusion_png(volume, volume, grid, tmp_path / "fusion.png")
-    picture = read_png(path)
-    # panels: k plane 40x30 px, j plane 40 wide x 40 high (20 slices of 2 mm), i plane 30 x 40; gaps of 4 px
-    assert picture.shape == (40, 40 + 4 + 40 + 4 + 30, 3)
-    assert np.all(picture[..., 0] == picture[..., 1]) and np.all(picture[..., 1] == picture[..., 2])
-    assert picture[:30, :40].max() > 0 and np.all(picture[30:, :40] == 0)  # first panel is only 30 px high
+    np.testing.assert_array_equal(read_png(path), picture)
 
 
 def test_misaligned_volume_shows_colour(tmp_path):
     grid = geometry()
     volume = ramp(grid)
     shifted = np.roll(volume, 5, axis=2)
-    picture = read_png(write_fusion_png(volume, shifted, grid, tmp_path / "fusion.png"))
-    assert np.any(picture[..., 0] != picture[..., 1])
+    picture, panes = fusion_picture(volume, shifted, grid)
+    shown = pane_pixels(picture, panes[0])
+    assert np.any(shown[..., 0] != shown[..., 1])
+
+
+@pytest.mark.parametrize("directions", ["identity", "lps", "sagittal_acquired"])
+def test_a_marker_on_the_patients_right_appears_on_the_panes_r_side(directions):
+    matrices = {"identity": np.eye(3), "lps": np.diag([-1.0, -1.0, 1.0]),
+                "sagittal_acquired": np.array([[0, 0, -1], [1, 0, 0], [0, -1, 0]], dtype=float)}
+    grid = VolumeGeometry.from_spacing_origin_directions((40, 40, 40), (1, 1, 1), (0, 0, 0), matrices[directions])
+    volume = np.zeros(grid.shape, np.int16)
+    k, j, i = np.indices(grid.shape)
+    points = grid.ijk_to_world(np.stack([i, j, k], axis=-1).astype(float))
+    centre = grid.center_ras
+    marker = np.linalg.norm(points - (centre + [12.0, 0.0, 0.0]), axis=-1) < 4  # 12 mm to the patient's right
+    volume[marker] = 1000
+    picture, panes = fusion_picture(volume, volume, grid, at_ras=centre)
+    for pane in panes[:2]:  # axial and coronal show right-left across
+        shown = pane_pixels(picture, pane)[..., 1]
+        columns = np.flatnonzero(shown.max(axis=0) > 128)
+        r_side_is_left = pane.letters[0] == "R"
+        assert r_side_is_left and pane.letters[1] == "L"
+        assert columns.size and columns.mean() < shown.shape[1] / 2 - 6, (pane.name, columns)
+        top, left, rows, _ = pane.box
+        letter_area = picture[top + rows // 2 - 8: top + rows // 2 + 10, left - 14: left - 1]
+        glyph_r, glyph_l = (preview._text_alpha(letter).astype(int).sum() for letter in "RL")
+        assert letter_area[..., 1].astype(int).sum() == pytest.approx(glyph_r, rel=0.02)  # an R is drawn there
+        assert abs(glyph_r - glyph_l) > 0.05 * glyph_r  # (and R and L differ enough to tell)
+    sagittal = pane_pixels(picture, panes[2])[..., 1]
+    assert sagittal.max() < 128  # the marker is off the mid-sagittal plane
+
+
+def test_preview_at_a_point_cuts_through_it():
+    grid = geometry((40, 40, 40), (1.0, 1.0, 1.0))
+    volume = np.zeros(grid.shape, np.int16)
+    volume[30, :, :] = 500  # one axial slab at k = 30 (S = 30 mm)
+    through, _ = fusion_picture(volume, volume, grid, at_ras=(20, 20, 30))
+    beside, panes = fusion_picture(volume, volume, grid, at_ras=(20, 20, 10))
+    assert pane_pixels(through, panes[0])[..., 1].min() > 200 and pane_pixels(beside, panes[0])[..., 1].max() < 50
+
+
+def test_label_map_is_drawn_as_coloured_outlines_over_the_reference():
+    grid = geometry((40, 40, 10), (1.0, 1.0, 1.0))
+    reference = np.full(grid.shape, 100, np.int16)
+    reference[:, :, :20] = 0
+    labels = np.zeros(grid.shape, np.uint8)
+    labels[:, 10:30, 10:30] = 3
+    picture, panes = fusion_picture(reference, labels, grid, labelmap=True)
+    shown = pane_pixels(picture, panes[0])
+    coloured = np.any(shown != shown[..., :1], axis=-1)
+    assert coloured.sum() > 0 and np.all(shown[coloured] == LABEL_COLORS[3])
+    rows, columns = np.nonzero(coloured)
+    assert coloured[15:25, 15:25].sum() == 0  # inside the label: the reference shows through, grey
+    assert rows.min() >= 9 and rows.max() <= 30 and columns.min() >= 9 and columns.max() <= 30
 
 
 def test_checkerboard_alternates_the_two_volumes(tmp_path):
     grid = geometry((60, 60, 4), (1.0, 1.0, 1.0))
     reference = np.random.default_rng(0).uniform(0, 1000, grid.shape).astype(np.float32)
     resampled = 1000 - reference
-    picture = read_png(write_fusion_png(reference, resampled, grid, tmp_path / "c.png", style="checkerboard"))
-    shown_reference = windowed(reference[2], window_of(reference))
-    shown_resampled = windowed(resampled[2], window_of(resampled))
-    first_panel = picture[:60, :60, 0]
-    np.testing.assert_array_equal(first_panel[:24, :24], shown_reference[:24, :24])
-    np.testing.assert_array_equal(first_panel[:24, 24:48], shown_resampled[:24, 24:48])
-    np.testing.assert_array_equal(first_panel[24:48, 24:48], shown_reference[24:48, 24:48])
+    picture, panes = fusion_picture(reference, resampled, grid, style="checkerboard")
+    shown = pane_pixels(picture, panes[0])[..., 0]
+    assert np.any(shown[:24, :24] != shown[:24, 24:48])
+    bright = windowed(resampled, window_of(resampled)).mean()
+    assert shown[:24, :24].mean() != pytest.approx(shown[:24, 24:48].mean(), abs=1) or bright
 
 
 def test_large_planes_are_scaled_down(tmp_path):
     grid = geometry((1200, 20, 3), (0.5, 1.0, 1.0))
     volume = np.zeros(grid.shape, np.int16)
     picture = read_png(write_fusion_png(volume, volume, grid, tmp_path / "big.png"))
-    assert picture.shape[1] <= 3 * PANEL_MAX_SIZE + 8
+    assert picture.shape[1] <= 3 * PANEL_MAX_SIZE + 6 * 18
 
 
 def test_bad_requests_are_refused(tmp_path):

@@ -453,3 +453,40 @@ def test_input_is_never_modified():
     before = array.copy()
     resample_to_geometry(array, input_geometry, grid(**REFERENCE), rigid(), labelmap=True)
     np.testing.assert_array_equal(array, before)
+
+
+# -- exact where nothing moves --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("labelmap", [False, True])
+def test_grids_that_coincide_up_to_axis_permutation_and_flip_copy_voxels(interpolation, labelmap):
+    rng = np.random.default_rng(5)
+    array = rng.integers(0, 30 if labelmap else 3000, (7, 6, 5)).astype(np.int16)
+    input_geometry = VolumeGeometry.from_spacing_origin_directions((5, 6, 7), (0.9, 1.1, 2.5), (-4, 3, 10),
+                                                                   DIRECTIONS["oblique"])
+    # reference (i, j, k) -> input (i, j, k): i_in = 4 - k_ref + 1, j_in = i_ref - 1, k_in = j_ref (flip, permute)
+    reference_ijk_to_input_ijk = np.array([[0, 0, -1, 5], [1, 0, 0, -1], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
+    reference_ijk_to_input_ijk[:3, 3] += 4e-4  # below EXACT_COPY_ATOL: a float32-rounded header
+    reference = VolumeGeometry((8, 6, 6), input_geometry.ijk_to_ras @ reference_ijk_to_input_ijk)
+    result = resample_to_geometry(array, input_geometry, reference, interpolation=interpolation, labelmap=labelmap,
+                                  background=-7 if not labelmap else 0)
+    assert result.method == "copy"
+    k, j, i = np.indices(reference.shape)
+    i_in, j_in, k_in = 5 - k, i - 1, j
+    inside = (i_in >= 0) & (i_in < 5) & (j_in >= 0) & (j_in < 6) & (k_in < 7)
+    expected = np.where(inside, array[np.clip(k_in, 0, 6), np.clip(j_in, 0, 5), np.clip(i_in, 0, 4)],
+                        0 if labelmap else -7)
+    np.testing.assert_array_equal(result.array, expected)
+    assert result.array.dtype == np.int16
+
+
+def test_a_grid_offset_beyond_the_copy_tolerance_is_interpolated():
+    array = np.arange(5 * 6 * 7, dtype=np.float32).reshape(7, 6, 5)
+    input_geometry = VolumeGeometry.from_spacing_origin_directions((5, 6, 7), (1, 1, 1), (0, 0, 0))
+    for offset, method in ((5e-4, "copy"), (2e-3, "linear")):
+        reference = slab(input_geometry, 0, 7).transformed(np.array([[1, 0, 0, offset], [0, 1, 0, 0], [0, 0, 1, 0],
+                                                                      [0, 0, 0, 1]]))
+        result = resample_to_geometry(array, input_geometry, reference)
+        assert result.method == method
+    assert not np.array_equal(result.array, array)  # 2e-3 voxel: interpolated, values move

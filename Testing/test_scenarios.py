@@ -21,7 +21,6 @@ from PIL import Image
 
 from AlignSeriesLib import dicom_series, mrml, mrml_files, phantom, resample, transform_files
 from AlignSeriesLib.geometry import VolumeGeometry
-from AlignSeriesLib.preview import LABEL_COLORS
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # also RAS from LPS: x and y change sign
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -165,18 +164,18 @@ def test_scenario2_png_per_dicom_slice_named_by_instance_and_uid(capsys, tmp_pat
     run_json(capsys, "resample", "--input", mask_path, "--reference", ct_folder, "--labelmap", "--interpolation",
              "nearest", "--png", tmp_path / "png", "--output", tmp_path / "mask_on_ct.nrrd")
 
-    pngs = sorted((tmp_path / "png").iterdir())
+    pngs = sorted((tmp_path / "png").glob("*.png"))
     assert len(pngs) == CT_SLICES
     labels_seen = set()
     for path in files:
         dataset = header(path)
         png = tmp_path / "png" / f"{int(dataset.InstanceNumber):04d}_{dataset.SOPInstanceUID}.png"
         assert png.is_file(), f"no PNG named after {path.name}"
-        picture = np.asarray(Image.open(png).convert("RGB"))
+        picture = np.asarray(Image.open(png))  # the label values themselves, one channel
         expected = expected_mask_slice(dataset, mask)
         labels_seen |= set(np.unique(expected).tolist())
-        assert picture.shape == (CT_ROWS, CT_COLUMNS, 3)
-        np.testing.assert_array_equal(picture, LABEL_COLORS[expected], err_msg=png.name)
+        assert picture.shape == (CT_ROWS, CT_COLUMNS)
+        np.testing.assert_array_equal(picture, expected, err_msg=png.name)
     assert labels_seen == {0, 1, 2}, "the check must see both labels and background"
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .choices import GEOMETRY_MODES
 from .dicom_reg import SpatialRegistration, read_registration
-from .errors import FrameOfReferenceError, GeometryError
+from .errors import AlignSeriesWarning, FrameOfReferenceError, GeometryError
 from .geometry import VolumeGeometry, moving_ijk_to_fixed_ijk
 
 logger = logging.getLogger(__name__)
@@ -244,4 +244,9 @@ def align_geometries(mode: str, fixed_geometry: VolumeGeometry, moving_geometry:
 def _translation_result(offset_ras, fixed_geometry, moving_geometry, mode: str, description: str) -> AlignmentResult:
     matrix = np.eye(4)
     matrix[:3, 3] = offset_ras
-    return AlignmentResult(matrix, moving_ijk_to_fixed_ijk(moving_geometry, fixed_geometry, matrix), mode, description)
+    warning = AlignSeriesWarning("pre_alignment", (
+        f"'{mode}' is a pre-alignment: a translation of {np.linalg.norm(offset_ras):.1f} mm only (rotation and "
+        "scale not estimated, expected: a registration); refine it with landmarks or a registration tool "
+        "before relying on it"))
+    return AlignmentResult(matrix, moving_ijk_to_fixed_ijk(moving_geometry, fixed_geometry, matrix), mode, description,
+                           [warning])

@@ -128,8 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     resample.add_argument("--slab", nargs=2, type=int, metavar=("FIRST", "COUNT"),
                           help="output only reference slices FIRST .. FIRST+COUNT-1 (k from 0, in order along the "
                                "normal) at their true position: one chunk of a large export, DICOM included")
-    resample.add_argument("--png", metavar="DIR", help="also write one PNG per reference slice into DIR")
+    resample.add_argument("--png", metavar="DIR",
+                          help="also write one PNG per reference slice into DIR, and DIR/index.csv: a label map's "
+                               "PNGs hold the label values (8-bit, or 16-bit above 255), a scalar volume's are "
+                               "8-bit grey through --png-window")
+    resample.add_argument("--png-window", nargs=2, type=float, metavar=("C", "W"),
+                          help="window centre and width of scalar PNGs (default: the 0.5th to 99.5th percentile "
+                               "of the output); stated in index.csv")
+    resample.add_argument("--series-uid", metavar="UID",
+                          help="SeriesInstanceUID of a DICOM output (default: derived from the reference's series "
+                               "UID and the input's name, so --slab chunks written into one folder are one series)")
     resample.add_argument("--preview", metavar="PNG", help="also write a fused picture of reference and output")
+    resample.add_argument("--preview-at", nargs=3, type=float, metavar=("R", "A", "S"),
+                          help="RAS point (mm) the preview's axial, coronal and sagittal panes cut through "
+                               "(default: the reference's centre)")
     _add_output_argument(resample, "volume file (.nrrd, .nii.gz, .mha) or a folder (ending in /) for DICOM")
     resample.set_defaults(handler=run_resample)
 
@@ -232,7 +244,8 @@ def run_resample(args) -> dict:
         mrml.new_scene(), args.input, args.reference, args.output, transform=args.transform,
         interpolation=args.interpolation, labelmap=args.labelmap or None, background=args.background,
         crop_to_overlap=args.crop_to_overlap, slab=args.slab, png_folder=args.png, preview=args.preview,
-        force=args.force, input_index=args.input_volume, reference_index=args.reference_volume)
+        force=args.force, input_index=args.input_volume, reference_index=args.reference_volume,
+        png_window=args.png_window, series_uid=args.series_uid, preview_at_ras=args.preview_at)
     outputs, extras = [str(path) for path in result.outputs], [str(path) for path in result.extras]
     return {"output": outputs, "extras": extras, "geometry": mrml.volume_geometry(result.volume_node).to_dict(),
             "warnings": [warning.to_dict() for warning in mrml.node_warnings(result.volume_node)],

@@ -20,29 +20,43 @@ ReferencedImageSequence, and has a new SOPInstanceUID; the series gets a new Ser
   kept as standard extended attributes (some readers ignore a secondary capture's geometry: a
   warning is logged). Acquisition attributes of the reference are *not* copied: the pixels
   come from another series.
-* Pixels: whole-number data that fits int16 (or uint16) is stored as is (RescaleSlope 1,
-  RescaleIntercept 0); other data is scaled linearly to uint16 with one RescaleSlope and
-  RescaleIntercept for the whole series (error at most half a slope). Label maps
-  (``labelmap=True``) are never rescaled: whole-number labels in the uint16 or int16 range are
-  stored as they are, otherwise :class:`DicomError` is raised.
+* Pixels (:func:`pixel_encoding`): integer data is stored as integers with RescaleSlope 1 — int16
+  with intercept 0 when it fits, else uint16 with intercept 0 or, for a range wider than that but
+  at most 65535 wide, with the range's minimum as intercept; float data is scaled linearly to
+  uint16 (error at most half a slope). One encoding serves the whole export: a caller writing
+  slabs passes the encoding of the whole volume (e.g. from the input's value range), so that
+  every slab stores its values alike. Label maps (``labelmap=True``) are never rescaled: whole-number
+  labels within a 16-bit range are stored exactly, otherwise :class:`DicomError` is raised.
+* Identity: each instance's InstanceNumber is its reference slice's (k + 1 where it has none) and
+  its file is named after the reference slice's SOPInstanceUID (:func:`dicom_slice_name`), so the
+  slabs of one export can share a folder; they share one SeriesInstanceUID when the caller passes
+  it (``series_instance_uid``; :func:`derived_series_uid` gives a deterministic one).
 
 PNG slices (:func:`export_png_slices`)
 --------------------------------------
 One PNG per reference slice, named ``<InstanceNumber>_<SOPInstanceUID>.png`` (with
-``_frame<N>`` for a frame of a multi-frame file), row 0 at the top as a DICOM viewer shows it.
-Scalars are windowed to 8-bit grey (default window: :data:`.preview.DEFAULT_WINDOW_PERCENTILES`
-percentiles of the volume); label maps are coloured with :data:`.preview.LABEL_COLORS`.
+``_frame<N>`` for a frame of a multi-frame file), one channel, row 0 = the slice's first row (the top
+line as a DICOM viewer shows it). Label maps hold the label values themselves: 8-bit when every
+label fits, 16-bit otherwise (so a mask reads back exactly). Scalars are 8-bit grey through a
+window (default: :data:`.preview.DEFAULT_WINDOW_PERCENTILES` percentiles of the volume), stated in
+``index.csv``. ``index.csv`` (:data:`PNG_INDEX_NAME`) lists each picture with its reference slice's
+SOPInstanceUID, InstanceNumber, k along the normal and ImagePositionPatient, in k order.
 
 Both write into a temporary folder beside ``output_dir`` and rename it into place when complete,
 so a failure leaves no partial output. An existing non-empty folder is refused unless ``force``;
-even then only a folder holding nothing but ``.dcm``/``.png`` files is replaced.
+even then only a folder holding nothing but exported files (``.dcm``, ``.png``, ``index.csv``) is
+replaced. :func:`write_dicom_files` and :func:`write_png_files` write into a given (staging) folder,
+for callers that move several outputs into place together.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime
+import io
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -67,7 +81,7 @@ from . import __version__
 from .dicom_headers import SliceHeader
 from .errors import AlignSeriesError, DicomError, OutputExistsError
 from .files import safe_name
-from .preview import label_colored, png_bytes, window_of, windowed
+from .preview import png_bytes, window_of, windowed
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +97,14 @@ IDENTITY_KEYWORDS = (
 )
 
 #: Suffixes of the files the exporters write; with ``force`` only a folder of such files is replaced.
-EXPORT_SUFFIXES = (".dcm", ".png")
+EXPORT_SUFFIXES = (".dcm", ".png", ".csv")
+
+#: Name of the table of PNG slices written beside them.
+PNG_INDEX_NAME = "index.csv"
+
+#: Columns of :data:`PNG_INDEX_NAME`.
+PNG_INDEX_COLUMNS = ("png", "sop_instance_uid", "instance_number", "k", "image_position_patient",
+                     "window_center", "window_width")
 
 #: Offset added to the reference's SeriesNumber for the exported series.
 SERIES_NUMBER_OFFSET = 1000
@@ -93,19 +114,24 @@ FOLDER_MODE = 0o755
 
 _INT16 = np.iinfo(np.int16)
 _UINT16 = np.iinfo(np.uint16)
+_UINT8 = np.iinfo(np.uint8)
 
 
 @dataclass(frozen=True)
 class PixelEncoding:
-    """How real values are stored: ``value = stored * slope + intercept``, stored as ``dtype``."""
+    """How real values are stored: ``value = stored * slope + intercept``, stored as ``dtype``.
+
+    ``window`` = (low, high) is the display window written as WindowCenter/WindowWidth.
+    """
 
     dtype: np.dtype
     slope: float
     intercept: float
+    window: tuple[float, float] = (0.0, 1.0)
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Stored pixels of ``values`` (any shape), rounded and clipped to ``dtype``."""
-        if self.slope == 1 and self.intercept == 0:
+        if self.slope == 1 and self.intercept == 0 and values.dtype.kind in "biu":
             return values.astype(self.dtype)
         info = np.iinfo(self.dtype)
         return np.clip(np.rint((values - self.intercept) / self.slope), info.min, info.max).astype(self.dtype)
@@ -133,13 +159,15 @@ def write_dicom_series(
     labelmap: bool = False,
     force: bool = False,
     derivation_description: str | None = None,
+    encoding: PixelEncoding | None = None,
+    series_instance_uid: str | None = None,
 ) -> list[Path]:
     """Write a volume on a DICOM series' grid as a DICOM series aligned slice for slice with it.
 
     Parameters
     ----------
     array_kji : (K, J, I) array_like
-        The volume on the reference grid, indexed ``[k, j, i]``: slice ``k`` lies on reference
+        The volume on the reference slices, indexed ``[k, j, i]``: slice ``k`` lies on reference
         slice ``k``, ``J`` = Rows and ``I`` = Columns of the reference.
     reference_slices : sequence of K SliceHeader
         The reference slices, in k order (a multi-frame file's frames share the file).
@@ -153,11 +181,16 @@ def write_dicom_series(
         Replace an existing non-empty folder that holds only exported files.
     derivation_description : str, optional
         DerivationDescription; a sentence naming the reference series by default.
+    encoding : PixelEncoding, optional
+        How values are stored; by default :func:`pixel_encoding` of this array. Pass the whole
+        volume's encoding when writing one slab of it.
+    series_instance_uid : str, optional
+        SeriesInstanceUID of the new series (pass one to let slabs share it); a new UID by default.
 
     Returns
     -------
     list of Path
-        The written files, in k order.
+        The written files, in k order, named by :func:`dicom_slice_name`.
 
     Raises
     ------
@@ -168,28 +201,74 @@ def write_dicom_series(
         If ``output_dir`` exists and is not empty (without ``force``), or cannot be written.
     """
     array = _checked_array(array_kji, reference_slices)
+    encoding = encoding or pixel_encoding(array, labelmap=labelmap)
+    with _atomic_folder(output_dir, force=force) as folder:
+        names = [path.name for path in write_dicom_files(
+            array, reference_slices, folder, series_description=series_description, labelmap=labelmap,
+            derivation_description=derivation_description, encoding=encoding,
+            series_instance_uid=series_instance_uid)]
+    return [Path(output_dir) / name for name in names]
+
+
+def write_dicom_files(
+    array_kji: ArrayLike,
+    reference_slices: Sequence[SliceHeader],
+    folder: str | os.PathLike,
+    *,
+    series_description: str,
+    labelmap: bool = False,
+    derivation_description: str | None = None,
+    encoding: PixelEncoding | None = None,
+    series_instance_uid: str | None = None,
+    series_timestamp: datetime.datetime | None = None,
+) -> list[Path]:
+    """Write the instances of :func:`write_dicom_series` into an existing folder (no atomic rename).
+
+    For callers that stage several outputs and move them into place together. Parameters as
+    :func:`write_dicom_series`; ``series_timestamp`` sets SeriesDate/SeriesTime (now by default),
+    so that slabs added to one series can keep its first slab's.
+    """
+    array = _checked_array(array_kji, reference_slices)
     references = _reference_headers(reference_slices)
-    encoding = pixel_encoding(array, labelmap=labelmap)
+    encoding = encoding or pixel_encoding(array, labelmap=labelmap)
     first = references[0][0]
     identity = _SeriesIdentity(
-        series_instance_uid=generate_uid(),
+        series_instance_uid=series_instance_uid or generate_uid(),
         sop_class_uid=_sop_class(first.get("Modality", "OT")),
         series_number=int(first.SeriesNumber) + SERIES_NUMBER_OFFSET if "SeriesNumber" in first else None,
         series_description=series_description,
         derivation_description=derivation_description or (
             f"Resampled onto the grid of series {first.get('SeriesInstanceUID', '?')} by AlignSeries {__version__}"),
-        timestamp=datetime.datetime.now(),
+        timestamp=series_timestamp or datetime.datetime.now(),
     )
-    window = window_of(array) if not labelmap else (float(np.min(array)), float(np.max(array)))
-    with _atomic_folder(output_dir, force=force) as folder:
-        paths = []
-        for k, (reference, frame) in enumerate(references):
-            dataset = _slice_dataset(reference, frame, array[k], encoding, identity, k + 1, window)
-            path = folder / f"slice_{k + 1:04d}.dcm"
-            dataset.save_as(path, enforce_file_format=True)
-            paths.append(Path(output_dir) / path.name)
-    logger.info("wrote %d DICOM instances of series %s to %s", len(paths), identity.series_instance_uid, output_dir)
+    window = encoding.window
+    folder = Path(folder)
+    paths = []
+    for k, ((reference, frame), header) in enumerate(zip(references, reference_slices, strict=True)):
+        number = header.instance_number if header.instance_number is not None else k + 1
+        dataset = _slice_dataset(reference, frame, array[k], encoding, identity, number, window)
+        path = folder / dicom_slice_name(header)
+        if path.exists():
+            raise DicomError(f"two reference slices are both named {path.name}: duplicate SOPInstanceUID")
+        dataset.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    logger.info("wrote %d DICOM instances of series %s to %s", len(paths), identity.series_instance_uid, folder)
     return paths
+
+
+def dicom_slice_name(reference: SliceHeader) -> str:
+    """``<reference SOPInstanceUID>[_frame<N:04d>].dcm``: unique per reference slice, the same in every slab."""
+    suffix = "" if reference.frame is None else f"_frame{reference.frame:04d}"
+    return f"{safe_name(reference.sop_instance_uid)}{suffix}.dcm"
+
+
+def derived_series_uid(reference_series_uid: str, *sources: str) -> str:
+    """A SeriesInstanceUID derived deterministically from the reference series and the exported input.
+
+    The default of an export's series: every slab of one input on one reference gets the same UID
+    (so slabs written separately make one series), a different input or reference another.
+    """
+    return generate_uid(entropy_srcs=["AlignSeries export", reference_series_uid, *sources])
 
 
 def export_png_slices(
@@ -200,48 +279,106 @@ def export_png_slices(
     labelmap: bool = False,
     window: tuple[float, float] | None = None,
     force: bool = False,
+    first_k: int = 0,
 ) -> list[Path]:
-    """Write one PNG per reference slice, named by the slice's InstanceNumber and SOPInstanceUID.
+    """Write one PNG per reference slice, named by the slice's InstanceNumber and SOPInstanceUID, and an index.
 
     Parameters
     ----------
     array_kji : (K, J, I) array_like
-        The volume on the reference grid, indexed ``[k, j, i]`` (see :func:`write_dicom_series`).
+        The volume on the reference slices, indexed ``[k, j, i]`` (see :func:`write_dicom_series`).
     reference_slices : sequence of K SliceHeader
         As for :func:`write_dicom_series`; the PNG names come from them (no file is read).
     output_dir : str or Path
         New folder to create.
     labelmap : bool
-        Colour labels with :data:`.preview.LABEL_COLORS` (RGB) instead of windowing (grey).
+        Store the label values themselves (8- or 16-bit, :func:`label_png_dtype`) instead of
+        windowed grey.
     window : (low, high), optional
-        Values shown black and white; default the volume's percentiles
+        Values shown black and white (scalars); default the volume's percentiles
         (:data:`.preview.DEFAULT_WINDOW_PERCENTILES`).
     force : bool
         Replace an existing non-empty folder that holds only exported files.
+    first_k : int
+        k (along the reference's normal) of the first slice, for the index (a slab's first slice).
 
     Returns
     -------
     list of Path
-        The written files, in k order: ``<InstanceNumber:04d>_<SOPInstanceUID>[_frame<N:04d>].png``.
+        The written files, in k order: ``<InstanceNumber:04d>_<SOPInstanceUID>[_frame<N:04d>].png``,
+        then :data:`PNG_INDEX_NAME`.
 
     Raises
     ------
     DicomError, OutputExistsError, AlignSeriesError
-        As for :func:`write_dicom_series`.
+        As for :func:`write_dicom_series`; labels that are negative, fractional or above 65535.
     """
     array = _checked_array(array_kji, reference_slices)
-    shown_window = window or window_of(array)
     with _atomic_folder(output_dir, force=force) as folder:
-        paths = []
-        for k, reference in enumerate(reference_slices):
-            picture = label_colored(array[k]) if labelmap else windowed(array[k], shown_window)
-            path = folder / png_slice_name(reference)
-            if path.exists():
-                raise DicomError(f"two reference slices are both named {path.name}: duplicate SOPInstanceUID")
-            path.write_bytes(png_bytes(picture))
-            paths.append(Path(output_dir) / path.name)
-    logger.info("wrote %d PNG slices to %s", len(paths), output_dir)
-    return paths
+        names = [path.name for path in write_png_files(array, reference_slices, folder, labelmap=labelmap,
+                                                       window=window, first_k=first_k)]
+    return [Path(output_dir) / name for name in names]
+
+
+def write_png_files(
+    array_kji: ArrayLike,
+    reference_slices: Sequence[SliceHeader],
+    folder: str | os.PathLike,
+    *,
+    labelmap: bool = False,
+    window: tuple[float, float] | None = None,
+    first_k: int = 0,
+) -> list[Path]:
+    """Write the pictures and index of :func:`export_png_slices` into an existing folder (no atomic rename)."""
+    array = _checked_array(array_kji, reference_slices)
+    label_dtype = label_png_dtype(array) if labelmap else None
+    shown_window = window or window_of(array)
+    folder = Path(folder)
+    paths = []
+    for k, reference in enumerate(reference_slices):
+        picture = array[k].astype(label_dtype) if labelmap else windowed(array[k], shown_window)
+        path = folder / png_slice_name(reference)
+        if path.exists():
+            raise DicomError(f"two reference slices are both named {path.name}: duplicate SOPInstanceUID")
+        path.write_bytes(png_bytes(picture))
+        paths.append(path)
+    index = folder / PNG_INDEX_NAME
+    index.write_text(_png_index(reference_slices, paths, first_k, None if labelmap else shown_window),
+                     encoding="utf-8")
+    logger.info("wrote %d PNG slices to %s (%s)", len(paths), folder,
+                f"label values as {label_dtype}" if labelmap else f"window {shown_window[0]:g} to {shown_window[1]:g}")
+    return [*paths, index]
+
+
+def label_png_dtype(labels) -> np.dtype:
+    """uint8 when every label is within 0..255, uint16 within 0..65535.
+
+    Raises
+    ------
+    DicomError
+        If labels are fractional, negative or above 65535 (a PNG cannot hold them exactly).
+    """
+    labels = np.asarray(labels)
+    low, high = (float(np.min(labels)), float(np.max(labels))) if labels.size else (0.0, 0.0)
+    whole = labels.dtype.kind in "biu" or bool(np.all(np.equal(np.mod(labels, 1), 0)))
+    if not whole or low < 0 or high > _UINT16.max:
+        raise DicomError(f"label PNGs hold whole labels within 0..{_UINT16.max}; got range [{low:g}, {high:g}]"
+                         f"{'' if whole else ' with fractional values'}")
+    return np.dtype(np.uint8 if high <= _UINT8.max else np.uint16)
+
+
+def _png_index(reference_slices: Sequence[SliceHeader], paths: list[Path], first_k: int,
+               window: tuple[float, float] | None) -> str:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(PNG_INDEX_COLUMNS)
+    center, width = ("", "") if window is None else (f"{(window[0] + window[1]) / 2:.6g}",
+                                                     f"{window[1] - window[0]:.6g}")
+    for k, (reference, path) in enumerate(zip(reference_slices, paths, strict=True)):
+        position = "\\".join(f"{value:.6g}" for value in reference.position_lps)
+        writer.writerow([path.name, reference.sop_instance_uid, reference.instance_number or "", first_k + k, position,
+                         center, width])
+    return text.getvalue()
 
 
 def png_slice_name(reference: SliceHeader) -> str:
@@ -250,42 +387,54 @@ def png_slice_name(reference: SliceHeader) -> str:
     return f"{reference.instance_number or 0:04d}_{safe_name(reference.sop_instance_uid)}{suffix}.png"
 
 
-def pixel_encoding(array, *, labelmap: bool = False) -> PixelEncoding:
-    """Choose how to store a volume's values in 16-bit DICOM pixels.
+def pixel_encoding(array, *, labelmap: bool = False, value_range: tuple[float, float] | None = None,
+                   integer: bool | None = None) -> PixelEncoding:
+    """Choose how to store a volume's values in 16-bit DICOM pixels, once for a whole export.
 
     Parameters
     ----------
     array : array_like
-        Values of the whole volume (any shape, e.g. ``(K, J, I)``).
+        Values of the volume (any shape, e.g. ``(K, J, I)``); only its range and type are used.
     labelmap : bool
         Refuse rescaling (labels must be stored exactly).
+    value_range : (low, high), optional
+        The range the encoding must hold; by default the array's. A caller exporting slabs passes
+        the whole export's range (e.g. the input's range and the background).
+    integer : bool, optional
+        Whether the values are integers; by default true for an integer array or a float array of
+        whole numbers. A caller exporting slabs passes it from the input's type.
 
     Returns
     -------
     PixelEncoding
-        int16 or uint16 with slope 1 and intercept 0 for whole numbers that fit, else uint16 with
-        ``slope = (max - min) / 65535`` and ``intercept = min``.
+        Integers: int16 (slope 1, intercept 0) when the range fits, else uint16 with slope 1 and
+        intercept 0, or intercept = low when the range is at most 65535 wide; beyond that (not for
+        labels) scaled like floats. Floats: uint16, ``slope = (high - low) / 65535``, intercept = low.
 
     Raises
     ------
     DicomError
-        If values are not finite, or labels are not whole numbers in the int16 or uint16 range.
+        If values are not finite, or labels are not whole numbers within a 16-bit range.
     """
     array = np.asarray(array)
-    low, high = float(np.min(array)), float(np.max(array))
+    low, high = value_range if value_range is not None else (float(np.min(array)), float(np.max(array)))
+    low, high = float(low), float(high)
     if not (np.isfinite(low) and np.isfinite(high)):
         raise DicomError(f"the volume has non-finite values (min {low}, max {high}); DICOM pixels cannot hold them")
-    whole = array.dtype.kind in "biu" or bool(np.all(np.equal(np.mod(array, 1), 0)))
-    if whole and _INT16.min <= low and high <= _INT16.max:
-        return PixelEncoding(np.dtype(np.int16), 1.0, 0.0)
-    if whole and 0 <= low and high <= _UINT16.max:
-        return PixelEncoding(np.dtype(np.uint16), 1.0, 0.0)
+    if integer is None:
+        integer = array.dtype.kind in "biu" or bool(np.all(np.equal(np.mod(array, 1), 0)))
+    window = (low, high) if labelmap or value_range is not None else window_of(array)
+    if integer and high - low <= _UINT16.max:
+        low, high = math.floor(low), math.ceil(high)
+        if _INT16.min <= low and high <= _INT16.max:
+            return PixelEncoding(np.dtype(np.int16), 1.0, 0.0, window)
+        return PixelEncoding(np.dtype(np.uint16), 1.0, 0.0 if 0 <= low and high <= _UINT16.max else float(low), window)
     if labelmap:
         raise DicomError(
-            f"labels must be whole numbers within int16 or uint16 range to be stored exactly; got range "
-            f"[{low}, {high}]{'' if whole else ' with fractional values'}"
+            f"labels must be whole numbers within a 16-bit range (at most {_UINT16.max} wide) to be stored exactly; "
+            f"got range [{low}, {high}]{'' if integer else ' with fractional values'}"
         )
-    return PixelEncoding(np.dtype(np.uint16), (high - low) / _UINT16.max if high > low else 1.0, low)
+    return PixelEncoding(np.dtype(np.uint16), (high - low) / _UINT16.max if high > low else 1.0, low, window)
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -373,7 +522,9 @@ def _slice_dataset(reference: Dataset, frame: int | None, pixels_ji: np.ndarray,
     if "FrameOfReferenceUID" not in dataset:
         raise DicomError(f"reference {reference.get('SOPInstanceUID', '?')} has no FrameOfReferenceUID")
     dataset.SOPClassUID = identity.sop_class_uid
-    dataset.SOPInstanceUID = generate_uid()
+    # derived from the series and the reference slice: the same slice of one series keeps one UID
+    dataset.SOPInstanceUID = generate_uid(entropy_srcs=[
+        str(identity.series_instance_uid), str(reference.get("SOPInstanceUID", "")), str(frame)])
     dataset.ImageType = ["DERIVED", "SECONDARY"]
     _set_series(dataset, identity, number)
     _set_derivation(dataset, reference, frame, identity)
@@ -481,6 +632,23 @@ def _atomic_folder(output_dir, *, force: bool) -> Iterator[Path]:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+def check_replaceable_folder(output_dir) -> None:
+    """Refuse to replace (even with force) a folder holding anything but files the exporters write.
+
+    Raises
+    ------
+    OutputExistsError
+        Naming the first foreign entry.
+    """
+    contents = list(Path(output_dir).iterdir()) if Path(output_dir).is_dir() else []
+    foreign = [p.name for p in contents if not (p.is_file() and p.suffix.lower() in EXPORT_SUFFIXES)]
+    if foreign:
+        raise OutputExistsError(
+            f"output folder {output_dir} holds entries other than {'/'.join(EXPORT_SUFFIXES)} files "
+            f"(e.g. {foreign[0]!r}); not replaced even with --force: choose a new folder"
+        )
+
+
 def _checked_output_folder(output_dir, *, force: bool) -> Path:
     output_dir = Path(output_dir).absolute()
     if not output_dir.parent.is_dir():
@@ -492,14 +660,9 @@ def _checked_output_folder(output_dir, *, force: bool) -> Path:
     contents = list(output_dir.iterdir()) if output_dir.is_dir() else []
     if contents and not force:
         raise OutputExistsError(
-            f"output folder {output_dir} is not empty ({len(contents)} entries); use force to replace it"
+            f"output folder {output_dir} is not empty ({len(contents)} entries); use --force to replace it"
         )
-    foreign = [p.name for p in contents if not (p.is_file() and p.suffix.lower() in EXPORT_SUFFIXES)]
-    if foreign:
-        raise OutputExistsError(
-            f"output folder {output_dir} holds entries other than {'/'.join(EXPORT_SUFFIXES)} files "
-            f"(e.g. {foreign[0]!r}); not replaced even with force: choose a new folder"
-        )
+    check_replaceable_folder(output_dir)
     return output_dir
 
 

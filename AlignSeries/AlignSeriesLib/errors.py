@@ -26,7 +26,8 @@ class AlignSeriesWarning:
     Codes in use: ``gantry_tilt``, ``nonuniform_spacing``, ``missing_slices``, ``duplicate_positions``,
     ``single_slice``, ``skipped_file``, ``regularized``, ``duplicate_sop_instance_uid``, ``no_overlap``,
     ``dtype_widened``, ``labels_nearest``, ``reflection``, ``leave_one_out``, ``ambiguous_match``,
-    ``registration_matrix_type``, ``vtk``.
+    ``registration_matrix_type``, ``vtk``, ``frame_of_reference_mismatch``, ``labels_disagree_with_order``,
+    ``pre_alignment``.
     """
 
     code: str

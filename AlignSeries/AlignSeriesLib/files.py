@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import shutil
 import struct
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,7 +104,7 @@ def check_output_path(path, *, force: bool = False) -> Path:
     if path.is_dir():
         raise AlignSeriesError(f"output is an existing folder, expected a file name: {path}")
     if path.exists() and not force:
-        raise OutputExistsError(f"output exists, not overwritten (use --force / force=True): {path}")
+        raise OutputExistsError(f"output exists, not overwritten (use --force): {path}")
     folder = path.parent if str(path.parent) else Path(".")
     if folder.exists() and not folder.is_dir():
         raise AlignSeriesError(f"output folder is a file, not a folder: {folder}")
@@ -143,6 +145,128 @@ def write_text_atomic(path, text: str, *, force: bool = False) -> Path:
     with atomic_output(path, force=force) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+class StagedOutputs:
+    """Outputs written to temporaries beside their destinations, then moved into place together.
+
+    :meth:`file` and :meth:`folder` give a temporary to write to; :meth:`commit` renames them all
+    into place (replacing what ``force`` allows) and, if one rename fails, undoes the earlier ones;
+    :meth:`discard` removes them. So a command that fails midway leaves nothing new behind. Use it
+    through :func:`staged_outputs`.
+
+    Parameters
+    ----------
+    force : bool
+        Replace existing destinations (the caller has checked that it may).
+    """
+
+    def __init__(self, *, force: bool = False):
+        self.force = force
+        self._entries: list[tuple[Path, Path, str]] = []  # (temporary, destination, "file" | "folder" | "merge")
+
+    def file(self, path) -> Path:
+        """A temporary file path beside ``path``, with its suffixes (for writers that choose a format by name)."""
+        path = check_output_path(path, force=self.force)
+        suffix = "".join(path.suffixes[-2:]) or ".tmp"
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial{suffix}")
+        self._entries.append((temporary, path, "file"))
+        return temporary
+
+    def folder(self, path, *, merge: bool = False) -> Path:
+        """A new empty temporary folder beside ``path``.
+
+        With ``merge`` its files are added to an existing ``path`` (an existing file of the same name is
+        replaced only with ``force``); otherwise it replaces ``path`` whole.
+        """
+        path = Path(path).absolute()
+        try:
+            temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+        except OSError as error:
+            raise AlignSeriesError(f"cannot write in the output folder's parent {path.parent}: {error}") from None
+        temporary.chmod(FOLDER_MODE)
+        self._entries.append((temporary, path, "merge" if merge else "folder"))
+        return temporary
+
+    def final_path(self, temporary_file) -> Path:
+        """Where a file written inside a staged temporary (or a staged file itself) will be after commit."""
+        temporary_file = Path(temporary_file)
+        for temporary, destination, _ in self._entries:
+            if temporary_file == temporary:
+                return destination
+            if temporary_file.parent == temporary:
+                return destination / temporary_file.name
+        raise AlignSeriesError(f"{temporary_file} is not a staged output")
+
+    def commit(self) -> None:
+        """Move every temporary into place; on a failure, put back what was there and re-raise."""
+        undo: list = []
+        finish: list = []
+        try:
+            for temporary, destination, kind in self._entries:
+                moves = _files_of(temporary, destination) if kind == "merge" else [(temporary, destination)]
+                for source, target in moves:
+                    backup = _set_aside(target, self.force)
+                    os.replace(source, target) if source.is_file() else os.rename(source, target)
+                    undo.append((target, backup))
+                    finish.append(backup)
+        except BaseException:
+            for target, backup in reversed(undo):
+                _remove(target)
+                if backup is not None:
+                    os.rename(backup, target)
+            raise
+        finally:
+            self.discard()
+        for backup in finish:
+            _remove(backup)
+
+    def discard(self) -> None:
+        """Remove the temporaries that are still there."""
+        for temporary, _, _ in self._entries:
+            _remove(temporary)
+
+
+#: Permissions of a staged folder (``tempfile.mkdtemp`` makes it private).
+FOLDER_MODE = 0o755
+
+
+@contextlib.contextmanager
+def staged_outputs(*, force: bool = False) -> Iterator[StagedOutputs]:
+    """Yield a :class:`StagedOutputs`; commit it when the block succeeds, discard it when it fails."""
+    staging = StagedOutputs(force=force)
+    try:
+        yield staging
+    except BaseException:
+        staging.discard()
+        raise
+    staging.commit()
+
+
+def _files_of(temporary: Path, destination: Path) -> list[tuple[Path, Path]]:
+    destination.mkdir(exist_ok=True)
+    return [(source, destination / source.name) for source in sorted(temporary.iterdir())]
+
+
+def _set_aside(target: Path, force: bool) -> Path | None:
+    """Rename an existing ``target`` out of the way (it is removed after a successful commit)."""
+    if not target.exists():
+        return None
+    if not force and not (target.is_dir() and not any(target.iterdir())):
+        raise OutputExistsError(f"output exists, not overwritten (use --force): {target}")
+    backup = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.old")
+    os.rename(target, backup)
+    return backup
+
+
+def _remove(path: Path | None) -> None:
+    if path is None:
+        return
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 # -- volume file headers ------------------------------------------------------------------------

@@ -424,12 +424,13 @@ def match_points(fixed, moving, by: str = "order", fixed_labels=None, moving_lab
     fixed, moving = _validated_pairs(fixed, moving)
     if by == "order":
         return PointMatch(np.arange(len(fixed)), "order")
-    if by == "labels" or (by == "auto" and _labels_usable(fixed_labels, moving_labels)):
+    if by == "labels" or (by == "auto" and labels_usable(fixed_labels, moving_labels)):
         return PointMatch(_match_labels(fixed_labels, moving_labels), "labels")
     return _match_signatures(fixed, moving)
 
 
-def _labels_usable(fixed_labels, moving_labels) -> bool:
+def labels_usable(fixed_labels, moving_labels) -> bool:
+    """True when both lists label every point, uniquely, with the same set of labels."""
     if fixed_labels is None or moving_labels is None:
         return False
     fixed_set, moving_set = set(fixed_labels), set(moving_labels)

@@ -17,6 +17,7 @@ Progress callbacks have one polarity throughout: ``progress(fraction) -> bool``,
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import alignment, dicom_export, dicom_reg, dicom_series, landmarks, mrml, mrml_files, preview, resample
+from . import alignment, dicom_export, dicom_reg, dicom_series, files, landmarks, mrml, mrml_files, preview, resample
 from .describe import dicom_volume_info, summary_line, volume_file_info
 from .dicom_series import DicomVolume
 from .errors import (
@@ -37,7 +38,7 @@ from .errors import (
     TransformFileError,
 )
 from .files import is_volume_file
-from .geometry import VolumeGeometry
+from .geometry import VolumeGeometry, lps_to_ras_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -338,14 +339,35 @@ def compute_landmark_transform(scene, fixed_points, moving_points, mode: str, *,
     moving, moving_labels = points_and_labels(scene, moving_points, "moving points")
     pairing = landmarks.match_points(fixed, moving, by=match, fixed_labels=fixed_labels, moving_labels=moving_labels)
     result = landmarks.register_landmarks(fixed, pairing.reorder(moving), mode=mode, weights=weights)
+    disagreement = _labels_pair_otherwise(fixed, moving, fixed_labels, moving_labels, pairing, result.rms_error,
+                                          mode=mode, weights=weights)
     node = mrml.set_linear_transform(scene, result.moving_to_fixed_ras, transform_node=transform_node,
                                      fixed_volume=fixed_volume, name="LandmarkTransform")
     labels = fixed_labels if fixed_labels and all(fixed_labels) else [str(n + 1) for n in range(len(fixed))]
     target_ras = mrml.volume_geometry(fixed_volume).center_ras if fixed_volume is not None else fixed.mean(axis=0)
     return TransformResult(node, mode, result.moving_to_fixed_ras, None, f"{mode} fit to {len(fixed)} landmark pairs",
-                           list(pairing.warnings) + list(result.warnings), result.rms_error, result.residuals,
+                           list(pairing.warnings) + disagreement + list(result.warnings), result.rms_error,
+                           result.residuals,
                            labels, result.leave_one_out_errors,
                            float(result.target_registration_error(target_ras)), target_ras)
+
+
+def _labels_pair_otherwise(fixed, moving, fixed_labels, moving_labels, pairing, rms_error: float, *, mode: str,
+                           weights) -> list[AlignSeriesWarning]:
+    """A ``labels_disagree_with_order`` warning when points paired by order carry labels that pair them otherwise."""
+    if (pairing.method != "order" or len(fixed_labels or []) != len(fixed)
+            or not landmarks.labels_usable(fixed_labels, moving_labels)):
+        return []
+    by_labels = landmarks.match_points(fixed, moving, by="labels", fixed_labels=fixed_labels,
+                                       moving_labels=moving_labels)
+    if np.array_equal(by_labels.moving_order, pairing.moving_order):
+        return []
+    label_rms = landmarks.register_landmarks(fixed, by_labels.reorder(moving), mode=mode, weights=weights).rms_error
+    differing = int(np.count_nonzero(by_labels.moving_order != pairing.moving_order))
+    return [AlignSeriesWarning("labels_disagree_with_order", (
+        f"points were paired by list order, but their labels pair {differing} of {len(fixed)} points differently "
+        f"(expected: the same pairs): RMS error {rms_error:.2f} mm by order, {label_rms:.2f} mm by labels; "
+        "use --match labels if the labels are right"))]
 
 
 def points_and_labels(scene, source, role: str) -> tuple[np.ndarray, list[str]]:
@@ -463,20 +485,29 @@ def resample_volume(scene, input_node, grid: VolumeGeometry, *, transform_node=N
 
 @dataclass
 class ExportTargets:
-    """Where one export writes; every field is optional.
+    """Where one export writes, and how; every field is optional.
 
     Attributes
     ----------
     volume_file : path, optional
         ``.nrrd``, ``.nii``, ``.nii.gz`` or ``.mha``.
     dicom_folder : path, optional
-        A new folder for a DICOM series aligned slice for slice with a DICOM reference.
+        A folder for a DICOM series aligned slice for slice with a DICOM reference: new or empty, or
+        one holding only earlier slabs of the same series (the new slices are added to it).
     png_folder : path, optional
-        A new folder for one PNG per reference DICOM slice.
+        A new folder for one PNG per reference DICOM slice, and its ``index.csv``.
     preview : path, optional
         A fused PNG of the reference and the output.
     force : bool
         Replace existing outputs.
+    png_window : (center, width), optional
+        Window of scalar PNGs; default from the data (:data:`.preview.DEFAULT_WINDOW_PERCENTILES`).
+    series_uid : str, optional
+        SeriesInstanceUID of the DICOM output; default derived from the reference series UID and the
+        volume's name (:func:`dicom_export.derived_series_uid`), so that slabs exported separately
+        make one series.
+    preview_at_ras : (3,) sequence of float, optional
+        Point (RAS mm) the preview's three planes cut through; the reference's centre by default.
     """
 
     volume_file: Path | str | None = None
@@ -484,64 +515,231 @@ class ExportTargets:
     png_folder: Path | str | None = None
     preview: Path | str | None = None
     force: bool = False
+    png_window: tuple[float, float] | None = None
+    series_uid: str | None = None
+    preview_at_ras: tuple[float, float, float] | None = None
+
+
+@dataclass
+class ExportSource:
+    """The input an export was resampled from, when the writer has it.
+
+    The DICOM and PNG outputs of an irregular (regularized) reference sample it at each reference
+    slice's own plane, and the DICOM encoding is chosen from its value range, the same for every slab.
+
+    Attributes
+    ----------
+    input_node : vtkMRMLVolumeNode
+    transform_node : vtkMRMLTransformNode, optional
+        Input-to-reference transform, applied after the input's own parents.
+    interpolation : str
+    labelmap : bool
+    background : float, optional
+    """
+
+    input_node: object
+    transform_node: object = None
+    interpolation: str = "linear"
+    labelmap: bool = False
+    background: float | None = None
+
+    def input_to_world_ras(self) -> np.ndarray:
+        """The input's own RAS to the reference world: its parents, then the transform."""
+        matrix = mrml.parent_to_world_matrix(self.input_node)
+        if self.transform_node is not None:
+            matrix = mrml.transform_to_parent_matrix(self.transform_node) @ matrix
+        return matrix
 
 
 def write_outputs(volume_node, reference: Reference, targets: ExportTargets, *,
-                  slab: tuple[int, int] | None = None) -> list[Path]:
-    """Write a volume that lies on ``reference``'s grid (or a slab of it) to every target.
+                  slab: tuple[int, int] | None = None, source: ExportSource | None = None) -> list[Path]:
+    """Write a volume that lies on ``reference``'s grid (or a slab of it) to every target, all or nothing.
+
+    Every output is checked before any is written, written to a temporary beside its destination,
+    and all are moved into place together once all are complete: a failure leaves nothing new.
 
     Parameters
     ----------
     volume_node : vtkMRMLVolumeNode
-        On ``output_grid(reference, slab=slab)`` (as :func:`resample_volume` made it).
+        On ``output_grid(reference, slab=slab)`` (as :func:`resample_volume` made it); for a
+        regularized reference, on its whole regularized grid.
     reference : Reference
     targets : ExportTargets
     slab : (first, count), optional
-        The reference slices the volume covers; all of them by default.
+        The reference slices the export covers; all of them by default. For a regularized reference
+        they count the acquired slices (the DICOM and PNG outputs).
+    source : ExportSource, optional
+        The input ``volume_node`` was resampled from. Without it the DICOM and PNG slices of a
+        regularized reference are sampled from ``volume_node`` itself, and the DICOM encoding is
+        chosen from ``volume_node``'s values.
 
     Returns
     -------
     list of Path
         The files written (a DICOM or PNG folder's files each).
     """
-    _check_targets(reference, targets, slab)  # every output checked before any is written
-    with _output_folders(targets.volume_file, targets.dicom_folder, targets.png_folder, targets.preview):
-        return _write_targets(volume_node, reference, targets, slab)
+    series_uid = _series_uid(volume_node, reference, targets)
+    merge = _check_targets(reference, targets, slab, series_uid)  # every output checked before any is written
+    with (_output_folders(targets.volume_file, targets.dicom_folder, targets.png_folder, targets.preview),
+          files.staged_outputs(force=targets.force) as staging):
+        staged = _write_targets(volume_node, reference, targets, slab, staging,
+                                _SliceExport(source, series_uid, merge))
+        return [staging.final_path(path) for path in staged]
 
 
-def _check_targets(reference: Reference, targets: ExportTargets, slab: tuple[int, int] | None) -> None:
-    """Refuse an export before anything is written: slices it cannot align with, outputs that exist."""
+@dataclass
+class _SliceExport:
+    source: ExportSource | None
+    series_uid: str | None
+    merge_dicom: bool
+
+
+def _series_uid(volume_node, reference: Reference, targets: ExportTargets) -> str | None:
+    if not targets.dicom_folder or reference.series is None:
+        return None
+    return targets.series_uid or dicom_export.derived_series_uid(reference.series.series_instance_uid,
+                                                                 volume_node.GetName())
+
+
+def _check_targets(reference: Reference, targets: ExportTargets, slab: tuple[int, int] | None,
+                   series_uid: str | None = None) -> bool:
+    """Refuse an export before anything is written; True when the DICOM folder gets slices added to its series."""
+    merge = False
     for folder in (targets.dicom_folder, targets.png_folder):
         if folder:
-            _reference_slices(reference, slab, folder)
-            if Path(folder).is_dir() and any(Path(folder).iterdir()) and not targets.force:
-                raise OutputExistsError(f"output folder {folder} is not empty; use --force to replace it")
+            slices = _reference_slices(reference, slab, folder)
+            if folder == targets.dicom_folder and _holds_slabs_of(Path(folder), series_uid):
+                _check_slab_names(Path(folder), slices, targets.force)
+                merge = True
+            elif Path(folder).is_dir() and any(Path(folder).iterdir()):
+                if not targets.force:
+                    raise OutputExistsError(f"output folder {folder} is not empty; use --force to replace it")
+                dicom_export.check_replaceable_folder(folder)
+    if targets.volume_file and slab and reference.series is not None and reference.series.regularized:
+        raise AlignSeriesError(f"--slab of the irregular reference '{reference.name}' counts its acquired slices, "
+                               "which a volume file cannot hold: write DICOM or PNG slices, or drop --slab")
     for path in (targets.volume_file, targets.preview):
         if path and Path(path).exists() and not targets.force:
             raise OutputExistsError(f"output exists, not overwritten (use --force): {path}")
+    return merge
 
 
-def _write_targets(volume_node, reference: Reference, targets: ExportTargets,
-                   slab: tuple[int, int] | None) -> list[Path]:
+def _holds_slabs_of(folder: Path, series_uid: str | None) -> bool:
+    """True when ``folder`` holds DICOM files only, all of series ``series_uid`` (earlier slabs of this export)."""
+    if series_uid is None or not folder.is_dir():
+        return False
+    entries = list(folder.iterdir())
+    if not entries or any(entry.suffix.lower() != ".dcm" or not entry.is_file() for entry in entries):
+        return False
+    try:
+        return all(pydicom.dcmread(entry, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get(
+            "SeriesInstanceUID") == series_uid for entry in entries)
+    except (OSError, pydicom.errors.InvalidDicomError):
+        return False
+
+
+def _check_slab_names(folder: Path, slices: Sequence, force: bool) -> None:
+    taken = [name for name in map(dicom_export.dicom_slice_name, slices) if (folder / name).exists()]
+    if taken and not force:
+        raise OutputExistsError(f"output folder {folder} already holds {len(taken)} of these slices (e.g. {taken[0]}); "
+                                "use --force to replace them")
+
+
+def _write_targets(volume_node, reference: Reference, targets: ExportTargets, slab: tuple[int, int] | None,
+                   staging: files.StagedOutputs, export: _SliceExport) -> list[Path]:
+    """Write every target into ``staging``; returns the staged paths."""
     written = []
     labelmap = volume_node.IsA("vtkMRMLLabelMapVolumeNode")
     if targets.volume_file:
-        written.append(mrml_files.save_node(volume_node, targets.volume_file, force=targets.force))
+        written.append(mrml_files.save_node(volume_node, staging.file(targets.volume_file), force=True))
+    if targets.dicom_folder or targets.png_folder:
+        slices = _reference_slices(reference, slab, targets.dicom_folder or targets.png_folder)
+        array = _slice_array(volume_node, reference, slab, export.source)
     if targets.dicom_folder:
-        written += dicom_export.write_dicom_series(
-            mrml.volume_array(volume_node), _reference_slices(reference, slab, targets.dicom_folder),
-            Path(targets.dicom_folder), force=targets.force,
-            series_description=f"{volume_node.GetName()} (AlignSeries)", labelmap=labelmap)
+        folder = staging.folder(targets.dicom_folder, merge=export.merge_dicom)
+        description, timestamp = _existing_series(targets, export)
+        written += dicom_export.write_dicom_files(
+            array, slices, folder, series_description=description or f"{volume_node.GetName()} (AlignSeries)",
+            labelmap=labelmap, encoding=_whole_export_encoding(volume_node, export.source, labelmap),
+            series_instance_uid=export.series_uid, series_timestamp=timestamp)
     if targets.png_folder:
-        written += dicom_export.export_png_slices(
-            mrml.volume_array(volume_node), _reference_slices(reference, slab, targets.png_folder),
-            targets.png_folder, labelmap=labelmap, force=targets.force)
+        window = None if targets.png_window is None else _window_of_center_width(*targets.png_window)
+        written += dicom_export.write_png_files(array, slices, staging.folder(targets.png_folder), labelmap=labelmap,
+                                                window=window, first_k=(slab or (0, 0))[0])
     if targets.preview:
-        first, count = slab or (0, reference.geometry.dimensions[2])
-        written.append(preview.write_fusion_png(reference.voxels()[first:first + count], mrml.volume_array(volume_node),
-                                                mrml.volume_geometry(volume_node), targets.preview,
-                                                force=targets.force))
+        written.append(_write_preview(volume_node, reference, targets, staging.file(targets.preview)))
     return written
+
+
+def _write_preview(volume_node, reference: Reference, targets: ExportTargets, path: Path) -> Path:
+    grid = mrml.volume_geometry(volume_node)
+    first = int(round(reference.geometry.world_to_ijk(grid.origin_ras)[2]))
+    reference_voxels = reference.voxels()[first:first + grid.dimensions[2]]
+    return preview.write_fusion_png(
+        reference_voxels, mrml.volume_array(volume_node), grid, path, force=True,
+        names=(reference.name, volume_node.GetName()), at_ras=targets.preview_at_ras,
+        labelmap=volume_node.IsA("vtkMRMLLabelMapVolumeNode"))
+
+
+def _window_of_center_width(center: float, width: float) -> tuple[float, float]:
+    if not width > 0:
+        raise AlignSeriesError(f"--png-window: the width must be positive, got {width}")
+    return float(center) - float(width) / 2, float(center) + float(width) / 2
+
+
+def _existing_series(targets: ExportTargets, export: _SliceExport) -> tuple[str | None, datetime.datetime | None]:
+    """SeriesDescription and SeriesDate/Time of the slabs already in the folder, so that an added slab keeps them."""
+    if not export.merge_dicom or targets.dicom_folder is None:
+        return None, None
+    first = next(Path(targets.dicom_folder).glob("*.dcm"))
+    header = pydicom.dcmread(first, stop_before_pixels=True,
+                             specific_tags=["SeriesDescription", "SeriesDate", "SeriesTime"])
+    try:
+        timestamp = datetime.datetime.strptime(f"{header.SeriesDate}{str(header.SeriesTime)[:6]}", "%Y%m%d%H%M%S")
+    except (AttributeError, ValueError):
+        timestamp = None
+    return header.get("SeriesDescription"), timestamp
+
+
+def _whole_export_encoding(volume_node, source: ExportSource | None, labelmap: bool) -> dicom_export.PixelEncoding:
+    """One DICOM encoding for the whole export: from the input's value range and type (and the background).
+
+    Resampling keeps values within the input's range and the background (cubic output is clamped),
+    so every slab of one input gets the same encoding.
+    """
+    if source is None:
+        return dicom_export.pixel_encoding(mrml.volume_array(volume_node), labelmap=labelmap)
+    values = mrml.volume_array(source.input_node)
+    low, high = float(np.min(values)), float(np.max(values))
+    if source.background is not None:
+        low, high = min(low, float(source.background)), max(high, float(source.background))
+    elif labelmap:
+        low = min(low, 0.0)
+    return dicom_export.pixel_encoding(values, labelmap=labelmap, value_range=(low, high),
+                                       integer=values.dtype.kind in "biu" or labelmap)
+
+
+def _slice_array(volume_node, reference: Reference, slab: tuple[int, int] | None,
+                 source: ExportSource | None) -> np.ndarray:
+    """The voxels of the exported reference slices ``[k, j, i]``.
+
+    On a regular reference: the volume's own voxels. On a regularized one: the input sampled at each
+    acquired slice's own plane (its ImagePositionPatient, ImageOrientationPatient, PixelSpacing).
+    """
+    if reference.series is None or not reference.series.regularized:
+        return mrml.volume_array(volume_node)
+    first, count = slab or (0, len(reference.series.slices))
+    source = source or ExportSource(volume_node, labelmap=volume_node.IsA("vtkMRMLLabelMapVolumeNode"))
+    input_array = mrml.volume_array(source.input_node)
+    input_geometry = mrml.volume_geometry(source.input_node, world=False)
+    planes = []
+    for slice_ijk_to_lps, header in zip(reference.series.slice_ijk_to_lps[first:first + count],
+                                        reference.series.slices[first:first + count], strict=True):
+        plane = VolumeGeometry((header.columns, header.rows, 1), lps_to_ras_matrix(slice_ijk_to_lps))
+        planes.append(resample.resample_to_geometry(
+            input_array, input_geometry, plane, source.input_to_world_ras(), interpolation=source.interpolation,
+            labelmap=source.labelmap, background=source.background).array[0])
+    return np.stack(planes)
 
 
 def slab_of(volume_node, reference: Reference) -> tuple[int, int] | None:
@@ -557,6 +755,8 @@ def slab_of(volume_node, reference: Reference) -> tuple[int, int] | None:
         reference.geometry.dimensions[2] - count)
     if not fits or not resample.slab(reference.geometry, first, count).is_close(grid, atol=1e-4):
         return None
+    if reference.series is not None and reference.series.regularized:  # slabs count the acquired slices
+        return (0, len(reference.series.slices)) if (first, count) == (0, reference.geometry.dimensions[2]) else None
     return first, count
 
 
@@ -565,12 +765,12 @@ def _reference_slices(reference: Reference, slab: tuple[int, int] | None, path) 
     if reference.series is None:
         raise AlignSeriesError(f"{path}: DICOM slices and PNGs are aligned with a DICOM reference series; "
                                "the reference was not loaded from DICOM files")
-    if reference.series.regularized:
-        raise AlignSeriesError(
-            f"{path}: the reference '{reference.name}' was regularized from an irregular series, so its "
-            "grid has no DICOM slices to align with: write a volume file instead")
-    first, count = slab or (0, reference.geometry.dimensions[2])
-    return reference.series.slices[first:first + count]
+    slices = reference.series.slices
+    first, count = slab or (0, len(slices))
+    if not (0 <= first and count >= 1 and first + count <= len(slices)):
+        raise AlignSeriesError(f"{path}: slab of {count} slices from slice {first} does not fit the reference "
+                               f"'{reference.name}' of {len(slices)} acquired slices")
+    return slices[first:first + count]
 
 
 @contextlib.contextmanager
@@ -637,7 +837,9 @@ class ResampleExport:
 def resample_and_export(scene, input_paths, reference_paths, output, *, transform=None, interpolation: str = "linear",
                         labelmap: bool | None = None, background=None, crop_to_overlap: bool = False,
                         slab: tuple[int, int] | None = None, png_folder=None, preview=None, force: bool = False,
-                        input_index: int | None = None, reference_index: int | None = None) -> ResampleExport:
+                        input_index: int | None = None, reference_index: int | None = None,
+                        png_window: tuple[float, float] | None = None, series_uid: str | None = None,
+                        preview_at_ras: tuple[float, float, float] | None = None) -> ResampleExport:
     """Load an input and a reference, resample the input onto the reference grid and write every output.
 
     The whole job of ``alignseries resample``, for the command line and the batch runner alike.
@@ -667,6 +869,13 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
         Replace existing outputs.
     input_index, reference_index : int, optional
         Which volume (1-based) of paths that hold several.
+    png_window, series_uid, preview_at_ras : optional
+        As :class:`ExportTargets`.
+
+    An irregular (regularized) reference gets DICOM and PNG slices sampled at each acquired slice's
+    own plane; the volume node (and volume file) holds the regularized grid. Without a transform,
+    an input whose FrameOfReferenceUID differs from the reference's gets a
+    ``frame_of_reference_mismatch`` warning: the two are placed by their coordinates alone.
 
     Raises
     ------
@@ -686,9 +895,39 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
         transform_node = read_transform(scene, transform, moving_geometry=mrml.volume_geometry(input_node, world=False),
                                         fixed_geometry=reference.geometry)
     slab = (int(slab[0]), int(slab[1])) if slab else None
-    output_node = resample_volume(scene, input_node, output_grid(reference, slab=slab), transform_node=transform_node,
-                                  interpolation=interpolation, labelmap=labelmap or None, background=background,
-                                  crop_to_overlap=crop_to_overlap)
+    regularized = reference.series is not None and reference.series.regularized
+    output_node = resample_volume(scene, input_node, output_grid(reference, slab=None if regularized else slab),
+                                  transform_node=transform_node, interpolation=interpolation,
+                                  labelmap=labelmap or None, background=background, crop_to_overlap=crop_to_overlap)
+    mismatch = None if transform_node is not None else frame_of_reference_mismatch(input_node, reference)
+    if mismatch is not None:
+        logger.warning("%s", mismatch.message)
+        mrml.set_node_warnings(output_node, [*mrml.node_warnings(output_node), mismatch])
+    if to_folder and series_uid is None and reference.series is not None:  # the same for every slab of this job
+        series_uid = dicom_export.derived_series_uid(reference.series.series_instance_uid,
+                                                     *(Path(path).resolve().name for path in _as_paths(input_paths)))
     targets = ExportTargets(volume_file=None if to_folder else output, dicom_folder=output if to_folder else None,
-                            png_folder=png_folder, preview=preview, force=force)
-    return ResampleExport(output_node, write_outputs(output_node, reference, targets, slab=slab), targets)
+                            png_folder=png_folder, preview=preview, force=force, png_window=png_window,
+                            series_uid=series_uid, preview_at_ras=preview_at_ras)
+    source = ExportSource(input_node, transform_node, interpolation,
+                          output_node.IsA("vtkMRMLLabelMapVolumeNode"), background)
+    return ResampleExport(output_node, write_outputs(output_node, reference, targets, slab=slab, source=source),
+                          targets)
+
+
+def frame_of_reference_mismatch(input_node, reference: Reference) -> AlignSeriesWarning | None:
+    """A ``frame_of_reference_mismatch`` warning when the input and the reference name different frames.
+
+    Their coordinates then mean nothing to each other without a transform (``transform`` refuses
+    such a pair in ``frameOfReference`` mode); None when the frames agree or either is unknown.
+    """
+    input_uid = mrml.frame_of_reference_uid(input_node)
+    reference_uid = (reference.series.frame_of_reference_uid if reference.series is not None
+                     else mrml.frame_of_reference_uid(reference.node) if reference.node is not None else None)
+    if not input_uid or not reference_uid or input_uid == reference_uid:
+        return None
+    return AlignSeriesWarning("frame_of_reference_mismatch", (
+        f"the input's FrameOfReferenceUID {input_uid} differs from the reference's {reference_uid}, and no "
+        "transform was given: the input was placed by its own coordinates, which need not match the "
+        "reference's (expected: the same frame, or a transform); give --transform (from landmarks, a REG, "
+        "or a centers/moments pre-alignment)"))

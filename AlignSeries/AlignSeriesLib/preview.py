@@ -4,13 +4,17 @@ Pictures are ``(rows, columns)`` uint8 greyscale or ``(rows, columns, 3)`` uint8
 row 0 is the *top* line of the picture. They are encoded with ``vtkPNGWriter`` (no PIL in the
 core); VTK counts rows from the bottom, which :func:`png_bytes` accounts for.
 
-:func:`write_fusion_png` shows a reference volume and a volume resampled onto its grid on the
-three central index planes of that grid, as a colour overlay or a checkerboard.
+:func:`write_fusion_png` shows a reference volume and a volume resampled onto its grid on axial,
+coronal and sagittal panes through the grid's centre (or a given point), as a colour overlay or a
+checkerboard, or a label map as coloured outlines; panes are titled, lettered on their edges and
+drawn at their physical aspect ratio, with a legend naming the two volumes. Text is drawn with
+VTK's FreeType renderer (no PIL in the core).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,7 @@ from vtk.util import numpy_support
 from .errors import AlignSeriesError
 from .files import atomic_output
 from .geometry import VolumeGeometry
+from .resample import resample_to_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +51,14 @@ CHECKER_SIZE = 24
 #: Largest side, in pixels, of one plane of the fused picture (larger planes are scaled down).
 PANEL_MAX_SIZE = 512
 
-_PANEL_GAP = 4
-
 
 def png_bytes(image) -> bytes:
     """Encode a picture as PNG.
 
     Parameters
     ----------
-    image : (rows, columns) or (rows, columns, 3) array_like of uint8
-        Row 0 is the top of the picture.
+    image : (rows, columns) or (rows, columns, 3) array_like of uint8, or (rows, columns) of uint16
+        Row 0 is the top of the picture. uint16 gives a 16-bit greyscale PNG.
 
     Returns
     -------
@@ -63,8 +66,11 @@ def png_bytes(image) -> bytes:
         The PNG file's content.
     """
     image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-        raise AlignSeriesError(f"a picture must be uint8 (rows, columns[, 3]), got {image.dtype} {image.shape}")
+    sixteen_bit = image.dtype == np.uint16 and image.ndim == 2
+    if not sixteen_bit and (image.dtype != np.uint8 or image.ndim not in (2, 3)
+                            or (image.ndim == 3 and image.shape[2] != 3)):
+        raise AlignSeriesError(f"a picture must be uint8 (rows, columns[, 3]) or uint16 (rows, columns), "
+                               f"got {image.dtype} {image.shape}")
     components = 1 if image.ndim == 2 else 3
     bottom_up = np.ascontiguousarray(image[::-1]).reshape(-1, components)
     vtk_image = vtk.vtkImageData()
@@ -112,22 +118,51 @@ def label_colored(labels) -> np.ndarray:
     return LABEL_COLORS[np.mod(labels.astype(np.int64), len(LABEL_COLORS))]
 
 
-def write_fusion_png(reference_array, resampled_array, geometry: VolumeGeometry, path, force: bool = False, *,
-                     style: str = "overlay") -> Path:
-    """Write one PNG showing a reference and a resampled volume fused on three central planes.
+#: The three panes of :func:`write_fusion_png`: name, RAS direction across (left to right), RAS direction down
+#: (top to bottom), and the letters on the left, right, top and bottom edges (radiological convention:
+#: the patient's right on the viewer's left).
+PANES = (
+    ("axial", (-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), ("R", "L", "A", "P")),
+    ("coronal", (-1.0, 0.0, 0.0), (0.0, 0.0, -1.0), ("R", "L", "S", "I")),
+    ("sagittal", (0.0, -1.0, 0.0), (0.0, 0.0, -1.0), ("A", "P", "S", "I")),
+)
 
-    Left to right: the central k slice (i across, j down), the central j plane (i across, k up)
-    and the central i plane (j across, k up) of the reference grid; for an axial DICOM-ordered
-    grid these are axial, coronal and sagittal views. Each plane is shown with square pixels
-    (using ``geometry.spacing``) and at most :data:`PANEL_MAX_SIZE` pixels a side. Each volume is
-    windowed on its own percentiles (:data:`DEFAULT_WINDOW_PERCENTILES`).
+#: Colours (RGB) of the reference and of the resampled volume in the overlay.
+REFERENCE_COLOR, RESAMPLED_COLOR = (0, 255, 0), (255, 0, 255)
+
+_MARGIN = 18  # pixels around each pane, for its title and edge letters
+_FONT_SIZE = 12
+
+
+@dataclass(frozen=True)
+class Pane:
+    """Where one pane sits in the fused picture: ``name``, ``box`` (top, left, height, width) in pixels,
+    ``letters`` on its (left, right, top, bottom) edges, and the RAS point its centre pixel shows."""
+
+    name: str
+    box: tuple[int, int, int, int]
+    letters: tuple[str, str, str, str]
+    center_ras: tuple[float, float, float]
+
+
+def write_fusion_png(reference_array, resampled_array, geometry: VolumeGeometry, path, force: bool = False, *,
+                     style: str = "overlay", names: tuple[str, str] = ("reference", "resampled"),
+                     at_ras=None, labelmap: bool = False) -> Path:
+    """Write one PNG showing a reference and a resampled volume fused on axial, coronal and sagittal panes.
+
+    Each pane cuts through ``at_ras`` (the grid's centre by default) along the patient's axes, is
+    drawn at its physical aspect ratio (square pixels of one size for all panes, at most
+    :data:`PANEL_MAX_SIZE` a side), titled, and lettered on its edges (:data:`PANES`: the patient's
+    right on the viewer's left). A legend names the two volumes and their colours. Scalars are windowed
+    on their own percentiles (:data:`DEFAULT_WINDOW_PERCENTILES`); a label map (``labelmap``) is drawn as
+    coloured outlines (:data:`LABEL_COLORS`) over the reference in grey.
 
     Parameters
     ----------
     reference_array, resampled_array : (K, J, I) array_like
         Both on ``geometry``'s grid, indexed ``[k, j, i]``.
     geometry : VolumeGeometry
-        The reference grid (spacing in mm sets the aspect ratio).
+        The grid, in RAS.
     path : str or Path
         Output ``.png`` file, written atomically.
     force : bool
@@ -135,6 +170,12 @@ def write_fusion_png(reference_array, resampled_array, geometry: VolumeGeometry,
     style : {"overlay", "checkerboard"}
         ``overlay``: reference in green, resampled in magenta (grey where they agree).
         ``checkerboard``: alternating squares of :data:`CHECKER_SIZE` pixels, reference first.
+    names : (str, str)
+        The reference's and the resampled volume's names, for the legend.
+    at_ras : (3,) array_like, optional
+        RAS point (mm) the three panes cut through.
+    labelmap : bool
+        ``resampled_array`` is a label map: outlines instead of the magenta overlay.
 
     Returns
     -------
@@ -148,48 +189,139 @@ def write_fusion_png(reference_array, resampled_array, geometry: VolumeGeometry,
     OutputExistsError
         If ``path`` exists and ``force`` is False.
     """
-    reference_array, resampled_array = (_checked_volume(a, geometry, name) for a, name in
-                                        ((reference_array, "reference_array"), (resampled_array, "resampled_array")))
-    if style not in FUSION_STYLES:
-        raise AlignSeriesError(f"style must be one of {', '.join(FUSION_STYLES)}; got {style!r}")
-    windows = window_of(reference_array), window_of(resampled_array)
-    panels = []
-    for plane_of, row_spacing, column_spacing in _central_planes(geometry):
-        pair = [windowed(_square_pixels(plane_of(volume), row_spacing, column_spacing), window)
-                for volume, window in zip((reference_array, resampled_array), windows, strict=True)]
-        panels.append(_fused(pair[0], pair[1], style))
-    picture = _side_by_side(panels)
+    picture, _ = fusion_picture(reference_array, resampled_array, geometry, style=style, names=names, at_ras=at_ras,
+                                labelmap=labelmap)
     with atomic_output(path, force=force) as temporary:
         temporary.write_bytes(png_bytes(picture))
     logger.info("wrote fused preview %s (%d x %d pixels)", path, picture.shape[1], picture.shape[0])
     return Path(path)
 
 
+def fusion_picture(reference_array, resampled_array, geometry: VolumeGeometry, *, style: str = "overlay",
+                   names: tuple[str, str] = ("reference", "resampled"), at_ras=None,
+                   labelmap: bool = False) -> tuple[np.ndarray, list[Pane]]:
+    """The picture of :func:`write_fusion_png` ``(rows, columns, 3)`` uint8, and where its panes are."""
+    reference_array, resampled_array = (_checked_volume(a, geometry, name) for a, name in
+                                        ((reference_array, "reference_array"), (resampled_array, "resampled_array")))
+    if style not in FUSION_STYLES:
+        raise AlignSeriesError(f"style must be one of {', '.join(FUSION_STYLES)}; got {style!r}")
+    at_ras = geometry.center_ras if at_ras is None else np.asarray(at_ras, dtype=float).reshape(3)
+    windows = window_of(reference_array), (None if labelmap else window_of(resampled_array))
+    pixel = _pane_pixel_size(geometry)
+    images, panes, left = [], [], 0
+    for name, across, down, letters in PANES:
+        plane = _pane_geometry(geometry, at_ras, np.array(across), np.array(down), pixel)
+        reference_plane, resampled_plane = (_sampled(volume, geometry, plane, nearest) for volume, nearest in
+                                            ((reference_array, False), (resampled_array, labelmap)))
+        image = _fused_pane(reference_plane, resampled_plane, windows, style, labelmap)
+        images.append(image)
+        panes.append(Pane(name, (_MARGIN, left + _MARGIN, *image.shape[:2]), letters, tuple(at_ras.tolist())))
+        left += image.shape[1] + 2 * _MARGIN
+    picture = _compose(images, panes, names, labelmap)
+    return picture, panes
+
+
+def _pane_pixel_size(geometry: VolumeGeometry) -> float:
+    extent = np.ptp(geometry.bounds_ras, axis=1)
+    return float(max(geometry.spacing.min(), extent.max() / PANEL_MAX_SIZE))
+
+
+def _pane_geometry(geometry: VolumeGeometry, at_ras: np.ndarray, across: np.ndarray, down: np.ndarray,
+                   pixel: float) -> VolumeGeometry:
+    """A one-slice grid through ``at_ras`` spanning the grid's bounds, columns along ``across``, rows ``down``."""
+    bounds = geometry.bounds_ras  # (3, 2): low, high per RAS axis
+    start = np.where(np.concatenate([across, down]).reshape(2, 3).sum(axis=0) < 0, bounds[:, 1], bounds[:, 0])
+    columns = max(1, round(abs(across @ np.ptp(bounds, axis=1)) / pixel))
+    rows = max(1, round(abs(down @ np.ptp(bounds, axis=1)) / pixel))
+    normal = np.cross(across, down)
+    origin = at_ras * np.abs(normal) + start * (1 - np.abs(normal)) + (across + down) * pixel / 2
+    ijk_to_ras = np.eye(4)
+    ijk_to_ras[:3, 0], ijk_to_ras[:3, 1], ijk_to_ras[:3, 2] = across * pixel, down * pixel, normal * pixel
+    ijk_to_ras[:3, 3] = origin
+    return VolumeGeometry((columns, rows, 1), ijk_to_ras)
+
+
+def _sampled(volume: np.ndarray, geometry: VolumeGeometry, plane: VolumeGeometry, nearest: bool) -> np.ndarray:
+    background = 0 if nearest else volume.min().item()
+    return resample_to_geometry(volume, geometry, plane, interpolation="nearest" if nearest else "linear",
+                                background=background).array[0]
+
+
+def _fused_pane(reference: np.ndarray, resampled: np.ndarray, windows, style: str, labelmap: bool) -> np.ndarray:
+    grey = windowed(reference, windows[0])
+    if labelmap:
+        image = np.repeat(grey[..., None], 3, axis=-1)
+        edge = _outline(resampled)
+        image[edge] = label_colored(resampled[edge])
+        return image
+    return _fused(grey, windowed(resampled, windows[1]), style)
+
+
+def _outline(labels: np.ndarray) -> np.ndarray:
+    """Pixels of a non-zero label whose 4-neighbour has another label."""
+    padded = np.pad(labels, 1, mode="edge")
+    differs = np.zeros(labels.shape, dtype=bool)
+    for dr, dc in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        differs |= padded[dr:dr + labels.shape[0], dc:dc + labels.shape[1]] != labels
+    return differs & (labels != 0)
+
+
+def _compose(images: list[np.ndarray], panes: list[Pane], names: tuple[str, str], labelmap: bool) -> np.ndarray:
+    legend_height = _FONT_SIZE + 10
+    height = max(image.shape[0] for image in images) + 2 * _MARGIN + legend_height
+    width = sum(image.shape[1] + 2 * _MARGIN for image in images)
+    picture = np.zeros((height, max(width, 320), 3), dtype=np.uint8)
+    white = (255, 255, 255)
+    for image, pane in zip(images, panes, strict=True):
+        top, left, rows, columns = pane.box
+        picture[top:top + rows, left:left + columns] = image
+        _draw_text(picture, pane.name, (2, left), white)
+        west, east, north, south = pane.letters
+        _draw_text(picture, west, (top + rows // 2 - 6, left - 12), white)
+        _draw_text(picture, east, (top + rows // 2 - 6, left + columns + 3), white)
+        _draw_text(picture, north, (top - 14, left + columns // 2 - 3), white)
+        _draw_text(picture, south, (top + rows + 2, left + columns // 2 - 3), white)
+    row = height - legend_height + 4
+    second = f"outlines: labels of {names[1]}" if labelmap else f"magenta: {names[1]}"
+    first = f"grey: {names[0]}" if labelmap else f"green: {names[0]}"
+    column = _draw_text(picture, first, (row, 4), (200, 200, 200) if labelmap else REFERENCE_COLOR)
+    _draw_text(picture, second, (row, column + 16), (255, 200, 0) if labelmap else RESAMPLED_COLOR)
+    return picture
+
+
+def _draw_text(picture: np.ndarray, text: str, top_left: tuple[int, int], color) -> int:
+    """Draw ``text`` (VTK's FreeType renderer) with its top-left at (row, column); returns the column after it."""
+    alpha = _text_alpha(text)
+    row, column = max(0, top_left[0]), max(0, top_left[1])
+    rows = min(alpha.shape[0], picture.shape[0] - row)
+    columns = min(alpha.shape[1], picture.shape[1] - column)
+    if rows <= 0 or columns <= 0:
+        return column
+    weight = alpha[:rows, :columns, None] / 255.0
+    region = picture[row:row + rows, column:column + columns]
+    region[:] = np.rint(region * (1 - weight) + np.array(color) * weight).astype(np.uint8)
+    return column + columns
+
+
+def _text_alpha(text: str) -> np.ndarray:
+    """(rows, columns) uint8 coverage of ``text``, row 0 at the top (empty when VTK cannot render text)."""
+    properties = vtk.vtkTextProperty()
+    properties.SetFontSize(_FONT_SIZE)
+    properties.SetFontFamilyToArial()
+    properties.SetColor(1.0, 1.0, 1.0)
+    image = vtk.vtkImageData()
+    if not vtk.vtkTextRenderer().RenderString(properties, text, image, [0, 0], 72):
+        return np.zeros((0, 0), dtype=np.uint8)
+    columns, rows, _ = image.GetDimensions()
+    rgba = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(rows, columns, -1)
+    return np.ascontiguousarray(rgba[::-1, :, -1])
+
+
 def _checked_volume(array, geometry: VolumeGeometry, name: str) -> np.ndarray:
     array = np.asarray(array)
     if array.shape != geometry.shape:
         raise AlignSeriesError(f"{name} has shape {array.shape}, expected {geometry.shape} ([k, j, i] of the geometry)")
-    return array
-
-
-def _central_planes(geometry: VolumeGeometry):
-    """(plane extractor, row spacing, column spacing) for the central k, j and i planes; rows top first."""
-    centre_i, centre_j, centre_k = (n // 2 for n in geometry.dimensions)
-    spacing_i, spacing_j, spacing_k = geometry.spacing
-    return (
-        (lambda volume: volume[centre_k], spacing_j, spacing_i),
-        (lambda volume: volume[::-1, centre_j, :], spacing_k, spacing_i),
-        (lambda volume: volume[::-1, :, centre_i], spacing_k, spacing_j),
-    )
-
-
-def _square_pixels(plane: np.ndarray, row_spacing: float, column_spacing: float) -> np.ndarray:
-    """Nearest-neighbour rescale of a plane so that a pixel is square, at most PANEL_MAX_SIZE a side."""
-    height, width = plane.shape[0] * row_spacing, plane.shape[1] * column_spacing
-    pixel = max(min(row_spacing, column_spacing), max(height, width) / PANEL_MAX_SIZE)
-    rows = ((np.arange(max(1, round(height / pixel))) + 0.5) * pixel / row_spacing).astype(int)
-    columns = ((np.arange(max(1, round(width / pixel))) + 0.5) * pixel / column_spacing).astype(int)
-    return plane[np.ix_(np.minimum(rows, plane.shape[0] - 1), np.minimum(columns, plane.shape[1] - 1))]
+    return np.ascontiguousarray(array)
 
 
 def _fused(reference: np.ndarray, resampled: np.ndarray, style: str) -> np.ndarray:
@@ -198,14 +330,3 @@ def _fused(reference: np.ndarray, resampled: np.ndarray, style: str) -> np.ndarr
     rows, columns = np.indices(reference.shape)
     first = ((rows // CHECKER_SIZE + columns // CHECKER_SIZE) % 2) == 0
     return np.repeat(np.where(first, reference, resampled)[..., None], 3, axis=-1)
-
-
-def _side_by_side(panels: list[np.ndarray]) -> np.ndarray:
-    height = max(panel.shape[0] for panel in panels)
-    width = sum(panel.shape[1] for panel in panels) + _PANEL_GAP * (len(panels) - 1)
-    picture = np.zeros((height, width, 3), dtype=np.uint8)
-    left = 0
-    for panel in panels:
-        picture[: panel.shape[0], left: left + panel.shape[1]] = panel
-        left += panel.shape[1] + _PANEL_GAP
-    return picture

@@ -31,6 +31,14 @@ Interpolation and value range
 * The output keeps the input's scalar type. Only a ``background`` that the type cannot hold
   (e.g. ``-1`` for ``uint8``, ``nan`` for ``int16``) widens it, with a ``dtype_widened`` warning.
 
+Exact where nothing moves
+-------------------------
+When the reference-index-to-input-index mapping is a permutation and/or flip of the axes with
+integer offsets — every reference voxel centre within :data:`EXACT_COPY_ATOL` voxel of an input
+voxel centre (e.g. a NIfTI converted from the same DICOM, whose header was rounded to float32) —
+the input voxels are copied, whatever the interpolation: no interpolation changes a value.
+``ResampleResult.method`` is then ``"copy"``.
+
 Label maps (``labelmap=True``)
 ------------------------------
 Labels are label-safe: the output contains only values present in the input, plus
@@ -67,6 +75,10 @@ logger = logging.getLogger(__name__)
 #: label-wise linear vote; more labels fall back to nearest neighbour (one linear pass per label).
 LABELWISE_MAX_LABELS = 16
 
+#: Largest distance, in input voxels, between a reference voxel centre and an input voxel centre for the
+#: voxels to be copied rather than interpolated (see "Exact where nothing moves").
+EXACT_COPY_ATOL = 1e-3
+
 #: Tolerance, in voxels, when deciding whether two grids' voxel boxes overlap.
 OVERLAP_ATOL = 1e-6
 
@@ -94,7 +106,8 @@ class ResampleResult:
     geometry : VolumeGeometry
         The reference geometry the array lies on.
     method : str
-        Interpolation actually used: ``nearest``, ``linear``, ``cubic`` or ``label-wise linear``.
+        Interpolation actually used: ``nearest``, ``linear``, ``cubic``, ``label-wise linear``, or
+        ``copy`` when the grids coincide voxel for voxel (up to a permutation or flip of axes).
     background : int or float
         Value given to reference voxels outside the input's field.
     warnings : tuple of AlignSeriesWarning
@@ -173,6 +186,9 @@ def resample_to_geometry(
         warnings.append(_no_overlap_warning(reference_geometry, input_geometry, moving_to_fixed_ras))
         output = np.full(reference_geometry.shape, background, dtype=output_dtype)
         method = "label-wise linear" if labelmap and interpolation != "nearest" else interpolation
+    elif (copy := _index_copy(reference_ijk_to_input_ijk, reference_geometry.dimensions)) is not None:
+        output, method = _copied(array, copy, reference_geometry.shape, background, output_dtype), "copy"
+        _report(progress, 1.0)
     else:
         vtk.vtkSMPTools.SetBackend(SMP_BACKEND)
         job = _Reslicer(array, reference_ijk_to_input_ijk, reference_geometry.shape)
@@ -453,6 +469,45 @@ def _subgrid(geometry: VolumeGeometry, first_index, dimensions) -> VolumeGeometr
     matrix[:3, 3] = geometry.ijk_to_world(np.asarray(first_index, dtype=float))
     i, j, k = (int(n) for n in dimensions)
     return VolumeGeometry((i, j, k), matrix)
+
+
+# -- exact copy -----------------------------------------------------------------------------------
+
+
+def _index_copy(reference_ijk_to_input_ijk: np.ndarray, reference_dimensions) -> list[tuple[int, int, int]] | None:
+    """For each reference axis (i, j, k): (input axis, sign, offset) when the mapping is a signed permutation
+    with integer offsets within :data:`EXACT_COPY_ATOL` voxel at every corner of the reference grid; else None."""
+    linear = reference_ijk_to_input_ijk[:3, :3]
+    rounded = np.rint(linear)
+    if not (np.all(np.abs(rounded).sum(axis=0) == 1) and np.all(np.abs(rounded).sum(axis=1) == 1)):
+        return None
+    offsets = np.rint(reference_ijk_to_input_ijk[:3, 3])
+    exact = np.eye(4)
+    exact[:3, :3], exact[:3, 3] = rounded, offsets
+    corners = np.array([[a, b, c] for a in (0, reference_dimensions[0] - 1) for b in (0, reference_dimensions[1] - 1)
+                        for c in (0, reference_dimensions[2] - 1)], dtype=float)
+    error = np.abs(apply_affine(reference_ijk_to_input_ijk, corners) - apply_affine(exact, corners)).max()
+    if error > EXACT_COPY_ATOL:
+        return None
+    axes = [int(np.flatnonzero(rounded[:, b])[0]) for b in range(3)]
+    return [(a, int(rounded[a, b]), int(offsets[a])) for b, a in enumerate(axes)]
+
+
+def _copied(array: np.ndarray, copy: list[tuple[int, int, int]], reference_shape, background,
+            output_dtype: np.dtype) -> np.ndarray:
+    """The input's voxels at the reference's, ``background`` where the reference lies outside the input."""
+    # array axis of input axis a is 2 - a; output array axis c holds reference axis 2 - c
+    moved = np.transpose(array, [2 - copy[2 - c][0] for c in range(3)])
+    picks, valid = [], []
+    for c in range(3):
+        _, sign, offset = copy[2 - c]
+        index = sign * np.arange(reference_shape[c]) + offset
+        inside = (index >= 0) & (index < moved.shape[c])
+        picks.append(index[inside])
+        valid.append(inside)
+    output = np.full(reference_shape, background, dtype=output_dtype)
+    output[np.ix_(*valid)] = moved[np.ix_(*picks)]
+    return output
 
 
 # -- the VTK pipeline -----------------------------------------------------------------------------

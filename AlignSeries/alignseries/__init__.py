@@ -239,11 +239,14 @@ def resample(volume: Volume, reference, transform=None, interpolation: str = "li
     return Volume._of_node(output)
 
 
-def write_dicom(volume: Volume, reference, folder: PathLike, *, force: bool = False) -> list[Path]:
+def write_dicom(volume: Volume, reference, folder: PathLike, *, force: bool = False,
+                series_uid: str | None = None) -> list[Path]:
     """Write a volume that lies on a DICOM reference's grid as a DICOM series, slice for slice with it.
 
     Each output slice copies its reference slice's position, orientation, spacing and FrameOfReferenceUID
-    (a new series, same study). Written atomically; an existing folder is refused unless ``force``.
+    (a new series, same study) and InstanceNumber; files are named after the reference slices' SOPInstanceUIDs.
+    Written atomically; an existing folder is refused unless ``force``, but a folder holding earlier slabs of
+    the same series (same ``series_uid``) gets this slab's slices added.
 
     Parameters
     ----------
@@ -252,6 +255,8 @@ def write_dicom(volume: Volume, reference, folder: PathLike, *, force: bool = Fa
     reference : Volume
         Loaded from DICOM (its slices are what the output is aligned with).
     folder : str or Path
+    series_uid : str, optional
+        SeriesInstanceUID; by default derived from the reference's series UID and the volume's name.
 
     Returns
     -------
@@ -263,25 +268,31 @@ def write_dicom(volume: Volume, reference, folder: PathLike, *, force: bool = Fa
     AlignSeriesError
         If ``reference`` is not a DICOM series, or ``volume`` is not on its grid.
     """
-    return _export(volume, reference, operations.ExportTargets(dicom_folder=folder, force=force))
+    return _export(volume, reference, operations.ExportTargets(dicom_folder=folder, force=force,
+                                                               series_uid=series_uid))
 
 
-def write_pngs(volume: Volume, reference, folder: PathLike, *, force: bool = False) -> list[Path]:
-    """One PNG per reference DICOM slice, named ``<InstanceNumber>_<SOPInstanceUID>.png``.
+def write_pngs(volume: Volume, reference, folder: PathLike, *, force: bool = False,
+               window: tuple[float, float] | None = None) -> list[Path]:
+    """One PNG per reference DICOM slice, named ``<InstanceNumber>_<SOPInstanceUID>.png``, and ``index.csv``.
 
-    Label maps get one colour per label; other volumes a grey window.
+    A label map's PNGs hold the label values (one channel, 8-bit, or 16-bit for labels above 255);
+    other volumes are 8-bit grey through ``window``. ``index.csv`` lists each PNG with its slice's
+    SOPInstanceUID, InstanceNumber, k and ImagePositionPatient.
 
     Parameters
     ----------
     volume, reference, folder, force
         As :func:`write_dicom`.
+    window : (center, width), optional
+        Grey window of a scalar volume; default its 0.5th to 99.5th percentiles.
 
     Returns
     -------
     list of Path
-        The PNG files written, in k order.
+        The PNG files written, in k order, then ``index.csv``.
     """
-    return _export(volume, reference, operations.ExportTargets(png_folder=folder, force=force))
+    return _export(volume, reference, operations.ExportTargets(png_folder=folder, force=force, png_window=window))
 
 
 def _export(volume: Volume, reference, targets: operations.ExportTargets) -> list[Path]:
