@@ -505,6 +505,15 @@ def test_resample_nifti_in_its_own_axis_order_onto_dicom_grid(capsys, data, tmp_
     np.testing.assert_array_equal(np.asarray(written.dataobj), truth_ijk)
 
 
+@pytest.mark.parametrize(("options", "encoding"), [((), "raw"), (("--compress",), "gzip")])
+def test_resample_writes_raw_nrrd_unless_compress(capsys, data, tmp_path, options, encoding):
+    output = tmp_path / "B_on_A.nrrd"
+    run_json(capsys, "resample", "--input", data["root"] / "B", "--reference", data["root"] / "A", "--output", output,
+             *options)
+    header = output.read_bytes().split(b"\n\n", 1)[0].decode("latin-1").splitlines()
+    assert f"encoding: {encoding}" in header
+
+
 def test_resample_output_refused_without_force(capsys, data, tmp_path):
     output = tmp_path / "out.nrrd"
     output.write_bytes(b"keep")

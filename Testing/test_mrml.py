@@ -288,6 +288,41 @@ def test_volume_file_round_trip(scene, tmp_path, name, extension):
     np.testing.assert_array_equal(read_back, array_kji)
 
 
+def header_field(path, name: str) -> str:
+    """A field of a NRRD (``name: value``) or MetaImage (``Name = value``) text header, read up to the data."""
+    with open(path, "rb") as file:
+        for line in file:
+            text = line.decode("latin-1").strip()
+            if not text:
+                break  # the blank line that ends a NRRD header
+            key, _, value = text.replace(" = ", ":", 1).partition(":")
+            if key.strip() == name:
+                return value.strip()
+            if key.strip() == "ElementDataFile":
+                break  # the last field of a MetaImage header
+    raise AssertionError(f"{path}: no header field {name!r}")
+
+
+@pytest.mark.parametrize(("extension", "field", "raw", "compressed"),
+                         [("nrrd", "encoding", "raw", "gzip"), ("mha", "CompressedData", "False", "True")])
+def test_volume_files_are_raw_unless_compression_is_asked_for(scene, tmp_path, extension, field, raw, compressed):
+    node, array_kji, _ = random_volume(scene, "oblique", dimensions=(40, 30, 20))
+    plain = mrml_files.save_node(node, tmp_path / f"plain.{extension}")
+    packed = mrml_files.save_node(node, tmp_path / f"packed.{extension}", compress=True)
+    assert header_field(plain, field) == raw
+    assert header_field(packed, field) == compressed
+    assert plain.stat().st_size >= array_kji.nbytes > packed.stat().st_size
+    for path in (plain, packed):
+        np.testing.assert_array_equal(mrml.volume_array(mrml_files.load_volume_file(scene, path)), array_kji)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_nifti_gz_is_compressed_by_its_name_and_nii_never(scene, tmp_path, compress):
+    node, _, _ = random_volume(scene, "axial")
+    assert mrml_files.save_node(node, tmp_path / "v.nii.gz", compress=compress).read_bytes()[:2] == b"\x1f\x8b"
+    assert mrml_files.save_node(node, tmp_path / "v.nii", compress=compress).read_bytes()[:2] != b"\x1f\x8b"
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32, np.float32, np.float64])
 def test_volume_file_keeps_voxel_type(scene, tmp_path, dtype):
     node, array_kji, _ = random_volume(scene, "axial", dtype=dtype)

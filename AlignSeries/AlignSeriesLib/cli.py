@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "normal) at their true position: one chunk of a large export, DICOM included")
     resample.add_argument("--png", metavar="DIR", help="also write one PNG per reference slice into DIR")
     resample.add_argument("--preview", metavar="PNG", help="also write a fused picture of reference and output")
+    resample.add_argument("--compress", action="store_true",
+                          help="gzip a .nrrd/.mha output (smaller, about ten times slower to write); raw by "
+                               "default, .nii.gz always compressed")
     _add_output_argument(resample, "volume file (.nrrd, .nii.gz, .mha) or a folder (ending in /) for DICOM")
     resample.set_defaults(handler=run_resample)
 
@@ -232,7 +235,8 @@ def run_resample(args) -> dict:
         mrml.new_scene(), args.input, args.reference, args.output, transform=args.transform,
         interpolation=args.interpolation, labelmap=args.labelmap or None, background=args.background,
         crop_to_overlap=args.crop_to_overlap, slab=args.slab, png_folder=args.png, preview=args.preview,
-        force=args.force, input_index=args.input_volume, reference_index=args.reference_volume)
+        force=args.force, input_index=args.input_volume, reference_index=args.reference_volume,
+        compress=args.compress)
     document = {"output": [str(path) for path in result.outputs], "extras": [str(path) for path in result.extras],
                 "geometry": mrml.volume_geometry(result.volume_node).to_dict(),
                 "warnings": [warning.to_dict() for warning in mrml.node_warnings(result.volume_node)]}
