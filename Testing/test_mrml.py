@@ -514,3 +514,17 @@ def test_save_volume_without_image_data_is_refused(scene, tmp_path):
 def test_module_logic_refuses_foreign_scene():
     with pytest.raises(AlignSeriesError, match="not made by AlignSeriesLib.mrml.new_scene"):
         mrml.module_logic(slicer.vtkMRMLScene(), "Volumes")
+
+
+def test_a_node_takes_vtk_owned_voxels_without_copying_and_copies_any_other_array(scene):
+    geometry = VolumeGeometry((4, 3, 2), np.eye(4))
+    owned = mrml.new_voxel_array(geometry.shape, np.int16)
+    owned[...] = np.arange(24).reshape(geometry.shape)
+    foreign = np.arange(24, dtype=np.int16).reshape(geometry.shape)
+    shared = mrml.add_volume_node(scene, owned, geometry, "shared", copy=False)
+    copied = mrml.add_volume_node(scene, foreign, geometry, "copied", copy=False)
+    owned[0, 0, 0] = foreign[0, 0, 0] = 99
+    assert mrml.volume_array(shared)[0, 0, 0] == 99, "the node took the VTK-owned memory"
+    assert mrml.volume_array(copied)[0, 0, 0] == 0, "numpy memory is copied, never shared"
+    view = mrml.volume_array(shared, copy=False)
+    assert not view.flags.writeable and np.shares_memory(view, owned)

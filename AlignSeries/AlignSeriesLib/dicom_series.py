@@ -157,7 +157,8 @@ class DicomVolume:
                          for s in self.slices])
 
     def read_voxels(self, *, regularize: bool = True, read_slices: SliceReader | None = None,
-                    max_bytes: int = dicom_pixels.MAX_VOLUME_BYTES) -> np.ndarray:
+                    max_bytes: int = dicom_pixels.MAX_VOLUME_BYTES,
+                    allocate: dicom_pixels.Allocator = np.empty) -> np.ndarray:
         """Read the pixel data (rescaled to modality values).
 
         Parameters
@@ -172,6 +173,9 @@ class DicomVolume:
             default :func:`AlignSeriesLib.dicom_pixels.read_slices` (pydicom).
         max_bytes : int
             Memory limit for the source and the output arrays.
+        allocate : callable
+            ``allocate(shape, dtype)``: the array the source slices are read into when no conversion is
+            needed (see :func:`AlignSeriesLib.dicom_pixels.read_slices`).
 
         Returns
         -------
@@ -189,7 +193,8 @@ class DicomVolume:
         if resample:
             dicom_pixels.check_memory(self.geometry.shape, np.float32, self.name, max_bytes=max_bytes)
         if read_slices is None:
-            source = dicom_pixels.read_slices(self.slices, max_bytes=max_bytes)
+            source = dicom_pixels.read_slices(self.slices, max_bytes=max_bytes,
+                                              allocate=np.empty if resample else allocate)
         else:
             source = read_slices(self)
         if not resample:

@@ -114,9 +114,9 @@ class Reference:
     node: object = None
 
     def voxels(self) -> np.ndarray:
-        """The reference's voxels ``[k, j, i]`` (read from its files on first need)."""
+        """The reference's voxels ``[k, j, i]``, read-only (read from its files on first need)."""
         if self.node is not None:
-            return mrml.volume_array(self.node)
+            return mrml.volume_array(self.node, copy=False)
         if self.series is None:
             raise AlignSeriesError(f"reference '{self.name}' has neither a node nor a DICOM series to read voxels from")
         return self.series.read_voxels()
@@ -295,7 +295,8 @@ def compute_geometry_transform(scene, fixed_node, moving_node, mode: str, *, reg
     moving_geometry = mrml.volume_geometry(moving_node, world=False)
     arrays = {}
     if mode == "moments":
-        arrays = {"fixed_array_kji": mrml.volume_array(fixed_node), "moving_array_kji": mrml.volume_array(moving_node)}
+        arrays = {"fixed_array_kji": mrml.volume_array(fixed_node, copy=False),
+                  "moving_array_kji": mrml.volume_array(moving_node, copy=False)}
     known_registrations = (list(registrations) + mrml.registration_files(fixed_node)
                            + mrml.registration_files(moving_node))
     result = alignment.align_geometries(
@@ -450,13 +451,13 @@ def resample_volume(scene, input_node, grid: VolumeGeometry, *, transform_node=N
     if crop_to_overlap:
         grid = resample.crop_to_overlap(grid, input_geometry, input_to_world_ras)
     result = resample.resample_to_geometry(
-        mrml.volume_array(input_node), input_geometry, grid, input_to_world_ras,
+        mrml.volume_array(input_node, copy=False), input_geometry, grid, input_to_world_ras,
         interpolation=interpolation, labelmap=labelmap, background=background, progress=progress)
     if output_node is None:
         output_node = mrml.add_volume_node(scene, result.array, grid, f"{input_node.GetName()}_resampled",
-                                           labelmap=labelmap)
+                                           labelmap=labelmap, copy=False)  # a new array: the node takes it
     else:
-        mrml.set_volume_array(output_node, result.array, grid)
+        mrml.set_volume_array(output_node, result.array, grid, copy=False)
     mrml.set_node_warnings(output_node, result.warnings)  # resample logged them already
     return output_node
 
@@ -534,16 +535,17 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets,
                                             compress=targets.compress))
     if targets.dicom_folder:
         written += dicom_export.write_dicom_series(
-            mrml.volume_array(volume_node), _reference_slices(reference, slab, targets.dicom_folder),
+            mrml.volume_array(volume_node, copy=False), _reference_slices(reference, slab, targets.dicom_folder),
             Path(targets.dicom_folder), force=targets.force,
             series_description=f"{volume_node.GetName()} (AlignSeries)", labelmap=labelmap)
     if targets.png_folder:
         written += dicom_export.export_png_slices(
-            mrml.volume_array(volume_node), _reference_slices(reference, slab, targets.png_folder),
+            mrml.volume_array(volume_node, copy=False), _reference_slices(reference, slab, targets.png_folder),
             targets.png_folder, labelmap=labelmap, force=targets.force)
     if targets.preview:
         first, count = slab or (0, reference.geometry.dimensions[2])
-        written.append(preview.write_fusion_png(reference.voxels()[first:first + count], mrml.volume_array(volume_node),
+        written.append(preview.write_fusion_png(reference.voxels()[first:first + count],
+                                                mrml.volume_array(volume_node, copy=False),
                                                 mrml.volume_geometry(volume_node), targets.preview,
                                                 force=targets.force))
     return written
