@@ -528,3 +528,21 @@ def test_a_node_takes_vtk_owned_voxels_without_copying_and_copies_any_other_arra
     assert mrml.volume_array(copied)[0, 0, 0] == 0, "numpy memory is copied, never shared"
     view = mrml.volume_array(shared, copy=False)
     assert not view.flags.writeable and np.shares_memory(view, owned)
+
+
+@pytest.mark.parametrize("name", ORIENTATIONS)
+@pytest.mark.parametrize("extension", VOLUME_FORMATS)
+def test_header_only_geometry_is_the_loaded_nodes(scene, tmp_path, name, extension):
+    node, _, _ = random_volume(scene, name, dimensions=(5, 4, 3))
+    path = mrml_files.save_node(node, tmp_path / f"volume.{extension}")
+    loaded = mrml.volume_geometry(mrml_files.load_volume_file(scene, path), world=False)
+    header = mrml_files.read_volume_file_geometry(path)
+    assert header.dimensions == loaded.dimensions == (5, 4, 3)
+    np.testing.assert_allclose(header.ijk_to_ras, loaded.ijk_to_ras, rtol=0, atol=1e-9)
+
+
+def test_header_only_geometry_of_a_bad_file_gives_the_readers_error(tmp_path):
+    path = tmp_path / "broken.nrrd"
+    path.write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2\nencoding: raw\n\n" + bytes(16))
+    with pytest.raises(AlignSeriesError, match="broken.nrrd"):
+        mrml_files.read_volume_file_geometry(path)

@@ -36,7 +36,7 @@ from .errors import (
     ProgressCallback,
     TransformFileError,
 )
-from .files import is_volume_file
+from .files import file_stem, is_volume_file
 from .geometry import VolumeGeometry
 
 logger = logging.getLogger(__name__)
@@ -106,24 +106,29 @@ class Reference:
         The scanned DICOM series (slices, files, UIDs) when the reference came from DICOM.
     node : vtkMRMLVolumeNode or None
         The reference's node when it was loaded into the scene (its voxels are read only when needed).
+    path : Path or None
+        The volume file whose header gave the grid (its voxels are read only when needed).
     """
 
     name: str
     geometry: VolumeGeometry
     series: DicomVolume | None = None
     node: object = None
+    path: Path | None = None
 
     def voxels(self) -> np.ndarray:
         """The reference's voxels ``[k, j, i]``, read-only (read from its files on first need)."""
         if self.node is not None:
             return mrml.volume_array(self.node, copy=False)
+        if self.path is not None:
+            return mrml.volume_array(mrml_files.load_volume_file(mrml.new_scene(), self.path))
         if self.series is None:
             raise AlignSeriesError(f"reference '{self.name}' has neither a node nor a DICOM series to read voxels from")
         return self.series.read_voxels()
 
 
 def load_reference(scene, paths, *, index: int | None = None, role: str = "--reference") -> Reference:
-    """Load a reference used as a grid: a DICOM series header-only, a volume file through Slicer.
+    """Load a reference used as a grid, header-only: a DICOM series, or a volume file (Slicer's reader).
 
     Raises
     ------
@@ -132,7 +137,7 @@ def load_reference(scene, paths, *, index: int | None = None, role: str = "--ref
     """
     paths = _as_paths(paths)
     if _is_one_volume_file(paths):
-        return reference_of_node(mrml_files.load_volume_file(scene, paths[0]))
+        return Reference(file_stem(paths[0]), mrml_files.read_volume_file_geometry(paths[0]), path=paths[0])
     volumes = dicom_series.scan_dicom(paths).volumes
     series = volumes[_chosen_index([volume.name for volume in volumes], index, role)]
     return Reference(series.name, series.geometry, series)
