@@ -677,3 +677,35 @@ def test_info_regularizes_at_the_spacing_asked_for_or_at_the_finest_acquired_gap
     assert finest["spacing"][2] <= 1.09 and 2.4 <= coarse["spacing"][2] <= 2.5
     assert finest["dimensions"][2] > coarse["dimensions"][2]
     assert any(w["code"] == "regularized" and "smallest" in w["message"] for w in finest["warnings"])
+
+
+HEAVY_MODULES = ("vtk", "vtkmodules", "slicer", "slicer_core", "SimpleITK", "nibabel", "distributed", "dask")
+
+MODULES_AFTER = """
+import json, sys
+from AlignSeriesLib import cli
+try:
+    status = cli.main(sys.argv[1:])
+except SystemExit as exit:
+    status = exit.code
+json.dump({"status": status, "modules": sorted(m.split(".")[0] for m in sys.modules)}, sys.stderr)
+"""
+
+
+def modules_imported_by(*arguments) -> set[str]:
+    """Top-level modules imported by one ``alignseries`` run, in a fresh interpreter."""
+    process = subprocess.run([sys.executable, "-c", MODULES_AFTER, *map(str, arguments)], capture_output=True,
+                             text=True, check=False)
+    report = json.loads(process.stderr.strip().splitlines()[-1])
+    assert report["status"] == 0, process.stderr
+    return set(report["modules"])
+
+
+@pytest.mark.parametrize("arguments", [("--help",), ("resample", "--help"), ("batch", "--help")])
+def test_help_starts_no_vtk_slicer_or_other_heavy_module(arguments):
+    assert modules_imported_by(*arguments) & set(HEAVY_MODULES + ("pydicom",)) == set()
+
+
+def test_info_on_dicom_starts_no_vtk_or_slicer(data):
+    imported = modules_imported_by("info", "--json", data["root"] / "A")
+    assert imported & set(HEAVY_MODULES) == set() and "pydicom" in imported

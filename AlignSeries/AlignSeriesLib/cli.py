@@ -187,10 +187,17 @@ def _add_output_argument(parser, what: str) -> None:
 
 def run_info(args) -> dict:
     """``alignseries info``: every volume found, with geometry and warnings."""
-    from . import describe, operations
+    from . import describe
+    from .files import is_volume_file
 
-    volumes = operations.describe_inputs(args.paths, regularize=args.regularize,
-                                         regularize_spacing=args.regularize_spacing)
+    options = {"regularize": args.regularize, "regularize_spacing": args.regularize_spacing}
+    if any(is_volume_file(path) for path in args.paths):
+        from . import operations
+
+        _capture_vtk_messages()
+        volumes = operations.describe_inputs(args.paths, **options)
+    else:  # DICOM only: no MRML scene, no VTK, no Slicer to start
+        volumes = describe.describe_dicom(args.paths, **options)
     text = "\n\n".join(describe.volume_text(number, volume) for number, volume in enumerate(volumes, start=1))
     return {"volumes": volumes, "text": text}
 
@@ -199,6 +206,7 @@ def run_transform(args) -> dict:
     """``alignseries transform``: moving-to-fixed transform from the two volumes' geometry."""
     from . import mrml, operations
 
+    _capture_vtk_messages()
     scene = mrml.new_scene()
     fixed = operations.load_one_volume(scene, args.fixed, index=args.fixed_volume, role="--fixed")
     moving = operations.load_one_volume(scene, args.moving, index=args.moving_volume, role="--moving")
@@ -211,6 +219,7 @@ def run_landmarks(args) -> dict:
     """``alignseries landmarks``: transform from corresponding points, with per-point errors."""
     from . import mrml, operations
 
+    _capture_vtk_messages()
     scene = mrml.new_scene()
     fixed_volume = (operations.load_one_volume(scene, args.fixed_image, role="--fixed-image") if args.fixed_image
                     else None)
@@ -231,6 +240,7 @@ def run_resample(args) -> dict:
     """``alignseries resample``: the input on the reference grid, as a file or a DICOM series."""
     from . import mrml, operations
 
+    _capture_vtk_messages()
     result = operations.resample_and_export(
         mrml.new_scene(), args.input, args.reference, args.output, transform=args.transform,
         interpolation=args.interpolation, labelmap=args.labelmap or None, background=args.background,
@@ -266,6 +276,7 @@ def run_demo(args) -> dict:
     """``alignseries demo``: the whole job on a built-in synthetic pair."""
     from . import demo
 
+    _capture_vtk_messages()
     return demo.run(Path(args.output), force=args.force)
 
 
@@ -321,11 +332,15 @@ def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LevelPrefixFormatter())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+    if not verbose:  # pydicom logs a failed decode with its traceback; the error line says it
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+
+
+def _capture_vtk_messages() -> None:
+    """VTK's and ITK's messages collected, not printed: called by the commands that start VTK (not by ``--help``)."""
     from . import mrml
 
     mrml.capture_vtk_messages()
-    if not verbose:  # pydicom (imported by mrml) logs a failed decode with its traceback; the error line says it
-        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

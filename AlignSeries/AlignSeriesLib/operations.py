@@ -26,7 +26,7 @@ import numpy as np
 import pydicom
 
 from . import alignment, dicom_export, dicom_reg, dicom_series, landmarks, mrml, mrml_files, preview, resample
-from .describe import dicom_volume_info, summary_line, volume_file_info
+from .describe import describe_dicom, summary_line, volume_file_info
 from .dicom_series import DicomVolume
 from .errors import (
     AlignSeriesError,
@@ -186,12 +186,10 @@ def describe_inputs(paths, *, regularize: bool = True, regularize_spacing: float
     dicom_paths = [path for path in paths if not is_volume_file(path)]
     described = []
     for path in paths:
-        if is_volume_file(path):
-            node = mrml_files.load_volume_file(mrml.new_scene(), path)
-            described.append(volume_file_info(path, node.GetName(), mrml.volume_geometry(node, world=False)))
+        if is_volume_file(path):  # header only
+            described.append(volume_file_info(path, file_stem(path), mrml_files.read_volume_file_geometry(path)))
         elif path == dicom_paths[0]:
-            scan = dicom_series.scan_dicom(dicom_paths, regularize=regularize, regularize_spacing=regularize_spacing)
-            described += [dicom_volume_info(volume) for volume in scan.volumes]
+            described += describe_dicom(dicom_paths, regularize=regularize, regularize_spacing=regularize_spacing)
     return described
 
 
