@@ -709,3 +709,40 @@ def test_help_starts_no_vtk_slicer_or_other_heavy_module(arguments):
 def test_info_on_dicom_starts_no_vtk_or_slicer(data):
     imported = modules_imported_by("info", "--json", data["root"] / "A")
     assert imported & set(HEAVY_MODULES) == set() and "pydicom" in imported
+
+
+def stderr_of(arguments, *, terminal: bool) -> str:
+    """What ``alignseries ARGUMENTS`` writes on stderr: a pseudo-terminal, or a pipe."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    command = [sys.executable, "-m", "AlignSeriesLib", *map(str, arguments)]
+    if not terminal:
+        return subprocess.run(command, capture_output=True, text=True, check=True).stderr
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new pty is 0 columns wide
+    try:
+        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=follower, check=True)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and everything was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(leader)
+
+
+def test_progress_bar_on_a_terminal_only_and_never_with_json(data, tmp_path):
+    arguments = ["resample", "--input", data["root"] / "B", "--reference", data["root"] / "A", "--force"]
+    assert "resample:" in stderr_of([*arguments, "--output", tmp_path / "a.nrrd"], terminal=True)
+    assert "%|" not in stderr_of([*arguments, "--output", tmp_path / "b.nrrd", "--json"], terminal=True)
+    assert "%|" not in stderr_of([*arguments, "--output", tmp_path / "c.nrrd"], terminal=False)
+    assert "scanning:" in stderr_of(["info", data["root"] / "A"], terminal=True)

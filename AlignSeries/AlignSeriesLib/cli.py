@@ -190,7 +190,8 @@ def run_info(args) -> dict:
     from . import describe
     from .files import is_volume_file
 
-    options = {"regularize": args.regularize, "regularize_spacing": args.regularize_spacing}
+    options = {"regularize": args.regularize, "regularize_spacing": args.regularize_spacing,
+               "progress": _progress_bar(args, "scanning")}
     if any(is_volume_file(path) for path in args.paths):
         from . import operations
 
@@ -246,7 +247,7 @@ def run_resample(args) -> dict:
         interpolation=args.interpolation, labelmap=args.labelmap or None, background=args.background,
         crop_to_overlap=args.crop_to_overlap, slab=args.slab, png_folder=args.png, preview=args.preview,
         force=args.force, input_index=args.input_volume, reference_index=args.reference_volume,
-        compress=args.compress)
+        compress=args.compress, progress=_progress_bar(args, "resample"))
     document = {"output": [str(path) for path in result.outputs], "extras": [str(path) for path in result.extras],
                 "geometry": mrml.volume_geometry(result.volume_node).to_dict(),
                 "warnings": [warning.to_dict() for warning in mrml.node_warnings(result.volume_node)]}
@@ -334,6 +335,24 @@ def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     if not verbose:  # pydicom logs a failed decode with its traceback; the error line says it
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+
+
+def _progress_bar(args, what: str):
+    """A ``progress(fraction)`` drawing a bar on stderr when it is a terminal (not with ``--json``), else None."""
+    if args.json or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc=what, unit="", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
+               leave=False, file=sys.stderr)
+
+    def progress(fraction: float) -> bool:
+        bar.update(max(0, round(fraction * 1000) - bar.n))
+        if fraction >= 1.0:
+            bar.close()
+        return False
+
+    return progress
 
 
 def _capture_vtk_messages() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .dicom_series import DicomVolume
-from .errors import AlignSeriesWarning
+from .errors import AlignSeriesWarning, ProgressCallback
 from .geometry import VolumeGeometry
 
 
@@ -121,12 +121,14 @@ def summary_line(geometry: VolumeGeometry, frame_of_reference_uid: str | None,
     return " | ".join(parts)
 
 
-def describe_dicom(paths, *, regularize: bool = True, regularize_spacing: float | None = None) -> list[dict]:
+def describe_dicom(paths, *, regularize: bool = True, regularize_spacing: float | None = None,
+                   progress: ProgressCallback | None = None) -> list[dict]:
     """The ``alignseries info`` description of every volume in DICOM files and folders (headers only).
 
-    Needs no MRML scene, VTK or Slicer: ``info`` on DICOM pays only for pydicom.
+    Needs no MRML scene, VTK or Slicer: ``info`` on DICOM pays only for pydicom. ``progress(fraction) -> bool``
+    follows the header scan; True cancels.
     """
     from .dicom_series import scan_dicom
 
-    scan = scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing)
+    scan = scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing, progress=progress)
     return [dicom_volume_info(volume) for volume in scan.volumes]

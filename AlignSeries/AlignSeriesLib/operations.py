@@ -80,7 +80,7 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
 
 
 def load_one_volume(scene, paths, *, index: int | None = None, role: str = "--input",
-                    labelmap: bool | None = None):
+                    labelmap: bool | None = None, progress: ProgressCallback | None = None):
     """Load ``paths`` and return the one volume they hold, or volume number ``index`` (1-based) of several.
 
     Raises
@@ -89,7 +89,7 @@ def load_one_volume(scene, paths, *, index: int | None = None, role: str = "--in
         If ``paths`` hold no volume, or several and ``index`` does not choose one; the message
         lists the volumes found.
     """
-    nodes = load_volumes(scene, paths, labelmap=labelmap)
+    nodes = load_volumes(scene, paths, labelmap=labelmap, progress=progress)
     return nodes[_chosen_index([node.GetName() for node in nodes], index, role)]
 
 
@@ -176,7 +176,8 @@ def _is_one_volume_file(paths: list[Path]) -> bool:
 # -- describing -----------------------------------------------------------------------------------
 
 
-def describe_inputs(paths, *, regularize: bool = True, regularize_spacing: float | None = None) -> list[dict]:
+def describe_inputs(paths, *, regularize: bool = True, regularize_spacing: float | None = None,
+                    progress: ProgressCallback | None = None) -> list[dict]:
     """What ``alignseries info`` reports for each volume that ``paths`` hold (DICOM: headers only).
 
     Volume files are described in the order given; all DICOM paths are scanned together, at the
@@ -189,7 +190,8 @@ def describe_inputs(paths, *, regularize: bool = True, regularize_spacing: float
         if is_volume_file(path):  # header only
             described.append(volume_file_info(path, file_stem(path), mrml_files.read_volume_file_geometry(path)))
         elif path == dicom_paths[0]:
-            described += describe_dicom(dicom_paths, regularize=regularize, regularize_spacing=regularize_spacing)
+            described += describe_dicom(dicom_paths, regularize=regularize, regularize_spacing=regularize_spacing,
+                                        progress=progress)
     return described
 
 
@@ -648,7 +650,7 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
                         labelmap: bool | None = None, background=None, crop_to_overlap: bool = False,
                         slab: tuple[int, int] | None = None, png_folder=None, preview=None, force: bool = False,
                         input_index: int | None = None, reference_index: int | None = None,
-                        compress: bool = False) -> ResampleExport:
+                        compress: bool = False, progress: ProgressCallback | None = None) -> ResampleExport:
     """Load an input and a reference, resample the input onto the reference grid and write every output.
 
     The whole job of ``alignseries resample``, for the command line and the batch runner alike.
@@ -680,6 +682,9 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
         Which volume (1-based) of paths that hold several.
     compress : bool
         Gzip a ``.nrrd``/``.mha`` output (:attr:`ExportTargets.compress`); raw by default.
+    progress : callable, optional
+        ``progress(fraction) -> bool`` over the whole job (the input's DICOM scan, then the resampling, then
+        the writing); True cancels.
 
     Raises
     ------
@@ -692,7 +697,8 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
                                "align with: write a volume file (.nrrd, .nii.gz, .mha) and drop --png")
     if slab and crop_to_overlap:
         raise AlignSeriesError("--slab and --crop-to-overlap choose the output grid in two ways: give one")
-    input_node = load_one_volume(scene, input_paths, index=input_index, role="--input", labelmap=labelmap or None)
+    input_node = load_one_volume(scene, input_paths, index=input_index, role="--input", labelmap=labelmap or None,
+                                 progress=_part_of(progress, 0.0, 0.3))
     reference = load_reference(scene, reference_paths, index=reference_index)
     transform_node = None
     if transform:  # a FLIRT .mat is relative to the two grids: -in = the input, -ref = the reference
@@ -701,7 +707,17 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
     slab = tuple(slab) if slab else None
     output_node = resample_volume(scene, input_node, output_grid(reference, slab=slab), transform_node=transform_node,
                                   interpolation=interpolation, labelmap=labelmap or None, background=background,
-                                  crop_to_overlap=crop_to_overlap)
+                                  crop_to_overlap=crop_to_overlap, progress=_part_of(progress, 0.3, 0.9))
     targets = ExportTargets(volume_file=None if to_folder else output, dicom_folder=output if to_folder else None,
                             png_folder=png_folder, preview=preview, force=force, compress=compress)
-    return ResampleExport(output_node, write_outputs(output_node, reference, targets, slab=slab), targets)
+    written = write_outputs(output_node, reference, targets, slab=slab)
+    if progress is not None:
+        progress(1.0)
+    return ResampleExport(output_node, written, targets)
+
+
+def _part_of(progress: ProgressCallback | None, start: float, end: float) -> ProgressCallback | None:
+    """The callback of one step of a job that covers fractions ``start`` to ``end`` of ``progress``."""
+    if progress is None:
+        return None
+    return lambda fraction: progress(start + (end - start) * fraction)
