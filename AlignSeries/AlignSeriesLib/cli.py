@@ -332,9 +332,10 @@ class _LevelPrefixFormatter(logging.Formatter):
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LevelPrefixFormatter())
+    if not verbose:  # pydicom logs a failed decode with its traceback; the error line says it. (A filter on the
+        # handler, not a level on pydicom's logger: importing pydicom later resets that level to WARNING.)
+        handler.addFilter(lambda record: not record.name.startswith("pydicom") or record.levelno >= logging.CRITICAL)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
-    if not verbose:  # pydicom logs a failed decode with its traceback; the error line says it
-        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 def _progress_bar(args, what: str):
