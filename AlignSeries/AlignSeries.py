@@ -161,6 +161,7 @@ class AlignSeriesParameterNode:
     cropToOverlap, slabEnabled, slabFirst, slabCount - the output grid: the reference's, its overlap with the
       input, or a slab of its slices.
     pngFolder, previewPath - optional PNG slices and fused preview ("" = none).
+    compressOutput - gzip a .nrrd/.mha volume file (raw by default; .nii.gz always compressed).
     """
 
     fixedVolume: vtkMRMLScalarVolumeNode
@@ -183,6 +184,7 @@ class AlignSeriesParameterNode:
     slabCount: Annotated[int, Minimum(1)] = 1
     pngFolder: str = ""
     previewPath: str = ""
+    compressOutput: bool = False
 
 
 #
@@ -502,7 +504,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         written = []
         if p.exportFilePath:
             written += self.logic.writeVolume(outputVolume, p.exportFilePath, referenceVolume=p.exportReferenceVolume,
-                                              dicomFolder=p.exportToDicomFolder)
+                                              dicomFolder=p.exportToDicomFolder, compress=p.compressOutput)
         written += self.logic.writeResampleExtras(outputVolume, p.exportReferenceVolume, pngFolder=p.pngFolder,
                                                   previewPath=p.previewPath)
         return outputVolume, written
@@ -642,12 +644,14 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
             raise ValueError("applyTransform needs a moving volume and a transform node")
         movingVolume.SetAndObserveTransformNodeID(transformNode.GetID())
 
-    def writeVolume(self, volumeNode, path: str, referenceVolume=None, dicomFolder=None) -> list:
+    def writeVolume(self, volumeNode, path: str, referenceVolume=None, dicomFolder=None,
+                    compress: bool = False) -> list:
         """Write a volume node to a file (.nrrd, .nii.gz, .mha) or to a folder as DICOM aligned to the reference.
 
         Can be used without GUI widget. Existing files are not overwritten.
         :param dicomFolder: True: ``path`` is a folder (created if absent) for a DICOM series; False: a file;
           None: a folder when ``path`` ends with a separator or is an existing folder.
+        :param compress: gzip a .nrrd/.mha file (raw by default, faster to write); .nii.gz is always compressed.
         :return: the files written.
         """
         from AlignSeriesLib import operations
@@ -658,7 +662,7 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         elif not dicomFolder and os.path.isdir(path):
             raise ValueError(f"{path} is a folder: give a file name (.nrrd, .nii.gz, .mha) or choose a DICOM folder")
         targets = operations.ExportTargets(volume_file=None if dicomFolder else path,
-                                           dicom_folder=path if dicomFolder else None)
+                                           dicom_folder=path if dicomFolder else None, compress=compress)
         return self._writeOutputs(volumeNode, referenceVolume, targets)
 
     def writeResampleExtras(self, volumeNode, referenceVolume, pngFolder: str = "", previewPath: str = "") -> list:

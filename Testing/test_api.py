@@ -395,3 +395,12 @@ def test_the_readme_python_example_runs_as_written(tmp_path, ct_and_mask):
         example = example.replace(f'"{placeholder}"', repr(str(path)))
     exec(compile(example, "README.md", "exec"), {})
     assert len(list((tmp_path / "png").glob("*.png"))) == CT_SLICES
+
+
+def test_save_writes_raw_nrrd_unless_compress(tmp_path):
+    volume = alignseries.Volume.from_array(np.arange(4000, dtype=np.int16).reshape(10, 20, 20) % 7, np.eye(4))
+    raw, packed = volume.save(tmp_path / "raw.nrrd"), volume.save(tmp_path / "packed.nrrd", compress=True)
+
+    assert b"\nencoding: raw\n" in raw.read_bytes()[:1000]
+    assert b"\nencoding: gzip\n" in packed.read_bytes()[:1000]
+    np.testing.assert_array_equal(alignseries.load(packed).array, volume.array)

@@ -505,6 +505,15 @@ def test_resample_nifti_in_its_own_axis_order_onto_dicom_grid(capsys, data, tmp_
     np.testing.assert_array_equal(np.asarray(written.dataobj), truth_ijk)
 
 
+@pytest.mark.parametrize(("options", "encoding"), [((), "raw"), (("--compress",), "gzip")])
+def test_resample_writes_raw_nrrd_unless_compress(capsys, data, tmp_path, options, encoding):
+    output = tmp_path / "B_on_A.nrrd"
+    run_json(capsys, "resample", "--input", data["root"] / "B", "--reference", data["root"] / "A", "--output", output,
+             *options)
+    header = output.read_bytes().split(b"\n\n", 1)[0].decode("latin-1").splitlines()
+    assert f"encoding: {encoding}" in header
+
+
 def test_resample_output_refused_without_force(capsys, data, tmp_path):
     output = tmp_path / "out.nrrd"
     output.write_bytes(b"keep")
@@ -668,3 +677,72 @@ def test_info_regularizes_at_the_spacing_asked_for_or_at_the_finest_acquired_gap
     assert finest["spacing"][2] <= 1.09 and 2.4 <= coarse["spacing"][2] <= 2.5
     assert finest["dimensions"][2] > coarse["dimensions"][2]
     assert any(w["code"] == "regularized" and "smallest" in w["message"] for w in finest["warnings"])
+
+
+HEAVY_MODULES = ("vtk", "vtkmodules", "slicer", "slicer_core", "SimpleITK", "nibabel", "distributed", "dask")
+
+MODULES_AFTER = """
+import json, sys
+from AlignSeriesLib import cli
+try:
+    status = cli.main(sys.argv[1:])
+except SystemExit as exit:
+    status = exit.code
+json.dump({"status": status, "modules": sorted(m.split(".")[0] for m in sys.modules)}, sys.stderr)
+"""
+
+
+def modules_imported_by(*arguments) -> set[str]:
+    """Top-level modules imported by one ``alignseries`` run, in a fresh interpreter."""
+    process = subprocess.run([sys.executable, "-c", MODULES_AFTER, *map(str, arguments)], capture_output=True,
+                             text=True, check=False)
+    report = json.loads(process.stderr.strip().splitlines()[-1])
+    assert report["status"] == 0, process.stderr
+    return set(report["modules"])
+
+
+@pytest.mark.parametrize("arguments", [("--help",), ("resample", "--help"), ("batch", "--help")])
+def test_help_starts_no_vtk_slicer_or_other_heavy_module(arguments):
+    assert modules_imported_by(*arguments) & set(HEAVY_MODULES + ("pydicom",)) == set()
+
+
+def test_info_on_dicom_starts_no_vtk_or_slicer(data):
+    imported = modules_imported_by("info", "--json", data["root"] / "A")
+    assert imported & set(HEAVY_MODULES) == set() and "pydicom" in imported
+
+
+def stderr_of(arguments, *, terminal: bool) -> str:
+    """What ``alignseries ARGUMENTS`` writes on stderr: a pseudo-terminal, or a pipe."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    command = [sys.executable, "-m", "AlignSeriesLib", *map(str, arguments)]
+    if not terminal:
+        return subprocess.run(command, capture_output=True, text=True, check=True).stderr
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new pty is 0 columns wide
+    try:
+        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=follower, check=True)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and everything was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(leader)
+
+
+def test_progress_bar_on_a_terminal_only_and_never_with_json(data, tmp_path):
+    arguments = ["resample", "--input", data["root"] / "B", "--reference", data["root"] / "A", "--force"]
+    assert "resample:" in stderr_of([*arguments, "--output", tmp_path / "a.nrrd"], terminal=True)
+    assert "%|" not in stderr_of([*arguments, "--output", tmp_path / "b.nrrd", "--json"], terminal=True)
+    assert "%|" not in stderr_of([*arguments, "--output", tmp_path / "c.nrrd"], terminal=False)
+    assert "scanning:" in stderr_of(["info", data["root"] / "A"], terminal=True)

@@ -505,6 +505,17 @@ def test_panel_exports_to_a_file(loaded, tmp_path):
     assert not loaded.ui.progressBar.visible and not loaded.ui.cancelButton.visible
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_panel_export_compresses_the_file_only_when_ticked(loaded, tmp_path, compress):
+    path = tmp_path / "moving_on_fixed.nrrd"
+    loaded.type_into(loaded.ui.exportFilePathLineEdit, str(path))
+    if compress:
+        loaded.ui.compressOutputCheckBox.click()
+    assert loaded.parameters.compressOutput is compress
+    loaded.ui.exportButton.click()
+    assert f"\nencoding: {'gzip' if compress else 'raw'}\n".encode() in path.read_bytes()[:1000]
+
+
 @pytest.mark.parametrize("how", ["typed", "typed with separator", "folder button"])
 def test_panel_exports_to_a_new_dicom_folder(loaded, tmp_path, how):
     folder = tmp_path / "new series.v2" if how == "folder button" else tmp_path / "new series"

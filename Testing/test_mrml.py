@@ -288,6 +288,41 @@ def test_volume_file_round_trip(scene, tmp_path, name, extension):
     np.testing.assert_array_equal(read_back, array_kji)
 
 
+def header_field(path, name: str) -> str:
+    """A field of a NRRD (``name: value``) or MetaImage (``Name = value``) text header, read up to the data."""
+    with open(path, "rb") as file:
+        for line in file:
+            text = line.decode("latin-1").strip()
+            if not text:
+                break  # the blank line that ends a NRRD header
+            key, _, value = text.replace(" = ", ":", 1).partition(":")
+            if key.strip() == name:
+                return value.strip()
+            if key.strip() == "ElementDataFile":
+                break  # the last field of a MetaImage header
+    raise AssertionError(f"{path}: no header field {name!r}")
+
+
+@pytest.mark.parametrize(("extension", "field", "raw", "compressed"),
+                         [("nrrd", "encoding", "raw", "gzip"), ("mha", "CompressedData", "False", "True")])
+def test_volume_files_are_raw_unless_compression_is_asked_for(scene, tmp_path, extension, field, raw, compressed):
+    node, array_kji, _ = random_volume(scene, "oblique", dimensions=(40, 30, 20))
+    plain = mrml_files.save_node(node, tmp_path / f"plain.{extension}")
+    packed = mrml_files.save_node(node, tmp_path / f"packed.{extension}", compress=True)
+    assert header_field(plain, field) == raw
+    assert header_field(packed, field) == compressed
+    assert plain.stat().st_size >= array_kji.nbytes > packed.stat().st_size
+    for path in (plain, packed):
+        np.testing.assert_array_equal(mrml.volume_array(mrml_files.load_volume_file(scene, path)), array_kji)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_nifti_gz_is_compressed_by_its_name_and_nii_never(scene, tmp_path, compress):
+    node, _, _ = random_volume(scene, "axial")
+    assert mrml_files.save_node(node, tmp_path / "v.nii.gz", compress=compress).read_bytes()[:2] == b"\x1f\x8b"
+    assert mrml_files.save_node(node, tmp_path / "v.nii", compress=compress).read_bytes()[:2] != b"\x1f\x8b"
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32, np.float32, np.float64])
 def test_volume_file_keeps_voxel_type(scene, tmp_path, dtype):
     node, array_kji, _ = random_volume(scene, "axial", dtype=dtype)
@@ -479,3 +514,35 @@ def test_save_volume_without_image_data_is_refused(scene, tmp_path):
 def test_module_logic_refuses_foreign_scene():
     with pytest.raises(AlignSeriesError, match="not made by AlignSeriesLib.mrml.new_scene"):
         mrml.module_logic(slicer.vtkMRMLScene(), "Volumes")
+
+
+def test_a_node_takes_vtk_owned_voxels_without_copying_and_copies_any_other_array(scene):
+    geometry = VolumeGeometry((4, 3, 2), np.eye(4))
+    owned = mrml.new_voxel_array(geometry.shape, np.int16)
+    owned[...] = np.arange(24).reshape(geometry.shape)
+    foreign = np.arange(24, dtype=np.int16).reshape(geometry.shape)
+    shared = mrml.add_volume_node(scene, owned, geometry, "shared", copy=False)
+    copied = mrml.add_volume_node(scene, foreign, geometry, "copied", copy=False)
+    owned[0, 0, 0] = foreign[0, 0, 0] = 99
+    assert mrml.volume_array(shared)[0, 0, 0] == 99, "the node took the VTK-owned memory"
+    assert mrml.volume_array(copied)[0, 0, 0] == 0, "numpy memory is copied, never shared"
+    view = mrml.volume_array(shared, copy=False)
+    assert not view.flags.writeable and np.shares_memory(view, owned)
+
+
+@pytest.mark.parametrize("name", ORIENTATIONS)
+@pytest.mark.parametrize("extension", VOLUME_FORMATS)
+def test_header_only_geometry_is_the_loaded_nodes(scene, tmp_path, name, extension):
+    node, _, _ = random_volume(scene, name, dimensions=(5, 4, 3))
+    path = mrml_files.save_node(node, tmp_path / f"volume.{extension}")
+    loaded = mrml.volume_geometry(mrml_files.load_volume_file(scene, path), world=False)
+    header = mrml_files.read_volume_file_geometry(path)
+    assert header.dimensions == loaded.dimensions == (5, 4, 3)
+    np.testing.assert_allclose(header.ijk_to_ras, loaded.ijk_to_ras, rtol=0, atol=1e-9)
+
+
+def test_header_only_geometry_of_a_bad_file_gives_the_readers_error(tmp_path):
+    path = tmp_path / "broken.nrrd"
+    path.write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2\nencoding: raw\n\n" + bytes(16))
+    with pytest.raises(AlignSeriesError, match="broken.nrrd"):
+        mrml_files.read_volume_file_geometry(path)

@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     resample.add_argument("--preview-at", nargs=3, type=float, metavar=("R", "A", "S"),
                           help="RAS point (mm) the preview's axial, coronal and sagittal panes cut through "
                                "(default: the reference's centre)")
+    resample.add_argument("--compress", action="store_true",
+                          help="gzip a .nrrd/.mha output (smaller, about ten times slower to write); raw by "
+                               "default, .nii.gz always compressed")
     _add_output_argument(resample, "volume file (.nrrd, .nii.gz, .mha) or a folder (ending in /) for DICOM")
     resample.set_defaults(handler=run_resample)
 
@@ -196,10 +199,18 @@ def _add_output_argument(parser, what: str) -> None:
 
 def run_info(args) -> dict:
     """``alignseries info``: every volume found, with geometry and warnings."""
-    from . import describe, operations
+    from . import describe
+    from .files import is_volume_file
 
-    volumes = operations.describe_inputs(args.paths, regularize=args.regularize,
-                                         regularize_spacing=args.regularize_spacing)
+    options = {"regularize": args.regularize, "regularize_spacing": args.regularize_spacing,
+               "progress": _progress_bar(args, "scanning")}
+    if any(is_volume_file(path) for path in args.paths):
+        from . import operations
+
+        _capture_vtk_messages()
+        volumes = operations.describe_inputs(args.paths, **options)
+    else:  # DICOM only: no MRML scene, no VTK, no Slicer to start
+        volumes = describe.describe_dicom(args.paths, **options)
     text = "\n\n".join(describe.volume_text(number, volume) for number, volume in enumerate(volumes, start=1))
     return {"volumes": volumes, "text": text}
 
@@ -208,6 +219,7 @@ def run_transform(args) -> dict:
     """``alignseries transform``: moving-to-fixed transform from the two volumes' geometry."""
     from . import mrml, operations
 
+    _capture_vtk_messages()
     scene = mrml.new_scene()
     fixed = operations.load_one_volume(scene, args.fixed, index=args.fixed_volume, role="--fixed")
     moving = operations.load_one_volume(scene, args.moving, index=args.moving_volume, role="--moving")
@@ -220,6 +232,7 @@ def run_landmarks(args) -> dict:
     """``alignseries landmarks``: transform from corresponding points, with per-point errors."""
     from . import mrml, operations
 
+    _capture_vtk_messages()
     scene = mrml.new_scene()
     fixed_volume = (operations.load_one_volume(scene, args.fixed_image, role="--fixed-image") if args.fixed_image
                     else None)
@@ -240,12 +253,14 @@ def run_resample(args) -> dict:
     """``alignseries resample``: the input on the reference grid, as a file or a DICOM series."""
     from . import mrml, operations
 
+    _capture_vtk_messages()
     result = operations.resample_and_export(
         mrml.new_scene(), args.input, args.reference, args.output, transform=args.transform,
         interpolation=args.interpolation, labelmap=args.labelmap or None, background=args.background,
         crop_to_overlap=args.crop_to_overlap, slab=args.slab, png_folder=args.png, preview=args.preview,
         force=args.force, input_index=args.input_volume, reference_index=args.reference_volume,
-        png_window=args.png_window, series_uid=args.series_uid, preview_at_ras=args.preview_at)
+        png_window=args.png_window, series_uid=args.series_uid, preview_at_ras=args.preview_at,
+        compress=args.compress, progress=_progress_bar(args, "resample"))
     outputs, extras = [str(path) for path in result.outputs], [str(path) for path in result.extras]
     return {"output": outputs, "extras": extras, "geometry": mrml.volume_geometry(result.volume_node).to_dict(),
             "warnings": [warning.to_dict() for warning in mrml.node_warnings(result.volume_node)],
@@ -275,6 +290,7 @@ def run_demo(args) -> dict:
     """``alignseries demo``: the whole job on a built-in synthetic pair."""
     from . import demo
 
+    _capture_vtk_messages()
     return demo.run(Path(args.output), force=args.force)
 
 
@@ -329,12 +345,35 @@ class _LevelPrefixFormatter(logging.Formatter):
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LevelPrefixFormatter())
+    if not verbose:  # pydicom logs a failed decode with its traceback; the error line says it. (A filter on the
+        # handler, not a level on pydicom's logger: importing pydicom later resets that level to WARNING.)
+        handler.addFilter(lambda record: not record.name.startswith("pydicom") or record.levelno >= logging.CRITICAL)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+
+
+def _progress_bar(args, what: str):
+    """A ``progress(fraction)`` drawing a bar on stderr when it is a terminal (not with ``--json``), else None."""
+    if args.json or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc=what, unit="", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
+               leave=False, file=sys.stderr)
+
+    def progress(fraction: float) -> bool:
+        bar.update(max(0, round(fraction * 1000) - bar.n))
+        if fraction >= 1.0:
+            bar.close()
+        return False
+
+    return progress
+
+
+def _capture_vtk_messages() -> None:
+    """VTK's and ITK's messages collected, not printed: called by the commands that start VTK (not by ``--help``)."""
     from . import mrml
 
     mrml.capture_vtk_messages()
-    if not verbose:  # pydicom (imported by mrml) logs a failed decode with its traceback; the error line says it
-        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

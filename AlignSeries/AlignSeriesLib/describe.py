@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .dicom_series import DicomVolume
-from .errors import AlignSeriesWarning
+from .errors import AlignSeriesWarning, ProgressCallback
 from .geometry import VolumeGeometry
 
 
@@ -119,3 +119,16 @@ def summary_line(geometry: VolumeGeometry, frame_of_reference_uid: str | None,
              f"frame of reference {frame_of_reference_uid}" if frame_of_reference_uid else "no frame of reference",
              "; ".join(w.message for w in warnings) if warnings else "regular grid"]
     return " | ".join(parts)
+
+
+def describe_dicom(paths, *, regularize: bool = True, regularize_spacing: float | None = None,
+                   progress: ProgressCallback | None = None) -> list[dict]:
+    """The ``alignseries info`` description of every volume in DICOM files and folders (headers only).
+
+    Needs no MRML scene, VTK or Slicer: ``info`` on DICOM pays only for pydicom. ``progress(fraction) -> bool``
+    follows the header scan; True cancels.
+    """
+    from .dicom_series import scan_dicom
+
+    scan = scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing, progress=progress)
+    return [dicom_volume_info(volume) for volume in scan.volumes]

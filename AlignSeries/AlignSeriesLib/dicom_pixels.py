@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pydicom
@@ -40,6 +40,10 @@ _INT32 = np.iinfo(np.int32)
 
 #: Integers up to this magnitude are exact in float32 (24-bit significand).
 _FLOAT32_EXACT = 2**24
+
+#: ``allocate(shape, dtype) -> ndarray``: where the voxels are read to (default ``np.empty``); the MRML
+#: bridge gives memory that its volume node then takes without a copy.
+Allocator = Callable[[tuple, np.dtype], np.ndarray]
 
 
 def check_memory(shape, dtype, what: str, *, max_bytes: int = MAX_VOLUME_BYTES) -> None:
@@ -92,7 +96,8 @@ def _stored_range(header: SliceHeader) -> tuple[int, int]:
     return 0, 2**bits - 1
 
 
-def read_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_VOLUME_BYTES) -> np.ndarray:
+def read_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_VOLUME_BYTES,
+                allocate: Allocator = np.empty) -> np.ndarray:
     """Read and rescale the pixels of ``headers`` in the given order.
 
     Parameters
@@ -101,6 +106,10 @@ def read_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_VOLUME_B
         One per slice, all with the same Rows and Columns; the output's k order.
     max_bytes : int
         Memory limit, see :func:`check_memory`.
+    allocate : callable
+        ``allocate(shape, dtype)`` gives the array the pixels are read into (``np.empty`` by default). The
+        result is that array itself whenever the rescale can be done in place (stored and output types of one
+        size), else a new array of :func:`output_dtype`.
 
     Returns
     -------
@@ -118,14 +127,21 @@ def read_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_VOLUME_B
     dtype = output_dtype(headers)
     check_memory((len(headers), first.rows, first.columns), dtype, f"{first.path} and {len(headers) - 1} more slices",
                  max_bytes=max_bytes)
-    return _rescaled(read_stored_slices(headers, max_bytes=max_bytes), headers, dtype)
+    in_place = _fits_by_view(first.pixels.stored_dtype, dtype, headers)
+    stored = read_stored_slices(headers, max_bytes=max_bytes,
+                                allocate=(lambda shape, _: allocate(shape, dtype)) if in_place else np.empty)
+    return _rescaled(stored, headers, dtype)
 
 
-def read_stored_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_VOLUME_BYTES) -> np.ndarray:
+def read_stored_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_VOLUME_BYTES,
+                       allocate: Allocator = np.empty) -> np.ndarray:
     """The stored values of ``headers`` in the given order, before RescaleSlope and RescaleIntercept.
 
     Only the low BitsStored bits of each sample are kept, sign-extended when PixelRepresentation
     is 1 (the values pydicom's ``pixel_array`` gives).
+
+    Every slice is read (or decoded) straight into one ``allocate(shape, stored dtype)`` array, viewed as
+    the stored integer type: no per-slice list, no stacking.
 
     Returns
     -------
@@ -143,9 +159,9 @@ def read_stored_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_V
     if any(header.tile is not None for header in headers):
         stored = _read_tiles(headers, shape)
     elif all(_is_direct(header, first) for header in headers):
-        stored = _read_direct(headers, shape)
+        stored = _read_direct(headers, shape, allocate)
     else:
-        stored = np.stack([_decode(header) for header in headers])
+        stored = _read_decoded(headers, shape, allocate)
     if not stored.dtype.isnative:  # pydicom may decode big endian data into a big endian array
         stored = stored.astype(stored.dtype.newbyteorder("="))
     _keep_stored_bits(stored, headers)
@@ -169,8 +185,14 @@ def _is_direct(header: SliceHeader, first: SliceHeader) -> bool:
     return layout.is_native_little_endian and layout.stored_dtype == first.pixels.stored_dtype
 
 
-def _read_direct(headers: Sequence[SliceHeader], shape) -> np.ndarray:
-    stored = np.empty(shape, dtype=headers[0].pixels.stored_dtype)
+def _allocated(allocate: Allocator, shape, dtype: np.dtype) -> np.ndarray:
+    """``allocate(shape, dtype)`` viewed as ``dtype`` (an allocator may give a same-size type: int16 for uint16)."""
+    array = allocate(tuple(shape), np.dtype(dtype))
+    return array.view(np.dtype(dtype)) if array.dtype != dtype else array
+
+
+def _read_direct(headers: Sequence[SliceHeader], shape, allocate: Allocator = np.empty) -> np.ndarray:
+    stored = _allocated(allocate, shape, headers[0].pixels.stored_dtype)
     frame_bytes = stored[0].nbytes
     for k, header in enumerate(headers):
         offset = header.pixels.offset + frame_bytes * ((header.frame or 1) - 1)
@@ -182,6 +204,21 @@ def _read_direct(headers: Sequence[SliceHeader], shape) -> np.ndarray:
             raise DicomError(f"{header.where}: cannot read PixelData (7FE0,0010): {error}") from None
         if count != frame_bytes:
             raise DicomError(f"{header.where}: PixelData (7FE0,0010) ends after {count} of {frame_bytes} bytes")
+    return stored
+
+
+def _read_decoded(headers: Sequence[SliceHeader], shape, allocate: Allocator) -> np.ndarray:
+    """Slices decoded by pydicom, each written into one array allocated on the first (its type is pydicom's)."""
+    stored = None
+    for k, header in enumerate(headers):
+        plane = _decode(header)
+        if stored is None:  # the type np.stack would give: pydicom's, widened to hold every slice's stored type
+            dtype = np.result_type(plane.dtype, *{h.pixels.stored_dtype for h in headers}).newbyteorder("=")
+            same_size = np.dtype(headers[0].pixels.stored_dtype).itemsize == dtype.itemsize
+            stored = _allocated(allocate, shape, dtype) if same_size else np.empty(shape, dtype)
+        stored[k] = plane
+    if stored is None:
+        raise DicomError("no slices to read")
     return stored
 
 

@@ -190,8 +190,8 @@ def set_volume_geometry(volume_node, geometry: VolumeGeometry) -> None:
 
 
 def add_volume_node(scene, array_kji, geometry: VolumeGeometry, name: str, *, labelmap: bool = False,
-                    attributes: dict | None = None):
-    """Add a new volume node holding a copy of ``array_kji`` placed on ``geometry``.
+                    attributes: dict | None = None, copy: bool = True):
+    """Add a new volume node holding a copy of ``array_kji`` (or the array itself) placed on ``geometry``.
 
     Parameters
     ----------
@@ -205,6 +205,9 @@ def add_volume_node(scene, array_kji, geometry: VolumeGeometry, name: str, *, la
         Create a ``vtkMRMLLabelMapVolumeNode`` instead of a scalar volume.
     attributes : dict of str to str, optional
         Node attributes to set (e.g. DICOM UIDs).
+    copy : bool
+        If False and VTK owns ``array_kji``'s memory (:func:`new_voxel_array`, a resampling result), the node
+        takes that memory without copying: for a fresh array that nobody else changes afterwards.
 
     Returns
     -------
@@ -216,7 +219,7 @@ def add_volume_node(scene, array_kji, geometry: VolumeGeometry, name: str, *, la
     class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
     node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
     set_volume_geometry(node, geometry)
-    node.SetAndObserveImageData(_image_data_from_array(array_kji))
+    node.SetAndObserveImageData(_image_data_from_array(array_kji, copy=copy))
     for key, value in (attributes or {}).items():
         node.SetAttribute(key, str(value))
     if labelmap:
@@ -240,27 +243,72 @@ def _add_grey_display_node(scene, volume_node, array_kji: np.ndarray) -> None:
     volume_node.SetAndObserveDisplayNodeID(display_node.GetID())
 
 
-def set_volume_array(volume_node, array_kji, geometry: VolumeGeometry) -> None:
-    """Replace a volume node's voxels and grid (in world coordinates: its parent transform is removed)."""
+def set_volume_array(volume_node, array_kji, geometry: VolumeGeometry, *, copy: bool = True) -> None:
+    """Replace a volume node's voxels and grid (in world coordinates: its parent transform is removed).
+
+    ``copy=False`` shares the array's memory, as in :func:`add_volume_node`.
+    """
     set_volume_geometry(volume_node, geometry)
-    volume_node.SetAndObserveImageData(_image_data_from_array(np.asarray(array_kji)))
+    volume_node.SetAndObserveImageData(_image_data_from_array(np.asarray(array_kji), copy=copy))
     volume_node.SetAndObserveTransformNodeID(None)
 
 
-def volume_array(volume_node) -> np.ndarray:
-    """A copy of a volume node's voxels, indexed ``[k, j, i]``."""
+def volume_array(volume_node, *, copy: bool = True) -> np.ndarray:
+    """A volume node's voxels, indexed ``[k, j, i]``: a copy, or with ``copy=False`` a read-only view.
+
+    The view shares the node's memory (no time, no memory): for reading while the node keeps its image data.
+    """
     if volume_node is None or volume_node.GetImageData() is None:
         raise GeometryError(f"volume '{node_name(volume_node)}' has no image data")
-    return slicer.util.arrayFromVolume(volume_node).copy()
+    view = slicer.util.arrayFromVolume(volume_node)
+    if copy:
+        return view.copy()
+    view.flags.writeable = False
+    return view
 
 
-def _image_data_from_array(array_kji: np.ndarray) -> vtk.vtkImageData:
+def _image_data_from_array(array_kji: np.ndarray, *, copy: bool = True) -> vtk.vtkImageData:
+    """A vtkImageData holding ``array_kji``: a copy, or with ``copy=False`` the VTK array whose memory it is.
+
+    Only memory that VTK owns is shared (:func:`new_voxel_array`, a filter's output): VTK then keeps it
+    alive by reference counting. Any other array is copied (numpy memory under a VTK array crashed when
+    the wrapper holding the numpy reference went away before the C++ array).
+    """
     image = vtk.vtkImageData()
     image.SetDimensions(array_kji.shape[::-1])
     flat = np.ascontiguousarray(array_kji).reshape(-1)
-    scalars = numpy_support.numpy_to_vtk(flat, deep=True)
-    image.GetPointData().SetScalars(scalars)
+    owner = None if copy else _vtk_array_of(flat)
+    image.GetPointData().SetScalars(owner if owner is not None else numpy_support.numpy_to_vtk(flat, deep=True))
     return image
+
+
+def _vtk_array_of(flat: np.ndarray):
+    """The single-component VTK array whose whole memory ``flat`` views with the same type, else None."""
+    base = flat
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    owner = getattr(base, "obj", None) if isinstance(base, memoryview) else None
+    if not isinstance(owner, vtk.vtkDataArray) or owner.GetNumberOfComponents() != 1:
+        return None
+    try:
+        same_type = owner.GetDataType() == numpy_support.get_vtk_array_type(flat.dtype)
+    except KeyError:
+        return None
+    whole = np.frombuffer(owner, dtype=np.uint8)
+    same_memory = whole.ctypes.data == flat.ctypes.data and whole.nbytes == flat.nbytes
+    return owner if same_type and same_memory else None
+
+
+def new_voxel_array(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array of ``shape`` x ``dtype`` whose memory a VTK array owns.
+
+    :func:`add_volume_node` with ``copy=False`` then gives it to a node without copying: read voxels
+    straight into it.
+    """
+    vtk_type = numpy_support.get_vtk_array_type(np.dtype(dtype))
+    array = numpy_support.create_vtk_array(vtk_type)
+    array.SetNumberOfValues(int(np.prod(shape, dtype=np.int64)))
+    return numpy_support.vtk_to_numpy(array).view(np.dtype(dtype)).reshape(shape)
 
 
 def _dicom_database():
@@ -487,7 +535,7 @@ def load_dicom_volume(scene, dicom_volume, *, name: str | None = None, registrat
         If the pixels cannot be read, are too large, or the node's IJKToRAS differs from the headers.
     """
     try:
-        voxels_kji = dicom_volume.read_voxels()
+        voxels_kji = dicom_volume.read_voxels(allocate=new_voxel_array)  # read into the node's own memory
     except DicomDecodeError as error:
         logger.info("%s; reading with Slicer's DICOM reader instead", error)
         voxels_kji = dicom_volume.read_voxels(read_slices=lambda volume: _slicer_read_slices(scene, volume))
@@ -500,7 +548,8 @@ def load_dicom_volume(scene, dicom_volume, *, name: str | None = None, registrat
                                             "regularized": dicom_volume.regularized}),
         REGISTRATIONS_ATTRIBUTE: json.dumps([str(path) for path in registrations]),
     }
-    node = add_volume_node(scene, voxels_kji, dicom_volume.geometry, name or dicom_volume.name, attributes=attributes)
+    node = add_volume_node(scene, voxels_kji, dicom_volume.geometry, name or dicom_volume.name, attributes=attributes,
+                           copy=False)  # the voxels were just read: the node takes them
     set_node_warnings(node, dicom_volume.warnings)
     _SERIES_OF_NODE[node] = dicom_volume
     for warning in dicom_volume.warnings:
@@ -531,7 +580,7 @@ def _slicer_read_slices(scene, dicom_volume) -> np.ndarray:
                                                      dicom_volume.slice_ijk_to_lps[0])
         # Slicer's k axis is its own estimate (sheared or averaged for irregular series): compare i, j, origin.
         _check_node_geometry(node, source_grid, dicom_volume.name, columns=(0, 1, 3))
-        return volume_array(node)
+        return volume_array(node)  # a copy: the node goes
     finally:
         remove_with_helpers(scene, node)
 

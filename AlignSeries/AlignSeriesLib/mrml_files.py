@@ -79,11 +79,58 @@ def load_volume_file(scene, path, *, labelmap: bool | None = None, name: str | N
     return node
 
 
-def save_node(node, path, *, force: bool = False) -> Path:
+def read_volume_file_geometry(path) -> VolumeGeometry:
+    """The grid of a volume file (RAS), read from its header only: what :func:`load_volume_file` would place.
+
+    The reader is the one Slicer's volume storage node uses (``vtkITKArchetypeImageSeriesScalarReader``), with the
+    same options (native orientation and origin, no right-handed flip), asked for its output information only,
+    so a reference used as a grid costs milliseconds instead of reading all its voxels.
+
+    Raises
+    ------
+    FileNotFoundError, AlignSeriesError
+        As :func:`load_volume_file` (a header the reader cannot use is refused by a full read, with its reason).
+    """
+    path = check_input_file(path, "volume file")
+    check_volume_file(path, max_bytes=dicom_pixels.MAX_VOLUME_BYTES)
+    reader = slicer.vtkITKArchetypeImageSeriesScalarReader()
+    reader.SetArchetype(str(path))
+    reader.SetSingleFile(1)
+    reader.SetUseOrientationFromFile(1)
+    reader.SetOutputScalarTypeToNative()
+    reader.SetDesiredCoordinateOrientationToNative()
+    reader.SetUseNativeOriginOn()
+    reader.UpdateInformation()
+    vtk_messages()  # a failed header read is told by the full read below
+    extent = reader.GetOutputInformation(0).Get(vtk.vtkStreamingDemandDrivenPipeline.WHOLE_EXTENT())
+    dimensions = tuple(extent[2 * n + 1] - extent[2 * n] + 1 for n in range(3)) if extent else (0, 0, 0)
+    ras_to_ijk = np.array([[reader.GetRasToIjkMatrix().GetElement(r, c) for c in range(4)] for r in range(4)])
+    if min(dimensions) < 1 or reader.GetNumberOfComponents() != 1 or not np.isfinite(ras_to_ijk).all() or (
+            abs(np.linalg.det(ras_to_ijk[:3, :3])) < 1e-12):
+        return _geometry_by_full_read(path)
+    return VolumeGeometry(dimensions, np.linalg.inv(ras_to_ijk))
+
+
+def _geometry_by_full_read(path: Path) -> VolumeGeometry:
+    """Load the file in a scratch scene: its reason to fail, or its grid (headers the fast path does not take)."""
+    from .mrml import new_scene
+
+    node = load_volume_file(new_scene(), path)
+    return volume_geometry(node, world=False)
+
+
+def save_node(node, path, *, force: bool = False, compress: bool = False) -> Path:
     """Write a volume or transform node with its default storage node, atomically.
 
     The file is written beside its destination and renamed into place, so a failure leaves no
     partial file; an existing file is refused unless ``force``.
+
+    Parameters
+    ----------
+    compress : bool
+        Volumes: gzip the voxels of ``.nrrd`` and ``.mha`` files (Slicer's default zlib level). Off by
+        default (:func:`uses_compression`): gzip costs several seconds per 100 MB of voxels, ten times the raw
+        write. A ``.nii.gz`` file is always compressed, by its name; ITK ``.h5`` transforms always are.
     """
     path = Path(path)
     _check_node_can_be_written(node, path)
@@ -94,7 +141,7 @@ def save_node(node, path, *, force: bool = False) -> Path:
             storage_node.SetFileName(str(scratch / path.name))
             storage_node.SetWriteFileFormat(file_suffix(path).lstrip(".").removeprefix("seg."))
             if hasattr(storage_node, "SetUseCompression"):
-                storage_node.SetUseCompression(path.suffix.lower() in (".gz", ".h5", ".nrrd"))
+                storage_node.SetUseCompression(uses_compression(path, compress=compress))
             written = storage_node.WriteData(node) and (scratch / path.name).is_file()
             messages = vtk_messages()
             if not written:
@@ -104,6 +151,12 @@ def save_node(node, path, *, force: bool = False) -> Path:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return path
+
+
+def uses_compression(path, *, compress: bool = False) -> bool:
+    """Whether :func:`save_node` gzips a file: ``.gz`` and ``.h5`` always, ``.nrrd``/``.mha`` when ``compress``."""
+    suffix = Path(path).suffix.lower()
+    return suffix in (".gz", ".h5") or (compress and suffix in (".nrrd", ".mha"))
 
 
 def _check_node_can_be_written(node, path: Path) -> None:

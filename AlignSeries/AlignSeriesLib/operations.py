@@ -27,7 +27,7 @@ import numpy as np
 import pydicom
 
 from . import alignment, dicom_export, dicom_reg, dicom_series, files, landmarks, mrml, mrml_files, preview, resample
-from .describe import dicom_volume_info, summary_line, volume_file_info
+from .describe import describe_dicom, summary_line, volume_file_info
 from .dicom_series import DicomVolume
 from .errors import (
     AlignSeriesError,
@@ -37,7 +37,7 @@ from .errors import (
     ProgressCallback,
     TransformFileError,
 )
-from .files import is_volume_file
+from .files import file_stem, is_volume_file
 from .geometry import VolumeGeometry, lps_to_ras_matrix
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
 
 
 def load_one_volume(scene, paths, *, index: int | None = None, role: str = "--input",
-                    labelmap: bool | None = None):
+                    labelmap: bool | None = None, progress: ProgressCallback | None = None):
     """Load ``paths`` and return the one volume they hold, or volume number ``index`` (1-based) of several.
 
     Raises
@@ -90,7 +90,7 @@ def load_one_volume(scene, paths, *, index: int | None = None, role: str = "--in
         If ``paths`` hold no volume, or several and ``index`` does not choose one; the message
         lists the volumes found.
     """
-    nodes = load_volumes(scene, paths, labelmap=labelmap)
+    nodes = load_volumes(scene, paths, labelmap=labelmap, progress=progress)
     return nodes[_chosen_index([node.GetName() for node in nodes], index, role)]
 
 
@@ -107,24 +107,29 @@ class Reference:
         The scanned DICOM series (slices, files, UIDs) when the reference came from DICOM.
     node : vtkMRMLVolumeNode or None
         The reference's node when it was loaded into the scene (its voxels are read only when needed).
+    path : Path or None
+        The volume file whose header gave the grid (its voxels are read only when needed).
     """
 
     name: str
     geometry: VolumeGeometry
     series: DicomVolume | None = None
     node: object = None
+    path: Path | None = None
 
     def voxels(self) -> np.ndarray:
-        """The reference's voxels ``[k, j, i]`` (read from its files on first need)."""
+        """The reference's voxels ``[k, j, i]``, read-only (read from its files on first need)."""
         if self.node is not None:
-            return mrml.volume_array(self.node)
+            return mrml.volume_array(self.node, copy=False)
+        if self.path is not None:
+            return mrml.volume_array(mrml_files.load_volume_file(mrml.new_scene(), self.path))
         if self.series is None:
             raise AlignSeriesError(f"reference '{self.name}' has neither a node nor a DICOM series to read voxels from")
         return self.series.read_voxels()
 
 
 def load_reference(scene, paths, *, index: int | None = None, role: str = "--reference") -> Reference:
-    """Load a reference used as a grid: a DICOM series header-only, a volume file through Slicer.
+    """Load a reference used as a grid, header-only: a DICOM series, or a volume file (Slicer's reader).
 
     Raises
     ------
@@ -133,7 +138,7 @@ def load_reference(scene, paths, *, index: int | None = None, role: str = "--ref
     """
     paths = _as_paths(paths)
     if _is_one_volume_file(paths):
-        return reference_of_node(mrml_files.load_volume_file(scene, paths[0]))
+        return Reference(file_stem(paths[0]), mrml_files.read_volume_file_geometry(paths[0]), path=paths[0])
     volumes = dicom_series.scan_dicom(paths).volumes
     series = volumes[_chosen_index([volume.name for volume in volumes], index, role)]
     return Reference(series.name, series.geometry, series)
@@ -172,7 +177,8 @@ def _is_one_volume_file(paths: list[Path]) -> bool:
 # -- describing -----------------------------------------------------------------------------------
 
 
-def describe_inputs(paths, *, regularize: bool = True, regularize_spacing: float | None = None) -> list[dict]:
+def describe_inputs(paths, *, regularize: bool = True, regularize_spacing: float | None = None,
+                    progress: ProgressCallback | None = None) -> list[dict]:
     """What ``alignseries info`` reports for each volume that ``paths`` hold (DICOM: headers only).
 
     Volume files are described in the order given; all DICOM paths are scanned together, at the
@@ -182,12 +188,11 @@ def describe_inputs(paths, *, regularize: bool = True, regularize_spacing: float
     dicom_paths = [path for path in paths if not is_volume_file(path)]
     described = []
     for path in paths:
-        if is_volume_file(path):
-            node = mrml_files.load_volume_file(mrml.new_scene(), path)
-            described.append(volume_file_info(path, node.GetName(), mrml.volume_geometry(node, world=False)))
+        if is_volume_file(path):  # header only
+            described.append(volume_file_info(path, file_stem(path), mrml_files.read_volume_file_geometry(path)))
         elif path == dicom_paths[0]:
-            scan = dicom_series.scan_dicom(dicom_paths, regularize=regularize, regularize_spacing=regularize_spacing)
-            described += [dicom_volume_info(volume) for volume in scan.volumes]
+            described += describe_dicom(dicom_paths, regularize=regularize, regularize_spacing=regularize_spacing,
+                                        progress=progress)
     return described
 
 
@@ -296,7 +301,8 @@ def compute_geometry_transform(scene, fixed_node, moving_node, mode: str, *, reg
     moving_geometry = mrml.volume_geometry(moving_node, world=False)
     arrays = {}
     if mode == "moments":
-        arrays = {"fixed_array_kji": mrml.volume_array(fixed_node), "moving_array_kji": mrml.volume_array(moving_node)}
+        arrays = {"fixed_array_kji": mrml.volume_array(fixed_node, copy=False),
+                  "moving_array_kji": mrml.volume_array(moving_node, copy=False)}
     known_registrations = (list(registrations) + mrml.registration_files(fixed_node)
                            + mrml.registration_files(moving_node))
     result = alignment.align_geometries(
@@ -472,13 +478,13 @@ def resample_volume(scene, input_node, grid: VolumeGeometry, *, transform_node=N
     if crop_to_overlap:
         grid = resample.crop_to_overlap(grid, input_geometry, input_to_world_ras)
     result = resample.resample_to_geometry(
-        mrml.volume_array(input_node), input_geometry, grid, input_to_world_ras,
+        mrml.volume_array(input_node, copy=False), input_geometry, grid, input_to_world_ras,
         interpolation=interpolation, labelmap=labelmap, background=background, progress=progress)
     if output_node is None:
         output_node = mrml.add_volume_node(scene, result.array, grid, f"{input_node.GetName()}_resampled",
-                                           labelmap=labelmap)
+                                           labelmap=labelmap, copy=False)  # a new array: the node takes it
     else:
-        mrml.set_volume_array(output_node, result.array, grid)
+        mrml.set_volume_array(output_node, result.array, grid, copy=False)
     mrml.set_node_warnings(output_node, result.warnings)  # resample logged them already
     return output_node
 
@@ -508,6 +514,9 @@ class ExportTargets:
         make one series.
     preview_at_ras : (3,) sequence of float, optional
         Point (RAS mm) the preview's three planes cut through; the reference's centre by default.
+    compress : bool
+        Gzip a ``.nrrd``/``.mha`` volume file (off by default, to keep the job fast: raw files write ten
+        times faster); a ``.nii.gz`` file is compressed by its name (:func:`mrml_files.save_node`).
     """
 
     volume_file: Path | str | None = None
@@ -518,6 +527,7 @@ class ExportTargets:
     png_window: tuple[float, float] | None = None
     series_uid: str | None = None
     preview_at_ras: tuple[float, float, float] | None = None
+    compress: bool = False
 
 
 @dataclass
@@ -651,7 +661,8 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets, sl
     written = []
     labelmap = volume_node.IsA("vtkMRMLLabelMapVolumeNode")
     if targets.volume_file:
-        written.append(mrml_files.save_node(volume_node, staging.file(targets.volume_file), force=True))
+        written.append(mrml_files.save_node(volume_node, staging.file(targets.volume_file), force=True,
+                                            compress=targets.compress))
     if targets.dicom_folder or targets.png_folder:
         slices = _reference_slices(reference, slab, targets.dicom_folder or targets.png_folder)
         array = _slice_array(volume_node, reference, slab, export.source)
@@ -839,7 +850,8 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
                         slab: tuple[int, int] | None = None, png_folder=None, preview=None, force: bool = False,
                         input_index: int | None = None, reference_index: int | None = None,
                         png_window: tuple[float, float] | None = None, series_uid: str | None = None,
-                        preview_at_ras: tuple[float, float, float] | None = None) -> ResampleExport:
+                        preview_at_ras: tuple[float, float, float] | None = None,
+                        compress: bool = False, progress: ProgressCallback | None = None) -> ResampleExport:
     """Load an input and a reference, resample the input onto the reference grid and write every output.
 
     The whole job of ``alignseries resample``, for the command line and the batch runner alike.
@@ -876,6 +888,11 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
     own plane; the volume node (and volume file) holds the regularized grid. Without a transform,
     an input whose FrameOfReferenceUID differs from the reference's gets a
     ``frame_of_reference_mismatch`` warning: the two are placed by their coordinates alone.
+    compress : bool
+        Gzip a ``.nrrd``/``.mha`` output (:attr:`ExportTargets.compress`); raw by default.
+    progress : callable, optional
+        ``progress(fraction) -> bool`` over the whole job (the input's DICOM scan, then the resampling, then
+        the writing); True cancels.
 
     Raises
     ------
@@ -888,7 +905,8 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
                                "align with: write a volume file (.nrrd, .nii.gz, .mha) and drop --png")
     if slab and crop_to_overlap:
         raise AlignSeriesError("--slab and --crop-to-overlap choose the output grid in two ways: give one")
-    input_node = load_one_volume(scene, input_paths, index=input_index, role="--input", labelmap=labelmap or None)
+    input_node = load_one_volume(scene, input_paths, index=input_index, role="--input", labelmap=labelmap or None,
+                                 progress=_part_of(progress, 0.0, 0.3))
     reference = load_reference(scene, reference_paths, index=reference_index)
     transform_node = None
     if transform:  # a FLIRT .mat is relative to the two grids: -in = the input, -ref = the reference
@@ -898,7 +916,8 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
     regularized = reference.series is not None and reference.series.regularized
     output_node = resample_volume(scene, input_node, output_grid(reference, slab=None if regularized else slab),
                                   transform_node=transform_node, interpolation=interpolation,
-                                  labelmap=labelmap or None, background=background, crop_to_overlap=crop_to_overlap)
+                                  labelmap=labelmap or None, background=background, crop_to_overlap=crop_to_overlap,
+                                  progress=_part_of(progress, 0.3, 0.9))
     mismatch = None if transform_node is not None else frame_of_reference_mismatch(input_node, reference)
     if mismatch is not None:
         logger.warning("%s", mismatch.message)
@@ -908,11 +927,21 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
                                                      *(Path(path).resolve().name for path in _as_paths(input_paths)))
     targets = ExportTargets(volume_file=None if to_folder else output, dicom_folder=output if to_folder else None,
                             png_folder=png_folder, preview=preview, force=force, png_window=png_window,
-                            series_uid=series_uid, preview_at_ras=preview_at_ras)
+                            series_uid=series_uid, preview_at_ras=preview_at_ras, compress=compress)
     source = ExportSource(input_node, transform_node, interpolation,
                           output_node.IsA("vtkMRMLLabelMapVolumeNode"), background)
-    return ResampleExport(output_node, write_outputs(output_node, reference, targets, slab=slab, source=source),
-                          targets)
+    written = write_outputs(output_node, reference, targets, slab=slab, source=source)
+    if progress is not None:
+        progress(1.0)
+    return ResampleExport(output_node, written, targets)
+
+
+
+def _part_of(progress: ProgressCallback | None, start: float, end: float) -> ProgressCallback | None:
+    """The callback of one step of a job that covers fractions ``start`` to ``end`` of ``progress``."""
+    if progress is None:
+        return None
+    return lambda fraction: progress(start + (end - start) * fraction)
 
 
 def frame_of_reference_mismatch(input_node, reference: Reference) -> AlignSeriesWarning | None:

@@ -218,15 +218,21 @@ class Volume:
 
     # -- out ----------------------------------------------------------------------------------------
 
-    def save(self, path, *, force: bool = False) -> Path:
+    def save(self, path, *, force: bool = False, compress: bool = False) -> Path:
         """Write the volume to a file (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``) with Slicer's writer.
+
+        Parameters
+        ----------
+        compress : bool
+            Gzip a ``.nrrd`` or ``.mha`` file (smaller, about ten times slower to write); raw by default, as
+            the command line's ``--compress``. A ``.nii.gz`` file is always compressed.
 
         Raises
         ------
         OutputExistsError
             If ``path`` exists and ``force`` is False.
         """
-        return mrml_files.save_node(self._node, path, force=force)
+        return mrml_files.save_node(self._node, path, force=force, compress=compress)
 
     def to_nibabel(self):
         """A ``nibabel.Nifti1Image``: data ``[i, j, k]``, affine = :attr:`ijk_to_ras` (sform and qform codes 1)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 #: Benchmark script -> the option that makes it run on smaller inputs.
 BENCHMARKS = {"bench_dicom_load.py": ["--slices", "100"], "bench_resample.py": ["--small"],
-              "bench_scale.py": ["--quick"], "bench_batch.py": ["--quick"]}
+              "bench_scale.py": ["--quick"], "bench_batch.py": ["--quick"], "bench_end_to_end.py": ["--quick"]}
 
 
 def main() -> int:
