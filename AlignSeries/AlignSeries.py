@@ -623,13 +623,13 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :param slab: (first, count): only the reference slices first .. first + count - 1.
         :return: the output volume node.
         """
-        from AlignSeriesLib import mrml, operations
+        from AlignSeriesLib import exports, mrml, operations
 
         interpolation = _checkChoice("interpolation", interpolation, INTERPOLATIONS)
         if outputVolume is not None and referenceVolume is not None and outputVolume.GetID() == referenceVolume.GetID():
             raise ValueError(f"the output volume '{outputVolume.GetName()}' is the reference volume: choose a new "
                              "output volume (the reference is never modified)")
-        grid = operations.output_grid(operations.reference_of_node(referenceVolume), slab=slab)
+        grid = exports.output_grid(operations.reference_of_node(referenceVolume), slab=slab)
         with mrml.as_labelmap(slicer.mrmlScene, inputVolume) as inputLabelmapOrVolume:
             return operations.resample_volume(
                 slicer.mrmlScene, inputLabelmapOrVolume, grid, transform_node=transform, interpolation=interpolation,
@@ -654,14 +654,14 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :param compress: gzip a .nrrd/.mha file (raw by default, faster to write); .nii.gz is always compressed.
         :return: the files written.
         """
-        from AlignSeriesLib import operations
+        from AlignSeriesLib import exports
 
         path = str(path)
         if dicomFolder is None:
-            dicomFolder = operations.is_folder_output(path)
+            dicomFolder = exports.is_folder_output(path)
         elif not dicomFolder and os.path.isdir(path):
             raise ValueError(f"{path} is a folder: give a file name (.nrrd, .nii.gz, .mha) or choose a DICOM folder")
-        targets = operations.ExportTargets(volume_file=None if dicomFolder else path,
+        targets = exports.ExportTargets(volume_file=None if dicomFolder else path,
                                            dicom_folder=path if dicomFolder else None, compress=compress)
         return self._writeOutputs(volumeNode, referenceVolume, targets)
 
@@ -671,25 +671,25 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         Can be used without GUI widget. Empty paths are skipped.
         :return: the files written.
         """
-        from AlignSeriesLib import operations
+        from AlignSeriesLib import exports
 
-        targets = operations.ExportTargets(png_folder=pngFolder or None, preview=previewPath or None)
+        targets = exports.ExportTargets(png_folder=pngFolder or None, preview=previewPath or None)
         return self._writeOutputs(volumeNode, referenceVolume, targets)
 
     @staticmethod
     def _writeOutputs(volumeNode, referenceVolume, targets) -> list:
         """Write ``targets`` of a volume that lies on the reference's grid (or a slab of its slices)."""
-        from AlignSeriesLib import operations
+        from AlignSeriesLib import exports, operations
 
         slicesNeeded = targets.dicom_folder or targets.png_folder or targets.preview
         if slicesNeeded and referenceVolume is None:
             raise ValueError("DICOM, PNG and preview outputs are aligned with a reference volume: give one")
         reference = operations.reference_of_node(referenceVolume) if referenceVolume is not None else None
-        slab = operations.slab_of(volumeNode, reference) if slicesNeeded else None
+        slab = exports.slab_of(volumeNode, reference) if slicesNeeded else None
         if slicesNeeded and slab is None:
             raise ValueError(f"'{volumeNode.GetName()}' is not on the grid of '{referenceVolume.GetName()}' (nor on "
                              "a slab of its slices): resample it onto the reference first")
-        return list(operations.write_outputs(volumeNode, reference, targets, slab=slab))
+        return list(exports.write_outputs(volumeNode, reference, targets, slab=slab))
 
     def describeVolume(self, volumeNode) -> str:
         """One-line geometry summary: dimensions, spacing, orientation, frame of reference, warnings."""

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from AlignSeriesLib import __version__, mrml, operations
+from AlignSeriesLib import __version__, exports, mrml, operations
 from AlignSeriesLib.choices import GEOMETRY_MODES, INTERPOLATIONS, LANDMARK_MODES, MATCH_METHODS
 from AlignSeriesLib.errors import AlignSeriesError, AlignSeriesWarning, ProgressCallback
 from AlignSeriesLib.geometry import as_matrix4
@@ -230,7 +230,7 @@ def resample(volume: Volume, reference, transform=None, interpolation: str = "li
     try:
         output = operations.resample_volume(
             _scene.scene(), input_node,
-            operations.output_grid(ref, slab=(int(slab[0]), int(slab[1])) if slab else None),
+            exports.output_grid(ref, slab=(int(slab[0]), int(slab[1])) if slab else None),
             transform_node=transform_node, interpolation=interpolation, labelmap=labelmap,
             background=background, progress=progress, crop_to_overlap=crop_to_overlap)
     finally:
@@ -268,7 +268,7 @@ def write_dicom(volume: Volume, reference, folder: PathLike, *, force: bool = Fa
     AlignSeriesError
         If ``reference`` is not a DICOM series, or ``volume`` is not on its grid.
     """
-    return _export(volume, reference, operations.ExportTargets(dicom_folder=folder, force=force,
+    return _export(volume, reference, exports.ExportTargets(dicom_folder=folder, force=force,
                                                                series_uid=series_uid))
 
 
@@ -292,18 +292,18 @@ def write_pngs(volume: Volume, reference, folder: PathLike, *, force: bool = Fal
     list of Path
         The PNG files written, in k order, then ``index.csv``.
     """
-    return _export(volume, reference, operations.ExportTargets(png_folder=folder, force=force, png_window=window))
+    return _export(volume, reference, exports.ExportTargets(png_folder=folder, force=force, png_window=window))
 
 
-def _export(volume: Volume, reference, targets: operations.ExportTargets) -> list[Path]:
+def _export(volume: Volume, reference, targets: exports.ExportTargets) -> list[Path]:
     node = _node_of(volume, "volume")
     ref = _reference_of(reference)
-    slab = operations.slab_of(node, ref)
+    slab = exports.slab_of(node, ref)
     if slab is None:
         raise AlignSeriesError(f"'{volume.name}' ({volume.geometry.summary()}) is not on the grid of the reference "
                                f"'{ref.name}' ({ref.geometry.summary()}): resample it first with "
                                "alignseries.resample(volume, reference)")
-    return operations.write_outputs(node, ref, targets, slab=slab)
+    return exports.write_outputs(node, ref, targets, slab=slab)
 
 
 # -- arguments ------------------------------------------------------------------------------------------
@@ -324,12 +324,12 @@ def _node_of(volume, role: str):
     raise AlignSeriesError(f"{role}: expected an alignseries.Volume, got {type(volume).__name__}: {hint}")
 
 
-def _reference_of(reference) -> operations.Reference:
+def _reference_of(reference) -> exports.Reference:
     """The grid (and DICOM series, if any) of a reference :class:`Volume`."""
     return operations.reference_of_node(_node_of(reference, "reference"))
 
 
-def _transform_node(transform, volume: Volume, reference: operations.Reference):
+def _transform_node(transform, volume: Volume, reference: exports.Reference):
     """(transform node, temporary?) for a :func:`resample` ``transform`` argument."""
     if transform is None:
         return None, False

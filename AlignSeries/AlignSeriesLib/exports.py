@@ -1,0 +1,388 @@
+"""Exports of the use-case layer: a resampled volume written to files, DICOM slices, PNGs and a preview.
+
+:func:`write_outputs` writes one volume that lies on a :class:`Reference` grid (or a slab of its
+slices) to every :class:`ExportTargets` target at once: every output is checked before any is
+written, written to a temporary, and moved into place together; missing folders are created and
+removed again on failure. DICOM and PNG slices copy the reference's own slices (for an irregular
+reference, each sampled on its acquired slice's plane, from the :class:`ExportSource`).
+
+Part of the use-case layer with :mod:`AlignSeriesLib.operations`, which loads the references and
+runs whole jobs; front ends reach both through ``operations``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from . import dicom_export, files, mrml, mrml_files, preview, resample
+from .dicom_series import DicomVolume
+from .errors import AlignSeriesError, OutputExistsError
+from .geometry import VolumeGeometry, lps_to_ras_matrix
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Reference:
+    """The grid a volume is resampled onto, and the DICOM series whose slices that grid holds, if any.
+
+    Attributes
+    ----------
+    name : str
+    geometry : VolumeGeometry
+        The reference grid in world RAS.
+    series : DicomVolume or None
+        The scanned DICOM series (slices, files, UIDs) when the reference came from DICOM.
+    node : vtkMRMLVolumeNode or None
+        The reference's node when it was loaded into the scene (its voxels are read only when needed).
+    path : Path or None
+        The volume file whose header gave the grid (its voxels are read only when needed).
+    """
+
+    name: str
+    geometry: VolumeGeometry
+    series: DicomVolume | None = None
+    node: object = None
+    path: Path | None = None
+
+    def voxels(self) -> np.ndarray:
+        """The reference's voxels ``[k, j, i]``, read-only (read from its files on first need)."""
+        if self.node is not None:
+            return mrml.volume_array(self.node, copy=False)
+        if self.path is not None:
+            return mrml.volume_array(mrml_files.load_volume_file(mrml.new_scene(), self.path))
+        if self.series is None:
+            raise AlignSeriesError(f"reference '{self.name}' has neither a node nor a DICOM series to read voxels from")
+        return self.series.read_voxels()
+
+
+def output_grid(reference: Reference, *, slab: tuple[int, int] | None = None) -> VolumeGeometry:
+    """The reference grid, or slices ``FIRST .. FIRST+COUNT-1`` of it (``slab = (first, count)``)."""
+    return resample.slab(reference.geometry, *slab) if slab else reference.geometry
+
+
+@dataclass
+class ExportTargets:
+    """Where one export writes, and how; every field is optional.
+
+    Attributes
+    ----------
+    volume_file : path, optional
+        ``.nrrd``, ``.nii``, ``.nii.gz`` or ``.mha``.
+    dicom_folder : path, optional
+        A folder for a DICOM series aligned slice for slice with a DICOM reference: new or empty, or
+        one holding only earlier slabs of the same series (the new slices are added to it).
+    png_folder : path, optional
+        A new folder for one PNG per reference DICOM slice, and its ``index.csv``.
+    preview : path, optional
+        A fused PNG of the reference and the output.
+    force : bool
+        Replace existing outputs.
+    png_window : (center, width), optional
+        Window of scalar PNGs; default from the data (:data:`.preview.DEFAULT_WINDOW_PERCENTILES`).
+    series_uid : str, optional
+        SeriesInstanceUID of the DICOM output; default derived from the reference series UID and the
+        volume's name (:func:`dicom_export.derived_series_uid`), so that slabs exported separately
+        make one series.
+    preview_at_ras : (3,) sequence of float, optional
+        Point (RAS mm) the preview's three planes cut through; the reference's centre by default.
+    compress : bool
+        Gzip a ``.nrrd``/``.mha`` volume file (off by default, to keep the job fast: raw files write ten
+        times faster); a ``.nii.gz`` file is compressed by its name (:func:`mrml_files.save_node`).
+    """
+
+    volume_file: Path | str | None = None
+    dicom_folder: Path | str | None = None
+    png_folder: Path | str | None = None
+    preview: Path | str | None = None
+    force: bool = False
+    png_window: tuple[float, float] | None = None
+    series_uid: str | None = None
+    preview_at_ras: tuple[float, float, float] | None = None
+    compress: bool = False
+
+
+@dataclass
+class ExportSource:
+    """The input an export was resampled from, when the writer has it.
+
+    The DICOM and PNG outputs of an irregular (regularized) reference sample it at each reference
+    slice's own plane, and the DICOM encoding is chosen from its value range, the same for every slab.
+
+    Attributes
+    ----------
+    input_node : vtkMRMLVolumeNode
+    transform_node : vtkMRMLTransformNode, optional
+        Input-to-reference transform, applied after the input's own parents.
+    interpolation : str
+    labelmap : bool
+    background : float, optional
+    """
+
+    input_node: object
+    transform_node: object = None
+    interpolation: str = "linear"
+    labelmap: bool = False
+    background: float | None = None
+
+    def input_to_world_ras(self) -> np.ndarray:
+        """The input's own RAS to the reference world: its parents, then the transform."""
+        matrix = mrml.parent_to_world_matrix(self.input_node)
+        if self.transform_node is not None:
+            matrix = mrml.transform_to_parent_matrix(self.transform_node) @ matrix
+        return matrix
+
+
+def write_outputs(volume_node, reference: Reference, targets: ExportTargets, *,
+                  slab: tuple[int, int] | None = None, source: ExportSource | None = None) -> list[Path]:
+    """Write a volume that lies on ``reference``'s grid (or a slab of it) to every target, all or nothing.
+
+    Every output is checked before any is written, written to a temporary beside its destination,
+    and all are moved into place together once all are complete: a failure leaves nothing new.
+
+    Parameters
+    ----------
+    volume_node : vtkMRMLVolumeNode
+        On ``output_grid(reference, slab=slab)`` (as :func:`resample_volume` made it); for a
+        regularized reference, on its whole regularized grid.
+    reference : Reference
+    targets : ExportTargets
+    slab : (first, count), optional
+        The reference slices the export covers; all of them by default. For a regularized reference
+        they count the acquired slices (the DICOM and PNG outputs).
+    source : ExportSource, optional
+        The input ``volume_node`` was resampled from. Without it the DICOM and PNG slices of a
+        regularized reference are sampled from ``volume_node`` itself, and the DICOM encoding is
+        chosen from ``volume_node``'s values.
+
+    Returns
+    -------
+    list of Path
+        The files written (a DICOM or PNG folder's files each).
+    """
+    series_uid = _series_uid(volume_node, reference, targets)
+    merge = _check_targets(reference, targets, slab, series_uid)  # every output checked before any is written
+    with (output_folders(targets.volume_file, targets.dicom_folder, targets.png_folder, targets.preview),
+          files.staged_outputs(force=targets.force) as staging):
+        staged = _write_targets(volume_node, reference, targets, slab, staging,
+                                _SliceExport(source, series_uid, merge))
+        return [staging.final_path(path) for path in staged]
+
+
+@dataclass
+class _SliceExport:
+    source: ExportSource | None
+    series_uid: str | None
+    merge_dicom: bool
+
+
+def _series_uid(volume_node, reference: Reference, targets: ExportTargets) -> str | None:
+    if not targets.dicom_folder or reference.series is None:
+        return None
+    return targets.series_uid or dicom_export.derived_series_uid(reference.series.series_instance_uid,
+                                                                 volume_node.GetName())
+
+
+def _check_targets(reference: Reference, targets: ExportTargets, slab: tuple[int, int] | None,
+                   series_uid: str | None = None) -> bool:
+    """Refuse an export before anything is written; True when the DICOM folder gets slices added to its series."""
+    merge = False
+    for folder in (targets.dicom_folder, targets.png_folder):
+        if folder:
+            slices = _reference_slices(reference, slab, folder)
+            if folder == targets.dicom_folder and _holds_slabs_of(Path(folder), series_uid):
+                _check_slab_names(Path(folder), slices, targets.force)
+                merge = True
+            elif Path(folder).is_dir() and any(Path(folder).iterdir()):
+                if not targets.force:
+                    raise OutputExistsError(f"output folder {folder} is not empty; use --force to replace it")
+                dicom_export.check_replaceable_folder(folder)
+    if targets.volume_file and slab and reference.series is not None and reference.series.regularized:
+        raise AlignSeriesError(f"--slab of the irregular reference '{reference.name}' counts its acquired slices, "
+                               "which a volume file cannot hold: write DICOM or PNG slices, or drop --slab")
+    for path in (targets.volume_file, targets.preview):
+        if path and Path(path).exists() and not targets.force:
+            raise OutputExistsError(f"output exists, not overwritten (use --force): {path}")
+    return merge
+
+
+def _holds_slabs_of(folder: Path, series_uid: str | None) -> bool:
+    """True when ``folder`` holds DICOM files only, all of series ``series_uid`` (earlier slabs of this export)."""
+    if series_uid is None or not folder.is_dir():
+        return False
+    entries = list(folder.iterdir())
+    if not entries or any(entry.suffix.lower() != ".dcm" or not entry.is_file() for entry in entries):
+        return False
+    try:
+        return all(pydicom.dcmread(entry, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get(
+            "SeriesInstanceUID") == series_uid for entry in entries)
+    except (OSError, pydicom.errors.InvalidDicomError):
+        return False
+
+
+def _check_slab_names(folder: Path, slices: Sequence, force: bool) -> None:
+    taken = [name for name in map(dicom_export.dicom_slice_name, slices) if (folder / name).exists()]
+    if taken and not force:
+        raise OutputExistsError(f"output folder {folder} already holds {len(taken)} of these slices (e.g. {taken[0]}); "
+                                "use --force to replace them")
+
+
+def _write_targets(volume_node, reference: Reference, targets: ExportTargets, slab: tuple[int, int] | None,
+                   staging: files.StagedOutputs, export: _SliceExport) -> list[Path]:
+    """Write every target into ``staging``; returns the staged paths."""
+    written = []
+    labelmap = volume_node.IsA("vtkMRMLLabelMapVolumeNode")
+    if targets.volume_file:
+        written.append(mrml_files.save_node(volume_node, staging.file(targets.volume_file), force=True,
+                                            compress=targets.compress))
+    if targets.dicom_folder or targets.png_folder:
+        slices = _reference_slices(reference, slab, targets.dicom_folder or targets.png_folder)
+        array = _slice_array(volume_node, reference, slab, export.source)
+    if targets.dicom_folder:
+        folder = staging.folder(targets.dicom_folder, merge=export.merge_dicom)
+        description, timestamp = _existing_series(targets, export)
+        written += dicom_export.write_dicom_files(
+            array, slices, folder, series_description=description or f"{volume_node.GetName()} (AlignSeries)",
+            labelmap=labelmap, encoding=_whole_export_encoding(volume_node, export.source, labelmap),
+            series_instance_uid=export.series_uid, series_timestamp=timestamp)
+    if targets.png_folder:
+        window = None if targets.png_window is None else _window_of_center_width(*targets.png_window)
+        written += dicom_export.write_png_files(array, slices, staging.folder(targets.png_folder), labelmap=labelmap,
+                                                window=window, first_k=(slab or (0, 0))[0])
+    if targets.preview:
+        written.append(_write_preview(volume_node, reference, targets, staging.file(targets.preview)))
+    return written
+
+
+def _write_preview(volume_node, reference: Reference, targets: ExportTargets, path: Path) -> Path:
+    grid = mrml.volume_geometry(volume_node)
+    first = int(round(reference.geometry.world_to_ijk(grid.origin_ras)[2]))
+    reference_voxels = reference.voxels()[first:first + grid.dimensions[2]]
+    return preview.write_fusion_png(
+        reference_voxels, mrml.volume_array(volume_node), grid, path, force=True,
+        names=(reference.name, volume_node.GetName()), at_ras=targets.preview_at_ras,
+        labelmap=volume_node.IsA("vtkMRMLLabelMapVolumeNode"))
+
+
+def _window_of_center_width(center: float, width: float) -> tuple[float, float]:
+    if not width > 0:
+        raise AlignSeriesError(f"--png-window: the width must be positive, got {width}")
+    return float(center) - float(width) / 2, float(center) + float(width) / 2
+
+
+def _existing_series(targets: ExportTargets, export: _SliceExport) -> tuple[str | None, datetime.datetime | None]:
+    """SeriesDescription and SeriesDate/Time of the slabs already in the folder, so that an added slab keeps them."""
+    if not export.merge_dicom or targets.dicom_folder is None:
+        return None, None
+    first = next(Path(targets.dicom_folder).glob("*.dcm"))
+    header = pydicom.dcmread(first, stop_before_pixels=True,
+                             specific_tags=["SeriesDescription", "SeriesDate", "SeriesTime"])
+    try:
+        timestamp = datetime.datetime.strptime(f"{header.SeriesDate}{str(header.SeriesTime)[:6]}", "%Y%m%d%H%M%S")
+    except (AttributeError, ValueError):
+        timestamp = None
+    return header.get("SeriesDescription"), timestamp
+
+
+def _whole_export_encoding(volume_node, source: ExportSource | None, labelmap: bool) -> dicom_export.PixelEncoding:
+    """One DICOM encoding for the whole export: from the input's value range and type (and the background).
+
+    Resampling keeps values within the input's range and the background (cubic output is clamped),
+    so every slab of one input gets the same encoding.
+    """
+    if source is None:
+        return dicom_export.pixel_encoding(mrml.volume_array(volume_node), labelmap=labelmap)
+    values = mrml.volume_array(source.input_node)
+    low, high = float(np.min(values)), float(np.max(values))
+    if source.background is not None:
+        low, high = min(low, float(source.background)), max(high, float(source.background))
+    elif labelmap:
+        low = min(low, 0.0)
+    return dicom_export.pixel_encoding(values, labelmap=labelmap, value_range=(low, high),
+                                       integer=values.dtype.kind in "biu" or labelmap)
+
+
+def _slice_array(volume_node, reference: Reference, slab: tuple[int, int] | None,
+                 source: ExportSource | None) -> np.ndarray:
+    """The voxels of the exported reference slices ``[k, j, i]``.
+
+    On a regular reference: the volume's own voxels. On a regularized one: the input sampled at each
+    acquired slice's own plane (its ImagePositionPatient, ImageOrientationPatient, PixelSpacing).
+    """
+    if reference.series is None or not reference.series.regularized:
+        return mrml.volume_array(volume_node)
+    first, count = slab or (0, len(reference.series.slices))
+    source = source or ExportSource(volume_node, labelmap=volume_node.IsA("vtkMRMLLabelMapVolumeNode"))
+    input_array = mrml.volume_array(source.input_node)
+    input_geometry = mrml.volume_geometry(source.input_node, world=False)
+    planes = []
+    for slice_ijk_to_lps, header in zip(reference.series.slice_ijk_to_lps[first:first + count],
+                                        reference.series.slices[first:first + count], strict=True):
+        plane = VolumeGeometry((header.columns, header.rows, 1), lps_to_ras_matrix(slice_ijk_to_lps))
+        planes.append(resample.resample_to_geometry(
+            input_array, input_geometry, plane, source.input_to_world_ras(), interpolation=source.interpolation,
+            labelmap=source.labelmap, background=source.background).array[0])
+    return np.stack(planes)
+
+
+def slab_of(volume_node, reference: Reference) -> tuple[int, int] | None:
+    """The reference slices ``(first, count)`` a volume node's grid coincides with (1e-4 mm), or None.
+
+    For a volume resampled earlier (the panel's export of an existing node); the command line knows
+    its slab and passes it on.
+    """
+    grid = mrml.volume_geometry(volume_node)
+    first = int(round(reference.geometry.world_to_ijk(grid.origin_ras)[2]))
+    count = grid.dimensions[2]
+    fits = grid.dimensions[:2] == reference.geometry.dimensions[:2] and 0 <= first <= (
+        reference.geometry.dimensions[2] - count)
+    if not fits or not resample.slab(reference.geometry, first, count).is_close(grid, atol=1e-4):
+        return None
+    if reference.series is not None and reference.series.regularized:  # slabs count the acquired slices
+        return (0, len(reference.series.slices)) if (first, count) == (0, reference.geometry.dimensions[2]) else None
+    return first, count
+
+
+def _reference_slices(reference: Reference, slab: tuple[int, int] | None, path) -> Sequence:
+    """The reference DICOM slices of a slab, in k order, or why there are none."""
+    if reference.series is None:
+        raise AlignSeriesError(f"{path}: DICOM slices and PNGs are aligned with a DICOM reference series; "
+                               "the reference was not loaded from DICOM files")
+    slices = reference.series.slices
+    first, count = slab or (0, len(slices))
+    if not (0 <= first and count >= 1 and first + count <= len(slices)):
+        raise AlignSeriesError(f"{path}: slab of {count} slices from slice {first} does not fit the reference "
+                               f"'{reference.name}' of {len(slices)} acquired slices")
+    return slices[first:first + count]
+
+
+@contextlib.contextmanager
+def output_folders(*paths) -> Iterator[None]:
+    """Create the missing folders that will hold ``paths``; remove them again if the block fails."""
+    created: list[Path] = []
+    for path in paths:
+        if path:
+            missing = [folder for folder in Path(path).absolute().parents if not folder.exists()]
+            for folder in reversed(missing):
+                folder.mkdir()
+                created.append(folder)
+    try:
+        yield
+    except BaseException:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only while empty: nothing that was there is removed
+        raise
+
+
+def is_folder_output(path) -> bool:
+    """True when a command-line output path names a folder (it ends in ``/`` or exists as one)."""
+    return str(path).endswith(("/", "\\")) or Path(path).is_dir()
