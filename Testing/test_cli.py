@@ -746,3 +746,13 @@ def test_progress_bar_on_a_terminal_only_and_never_with_json(data, tmp_path):
     assert "%|" not in stderr_of([*arguments, "--output", tmp_path / "b.nrrd", "--json"], terminal=True)
     assert "%|" not in stderr_of([*arguments, "--output", tmp_path / "c.nrrd"], terminal=False)
     assert "scanning:" in stderr_of(["info", data["root"] / "A"], terminal=True)
+
+
+def test_resample_with_relative_paths_separates_the_output_from_the_pictures(capsys, data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    document = run_json(capsys, "resample", "--input", data["root"] / "A", "--reference", data["root"] / "A",
+                        "--output", "out.nrrd", "--png", "pictures", "--preview", "fused.png")
+    assert [Path(p).name for p in document["output"]] == ["out.nrrd"]
+    extras = {(tmp_path / p).relative_to(tmp_path).as_posix() for p in document["extras"]}
+    assert "fused.png" in extras and "pictures/index.csv" in extras
+    assert extras == {"fused.png", *(f"pictures/{p.name}" for p in (tmp_path / "pictures").iterdir())}

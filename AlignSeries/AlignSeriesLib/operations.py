@@ -487,8 +487,9 @@ class ResampleExport:
 
     def _is_extra(self, path: Path) -> bool:
         png_folder, preview_file = self.targets.png_folder, self.targets.preview
-        return (png_folder is not None and Path(path).parent == Path(png_folder)) or (
-            preview_file is not None and Path(path) == Path(preview_file))
+        path = Path(path).absolute()  # written paths are absolute; the targets may be relative
+        return (png_folder is not None and path.parent == Path(png_folder).absolute()) or (
+            preview_file is not None and path == Path(preview_file).absolute())
 
 
 def resample_and_export(scene, input_paths, reference_paths, output, *, transform=None, interpolation: str = "linear",
