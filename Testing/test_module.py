@@ -711,3 +711,55 @@ def test_panel_reload_disconnects_the_old_panel(loaded, restore_reloaded_modules
     new_widget.ui.geometryModeComboBox.currentIndex = 0
     assert old_ui.geometryModeComboBox.currentIndex == 2, "the parameter node no longer writes the old widgets"
     assert os.path.samefile(sys.modules["AlignSeries"].__file__, MODULE_FILE)
+
+
+# -- optional packages installed on first need -----------------------------------------------------
+
+
+class _PackageManager:
+    """Records what the module asks of Slicer's ``slicer.pydeps`` (5.11+: ``load_requirements``, ``pip_ensure``)."""
+
+    def __init__(self, install):
+        self.install, self.ensured = install, []
+
+    @staticmethod
+    def load_requirements(path):
+        lines = Path(path).read_text().splitlines()
+        return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+    def pip_ensure(self, requirements, requester=None):
+        self.ensured.append((list(requirements), requester))
+        self.install()
+
+
+def _write_real_mosaic(path: Path) -> None:
+    """A real Siemens MOSAIC (48 tiles of 128x128), one of the two nibabel ships."""
+    import gzip
+
+    import nibabel
+
+    source = Path(nibabel.__file__).parent / "nicom" / "tests" / "data" / "siemens_dwi_0.dcm.gz"
+    path.write_bytes(gzip.decompress(source.read_bytes()))
+
+
+def test_a_mosaic_without_nibabel_installs_it_from_the_module_requirements_then_loads(app, tmp_path, monkeypatch):
+    from AlignSeriesLib import dicom_mosaic
+
+    _write_real_mosaic(tmp_path / "mosaic.dcm")
+    available = {"nibabel": False}
+    monkeypatch.setattr(dicom_mosaic, "nibabel_available", lambda: available["nibabel"])
+    manager = _PackageManager(lambda: available.update(nibabel=True))
+    monkeypatch.setattr(slicer, "pydeps", manager, raising=False)
+    nodes = AlignSeries.AlignSeriesLogic().loadDicomSeries(str(tmp_path))
+    assert manager.ensured == [(["nibabel>=5.4"], "AlignSeries")]
+    assert [node.GetImageData().GetDimensions() for node in nodes] == [(128, 128, 48)]
+
+
+def test_without_slicer_package_manager_the_missing_package_is_named(scene, tmp_path, monkeypatch):
+    from AlignSeriesLib import dicom_mosaic
+    from AlignSeriesLib.errors import MissingDependencyError
+
+    _write_real_mosaic(tmp_path / "mosaic.dcm")
+    monkeypatch.setattr(dicom_mosaic, "nibabel_available", lambda: False)
+    with pytest.raises(MissingDependencyError, match="nibabel"):
+        AlignSeries.AlignSeriesLogic().loadDicomSeries(str(tmp_path))
