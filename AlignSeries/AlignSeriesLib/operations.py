@@ -503,6 +503,11 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
 
     The whole job of ``alignseries resample``, for the command line and the batch runner alike.
 
+    An irregular (regularized) reference gets DICOM and PNG slices sampled at each acquired slice's
+    own plane; the volume node (and volume file) holds the regularized grid. Without a transform,
+    an input whose FrameOfReferenceUID differs from the reference's gets a
+    ``frame_of_reference_mismatch`` warning: the two are placed by their coordinates alone.
+
     Parameters
     ----------
     scene : vtkMRMLScene
@@ -530,11 +535,6 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
         Which volume (1-based) of paths that hold several.
     png_window, series_uid, preview_at_ras : optional
         As :class:`ExportTargets`.
-
-    An irregular (regularized) reference gets DICOM and PNG slices sampled at each acquired slice's
-    own plane; the volume node (and volume file) holds the regularized grid. Without a transform,
-    an input whose FrameOfReferenceUID differs from the reference's gets a
-    ``frame_of_reference_mismatch`` warning: the two are placed by their coordinates alone.
     compress : bool
         Gzip a ``.nrrd``/``.mha`` output (:attr:`ExportTargets.compress`); raw by default.
     progress : callable, optional
@@ -581,7 +581,6 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
     if progress is not None:
         progress(1.0)
     return ResampleExport(output_node, written, targets)
-
 
 
 def _part_of(progress: ProgressCallback | None, start: float, end: float) -> ProgressCallback | None:
