@@ -15,7 +15,7 @@ load big           scan + pixels of the 512 x 512 x 1000 series
 SimpleITK big      the peer on the same files
 transform          both volumes loaded; ``compute_geometry_transform(mode="centers")`` timed
 export             big volume resampled (linear) onto a rotated 0.9 mm reference grid and
-                   written as ``.nrrd`` (``resample_volume_node`` + ``write_volume``)
+                   written as ``.nrrd`` (``operations.resample_volume`` + ``mrml_files.save_node``)
 =================  ==========================================================================
 
 Each stage must stay within :data:`BOUNDS` (seconds, MiB peak RSS; set for this project's 2-core,
