@@ -195,3 +195,14 @@ def test_centers_and_moments_say_they_are_a_pre_alignment(scene, reference_folde
     for mode, expected in (("centers", True), ("moments", True), ("frameOfReference", False)):
         result = operations.compute_geometry_transform(scene, node, node, mode)
         assert ("pre_alignment" in [w.code for w in result.warnings]) is expected, mode
+
+
+def test_a_transform_file_gets_its_missing_folders_and_a_failed_write_leaves_none(scene, tmp_path):
+    node = mrml.set_linear_transform(scene, np.diag([1.0, 1.0, 1.0, 1.0]))
+    written = operations.write_transform(node, tmp_path / "new" / "deeper" / "t.h5")
+    read_back = mrml_files.read_transform_file(scene, written)
+    np.testing.assert_allclose(mrml.transform_to_parent_matrix(read_back), np.eye(4), atol=1e-12)
+    with pytest.raises(AlignSeriesError, match="FLIRT|geometr"):  # a FLIRT .mat needs both volumes' grids
+        operations.write_transform(node, tmp_path / "never" / "t.mat")
+    assert not (tmp_path / "never").exists()
+    assert sorted(p.name for p in (tmp_path / "new" / "deeper").iterdir()) == ["t.h5"]

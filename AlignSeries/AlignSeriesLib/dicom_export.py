@@ -58,9 +58,6 @@ import io
 import logging
 import math
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +77,7 @@ from pydicom.uid import (
 from . import __version__
 from .dicom_headers import SliceHeader
 from .errors import AlignSeriesError, DicomError, OutputExistsError
-from .files import safe_name
+from .files import safe_name, staged_outputs
 from .preview import png_bytes, window_of, windowed
 
 logger = logging.getLogger(__name__)
@@ -108,9 +105,6 @@ PNG_INDEX_COLUMNS = ("png", "sop_instance_uid", "instance_number", "k", "image_p
 
 #: Offset added to the reference's SeriesNumber for the exported series.
 SERIES_NUMBER_OFFSET = 1000
-
-#: Permissions of the created folder (``tempfile.mkdtemp`` makes it private).
-FOLDER_MODE = 0o755
 
 _INT16 = np.iinfo(np.int16)
 _UINT16 = np.iinfo(np.uint16)
@@ -202,7 +196,7 @@ def write_dicom_series(
     """
     array = _checked_array(array_kji, reference_slices)
     encoding = encoding or pixel_encoding(array, labelmap=labelmap)
-    with _atomic_folder(output_dir, force=force) as folder:
+    with _staged_folder(output_dir, force=force) as folder:
         names = [path.name for path in write_dicom_files(
             array, reference_slices, folder, series_description=series_description, labelmap=labelmap,
             derivation_description=derivation_description, encoding=encoding,
@@ -314,7 +308,7 @@ def export_png_slices(
         As for :func:`write_dicom_series`; labels that are negative, fractional or above 65535.
     """
     array = _checked_array(array_kji, reference_slices)
-    with _atomic_folder(output_dir, force=force) as folder:
+    with _staged_folder(output_dir, force=force) as folder:
         names = [path.name for path in write_png_files(array, reference_slices, folder, labelmap=labelmap,
                                                        window=window, first_k=first_k)]
     return [Path(output_dir) / name for name in names]
@@ -614,22 +608,15 @@ def _file_meta(dataset: Dataset) -> FileMetaDataset:
 
 
 @contextlib.contextmanager
-def _atomic_folder(output_dir, *, force: bool) -> Iterator[Path]:
-    """Yield a temporary folder beside ``output_dir``; rename it to ``output_dir`` on success.
+def _staged_folder(output_dir, *, force: bool) -> Iterator[Path]:
+    """Yield a temporary folder beside ``output_dir`` that replaces it when the block succeeds.
 
-    On any exception the temporary folder is removed and an existing ``output_dir`` is untouched.
+    On any exception the temporary folder is removed and an existing ``output_dir`` is untouched
+    (:func:`AlignSeriesLib.files.staged_outputs`).
     """
     output_dir = _checked_output_folder(output_dir, force=force)
-    try:
-        temporary = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial", dir=output_dir.parent))
-    except OSError as error:
-        raise AlignSeriesError(f"cannot write in the output folder's parent {output_dir.parent}: {error}") from None
-    try:
-        temporary.chmod(FOLDER_MODE)
-        yield temporary
-        _replace_folder(temporary, output_dir)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    with staged_outputs(force=force) as staging:
+        yield staging.folder(output_dir)
 
 
 def check_replaceable_folder(output_dir) -> None:
@@ -664,18 +651,3 @@ def _checked_output_folder(output_dir, *, force: bool) -> Path:
         )
     check_replaceable_folder(output_dir)
     return output_dir
-
-
-def _replace_folder(new: Path, destination: Path) -> None:
-    """Move ``new`` to ``destination``; an existing ``destination`` is removed only once ``new`` is in place."""
-    if not destination.exists():
-        os.rename(new, destination)
-        return
-    old = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.old")
-    os.rename(destination, old)
-    try:
-        os.rename(new, destination)
-    except OSError:
-        os.rename(old, destination)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -12,10 +12,9 @@ runs whole jobs; front ends reach both through ``operations``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,8 +169,7 @@ def write_outputs(volume_node, reference: Reference, targets: ExportTargets, *,
     """
     series_uid = _series_uid(volume_node, reference, targets)
     merge = _check_targets(reference, targets, slab, series_uid)  # every output checked before any is written
-    with (output_folders(targets.volume_file, targets.dicom_folder, targets.png_folder, targets.preview),
-          files.staged_outputs(force=targets.force) as staging):
+    with files.staged_outputs(force=targets.force, create_folders=True) as staging:
         staged = _write_targets(volume_node, reference, targets, slab, staging,
                                 _SliceExport(source, series_uid, merge))
         return [staging.final_path(path) for path in staged]
@@ -362,25 +360,6 @@ def _reference_slices(reference: Reference, slab: tuple[int, int] | None, path) 
         raise AlignSeriesError(f"{path}: slab of {count} slices from slice {first} does not fit the reference "
                                f"'{reference.name}' of {len(slices)} acquired slices")
     return slices[first:first + count]
-
-
-@contextlib.contextmanager
-def output_folders(*paths) -> Iterator[None]:
-    """Create the missing folders that will hold ``paths``; remove them again if the block fails."""
-    created: list[Path] = []
-    for path in paths:
-        if path:
-            missing = [folder for folder in Path(path).absolute().parents if not folder.exists()]
-            for folder in reversed(missing):
-                folder.mkdir()
-                created.append(folder)
-    try:
-        yield
-    except BaseException:
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only while empty: nothing that was there is removed
-        raise
 
 
 def is_folder_output(path) -> bool:

@@ -159,14 +159,20 @@ class StagedOutputs:
     ----------
     force : bool
         Replace existing destinations (the caller has checked that it may).
+    create_folders : bool
+        Create the missing folders that will hold the outputs (removed again, while empty, when the
+        outputs are discarded); otherwise a missing folder is an error.
     """
 
-    def __init__(self, *, force: bool = False):
+    def __init__(self, *, force: bool = False, create_folders: bool = False):
         self.force = force
+        self.create_folders = create_folders
         self._entries: list[tuple[Path, Path, str]] = []  # (temporary, destination, "file" | "folder" | "merge")
+        self._created: list[Path] = []  # folders made for the outputs, parents first
 
     def file(self, path) -> Path:
         """A temporary file path beside ``path``, with its suffixes (for writers that choose a format by name)."""
+        self._make_parents(path)
         path = check_output_path(path, force=self.force)
         suffix = "".join(path.suffixes[-2:]) or ".tmp"
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial{suffix}")
@@ -180,6 +186,7 @@ class StagedOutputs:
         replaced only with ``force``); otherwise it replaces ``path`` whole.
         """
         path = Path(path).absolute()
+        self._make_parents(path)
         try:
             temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
         except OSError as error:
@@ -226,21 +233,40 @@ class StagedOutputs:
         for temporary, _, _ in self._entries:
             _remove(temporary)
 
+    def remove_created_folders(self) -> None:
+        """Remove the folders made for the outputs, deepest first, while they are empty (nothing else is lost)."""
+        for folder in reversed(self._created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        self._created.clear()
+
+    def _make_parents(self, path) -> None:
+        if not self.create_folders:
+            return
+        missing = [folder for folder in Path(path).absolute().parents if not folder.exists()]
+        for folder in reversed(missing):
+            folder.mkdir()
+            self._created.append(folder)
+
 
 #: Permissions of a staged folder (``tempfile.mkdtemp`` makes it private).
 FOLDER_MODE = 0o755
 
 
 @contextlib.contextmanager
-def staged_outputs(*, force: bool = False) -> Iterator[StagedOutputs]:
-    """Yield a :class:`StagedOutputs`; commit it when the block succeeds, discard it when it fails."""
-    staging = StagedOutputs(force=force)
+def staged_outputs(*, force: bool = False, create_folders: bool = False) -> Iterator[StagedOutputs]:
+    """Yield a :class:`StagedOutputs`; commit it when the block succeeds, discard it when the block or the commit fails.
+
+    On a failure the folders it created are removed again, so nothing new is left behind.
+    """
+    staging = StagedOutputs(force=force, create_folders=create_folders)
     try:
         yield staging
+        staging.commit()
     except BaseException:
         staging.discard()
+        staging.remove_created_folders()
         raise
-    staging.commit()
 
 
 def _files_of(temporary: Path, destination: Path) -> list[tuple[Path, Path]]:

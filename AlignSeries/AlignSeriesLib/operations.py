@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import alignment, dicom_export, dicom_reg, dicom_series, landmarks, mrml, mrml_files, resample
+from . import alignment, dicom_export, dicom_reg, dicom_series, files, landmarks, mrml, mrml_files, resample
 from .describe import describe_dicom, summary_line, volume_file_info
 from .dicom_series import DicomVolume
 from .errors import (
@@ -38,7 +38,6 @@ from .exports import (
     ExportTargets,
     Reference,
     is_folder_output,
-    output_folders,
     output_grid,
     write_outputs,
 )
@@ -375,8 +374,9 @@ def write_transform(transform_node, path, *, force: bool = False) -> Path:
     """
     scene = transform_node.GetScene()
     if not str(path).lower().endswith(".dcm"):
-        with output_folders(path):
-            return mrml_files.write_transform_file(scene, transform_node, path, force=force)
+        with files.staged_outputs(force=force, create_folders=True) as staging:
+            mrml_files.write_transform_file(scene, transform_node, staging.file(path), force=True)
+        return Path(path)
     fixed, moving = (mrml.dicom_series_of(transform_node.GetNodeReference(role))
                      for role in (mrml.FIXED_VOLUME_REFERENCE_ROLE, mrml.MOVING_VOLUME_REFERENCE_ROLE))
     if fixed is None or moving is None:
@@ -384,11 +384,12 @@ def write_transform(transform_node, path, *, force: bool = False) -> Path:
                                  "DICOM (this transform does not reference two such volumes)")
     fixed_header = pydicom.dcmread(fixed.files[0], stop_before_pixels=True)
     moving_class = pydicom.dcmread(moving.files[0], stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    with output_folders(path):
-        return dicom_reg.write_registration(
-            path, mrml.transform_to_parent_matrix(transform_node),
+    with files.staged_outputs(force=force, create_folders=True) as staging:
+        dicom_reg.write_registration(
+            staging.file(path), mrml.transform_to_parent_matrix(transform_node),
             _series_reference(fixed, fixed_header.SOPClassUID), _series_reference(moving, moving_class.SOPClassUID),
-            reference_dataset=fixed_header, force=force)
+            reference_dataset=fixed_header, force=True)
+    return Path(path)
 
 
 def _series_reference(series: DicomVolume, sop_class_uid: str) -> dicom_reg.SeriesReference:
