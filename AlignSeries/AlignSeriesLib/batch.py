@@ -241,10 +241,7 @@ def _resample_and_export(case: Case, targets: dict, options: dict, *, force: boo
     from . import mrml, operations
 
     mrml.capture_vtk_messages()
-    Path(targets["output"]).parent.mkdir(parents=True, exist_ok=True)
-    if targets["png"]:
-        Path(targets["png"]).parent.mkdir(parents=True, exist_ok=True)
-    scene = mrml.new_scene()
+    scene = mrml.new_scene()  # the writers create the missing folders (and remove them if the case fails)
     try:
         export = operations.resample_and_export(scene, case.input, case.reference, targets["output"],
                                                 transform=case.transform, png_folder=targets["png"], force=force,
