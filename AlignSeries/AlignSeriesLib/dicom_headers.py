@@ -11,9 +11,13 @@ Every error message names the file (and frame) and the DICOM tag that is missing
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import stat
 import struct
+import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,31 @@ SPATIAL_REGISTRATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.1"
 #: Elements longer than this many bytes are not read during the header scan (pixel data above all).
 DEFER_SIZE_BYTES = 4096
 
+#: Environment variable giving the decoded-size limit in GiB (see :data:`MAX_DECODED_BYTES`).
+MAX_DECODED_ENVIRONMENT = "ALIGNSERIES_MAX_DECODED_GIB"
+
+
+def _decoded_limit_from_environment(default_gib: float = 4.0) -> int:
+    text = os.environ.get(MAX_DECODED_ENVIRONMENT, "")
+    try:
+        gib = float(text) if text.strip() else default_gib
+    except ValueError:
+        gib = default_gib
+    return int((gib if gib > 0 and gib == gib else default_gib) * 2**30)
+
+
+#: Largest decoded size (bytes) of DICOM pixel data: a volume's voxel array, one file's decoded pixels, or a
+#: deflated file's inflated dataset; checked from the header before anything is decoded or allocated.
+#: 4 GiB unless the environment variable :data:`MAX_DECODED_ENVIRONMENT` gives another number of GiB.
+MAX_DECODED_BYTES = _decoded_limit_from_environment()
+
+
+def limit_advice() -> str:
+    """How to change :data:`MAX_DECODED_BYTES`, for messages."""
+    return (f"to raise the limit, set the environment variable {MAX_DECODED_ENVIRONMENT} (GiB) "
+            "before starting AlignSeries")
+
+
 #: Largest deviation from orthonormal (|row|-1, |column|-1, row.column) that ImageOrientationPatient
 #: may have before a file is refused: beyond it the two vectors do not describe an image plane.
 #: Smaller deviations are repaired and reported (see ``dicom_stack.ORIENTATION_ATOL``).
@@ -43,6 +72,19 @@ ORIENTATION_REJECT_ATOL = 0.02
 #: Largest magnitude (mm) accepted in ImagePositionPatient and PixelSpacing: 1 km. Larger values are
 #: header corruption, and would overflow the grid arithmetic (a 1e308 mm position has no neighbours).
 MAX_COORDINATE_MM = 1e6
+
+#: Namespace of the UIDs derived for files whose own are empty or missing (anonymized data): RFC 4122
+#: name-based UUIDs under the 2.25 root, so that the same file gives the same UID on every run.
+DERIVED_UID_NAMESPACE = uuid.UUID("6f1c1c1e-4c55-4b8e-9a8e-2f3a5d0b7c19")
+
+_SOP_INSTANCE_UID = "SOPInstanceUID (0008,0018)"
+_SERIES_INSTANCE_UID = "SeriesInstanceUID (0020,000E)"
+_STUDY_INSTANCE_UID = "StudyInstanceUID (0020,000D)"
+_FRAME_OF_REFERENCE_UID = "FrameOfReferenceUID (0020,0052)"
+#: Header elements that identify one series when its SeriesInstanceUID is empty (with the study's).
+_SERIES_KEYWORDS = ("SeriesNumber", "SeriesDescription", "Modality", "SeriesDate", "SeriesTime", "FrameOfReferenceUID")
+#: Header elements that identify one study when its StudyInstanceUID is empty.
+_STUDY_KEYWORDS = ("PatientID", "PatientName", "StudyDate", "StudyTime", "AccessionNumber", "StudyID")
 
 _PIXEL_DATA_TAG = 0x7FE00010
 _READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, IndexError, struct.error)
@@ -65,6 +107,8 @@ class PixelLayout:
         Byte offset of the pixel data value in the file; None when encapsulated (compressed).
     length : int or None
         Byte length of the native pixel data value; None when encapsulated.
+    is_float : bool
+        FloatPixelData (32-bit) or DoubleFloatPixelData (64-bit), as in a Parametric Map.
     """
 
     transfer_syntax: str
@@ -74,6 +118,7 @@ class PixelLayout:
     samples_per_pixel: int
     offset: int | None
     length: int | None
+    is_float: bool = False
 
     @property
     def is_native_little_endian(self) -> bool:
@@ -86,8 +131,95 @@ class PixelLayout:
     @property
     def stored_dtype(self) -> np.dtype:
         """numpy dtype of one stored sample (little endian)."""
-        kind = "i" if self.pixel_representation == 1 else "u"
+        kind = "f" if self.is_float else "i" if self.pixel_representation == 1 else "u"
         return np.dtype(f"<{kind}{self.bits_allocated // 8}")
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """An empty or missing identifier of a file, and what was used instead (reported in one warning per kind).
+
+    Attributes
+    ----------
+    element : str
+        The DICOM element, e.g. ``"SOPInstanceUID (0008,0018)"``.
+    used : str
+        What stands for it, e.g. ``"the file meta's MediaStorageSOPInstanceUID (0002,0003)"``.
+    """
+
+    element: str
+    used: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The UIDs of one file as AlignSeries uses them, with the substitutions made for empty or missing ones.
+
+    ``frame_of_reference_uid`` is None when unknown: never equal to another unknown frame.
+    """
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    frame_of_reference_uid: str | None
+    substitutions: tuple[Substitution, ...] = ()
+
+
+def derived_uid(*parts: str) -> str:
+    """A DICOM UID derived from ``parts`` alone: ``2.25.`` and a name-based UUID, the same on every run."""
+    return f"2.25.{uuid.uuid5(DERIVED_UID_NAMESPACE, chr(0).join(parts)).int}"
+
+
+def file_identity(path: str, dataset: Dataset) -> Identity:
+    """The UIDs of a file, each empty or missing one replaced deterministically.
+
+    SOPInstanceUID falls back to the file meta's MediaStorageSOPInstanceUID, then to a UID derived from the
+    file's bytes; an empty SeriesInstanceUID (StudyInstanceUID) to a UID derived from the other series (study)
+    elements, so that the files of one series still group together; an empty FrameOfReferenceUID is unknown.
+    """
+    substitutions = []
+    sop_uid = _uid_value(dataset, "SOPInstanceUID")
+    if not sop_uid:
+        sop_uid = _uid_value(getattr(dataset, "file_meta", Dataset()), "MediaStorageSOPInstanceUID")
+        used = "the file meta's MediaStorageSOPInstanceUID (0002,0003)"
+        if not sop_uid:
+            sop_uid = derived_uid("SOPInstanceUID", _content_digest(path))
+            used = "a UID derived from the file's bytes (2.25.…, the same on every run)"
+        substitutions.append(Substitution(_SOP_INSTANCE_UID, used))
+    study_uid = _uid_value(dataset, "StudyInstanceUID")
+    if not study_uid:
+        study_uid = derived_uid("StudyInstanceUID", *_element_texts(dataset, _STUDY_KEYWORDS))
+        substitutions.append(Substitution(_STUDY_INSTANCE_UID,
+                                          f"{study_uid}, derived from {', '.join(_STUDY_KEYWORDS)}"))
+    series_uid = _uid_value(dataset, "SeriesInstanceUID")
+    if not series_uid:
+        series_uid = derived_uid("SeriesInstanceUID", study_uid, *_element_texts(dataset, _SERIES_KEYWORDS))
+        substitutions.append(Substitution(
+            _SERIES_INSTANCE_UID, f"{series_uid}, derived from StudyInstanceUID and {', '.join(_SERIES_KEYWORDS)} "
+                                  "(files that agree on them form one series)"))
+    frame_uid = _uid_value(dataset, "FrameOfReferenceUID") or None
+    if frame_uid is None:
+        substitutions.append(Substitution(
+            _FRAME_OF_REFERENCE_UID, "nothing: the frame of reference is unknown, the same as no other series' "
+                                     "(align with landmarks, a REG or a centers/moments pre-alignment)"))
+    return Identity(sop_uid, series_uid, study_uid, frame_uid, tuple(substitutions))
+
+
+def _uid_value(dataset: Dataset, keyword: str) -> str:
+    return str(dataset.get(keyword, "") or "").strip().rstrip(chr(0))
+
+
+def _element_texts(dataset: Dataset, keywords: tuple[str, ...]) -> list[str]:
+    return [str(dataset.get(keyword, "") or "").strip() for keyword in keywords]
+
+
+def _content_digest(path: str) -> str:
+    """SHA-256 of a file's bytes, read in chunks (bounded memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,6 +248,8 @@ class SliceHeader:
     tile : MosaicTile or None
         For one slice of a Siemens MOSAIC: where it sits in the file's image (``rows``, ``columns``
         and ``position_lps`` are then the tile's own); None otherwise.
+    substitutions : tuple of Substitution
+        The file's empty or missing UIDs and what stands for them (see :func:`file_identity`).
     """
 
     path: str
@@ -139,6 +273,7 @@ class SliceHeader:
     pixels: PixelLayout
     attributes: dict = field(default_factory=dict)
     tile: MosaicTile | None = None
+    substitutions: tuple[Substitution, ...] = ()
 
     @property
     def where(self) -> str:
@@ -155,12 +290,40 @@ class SliceHeader:
 
 @dataclass(frozen=True)
 class FileNote:
-    """A file that gives no image: why, and its series when the header told it."""
+    """A file that gives no image: why, and its series when the header told it.
+
+    ``kind`` names what the file is in a few words ("DICOMDIR", "RT Dose", "corrupt or truncated", …), for
+    grouped reports such as "4 files skipped: 2 DICOMDIR, 2 raw data".
+    """
 
     path: str
     reason: str
     series_instance_uid: str | None = None
     is_registration: bool = False
+    kind: str = "unusable header"
+
+
+#: What non-image objects are, by words of their SOP class name (pydicom's UID dictionary), in the order tried:
+#: (words, kind, explanation).
+NON_IMAGE_KINDS = (
+    ("Media Storage Directory", "DICOMDIR", "a directory of other files"),
+    ("RT Dose", "RT Dose", "dose grids are not image series"),
+    ("RT Structure Set", "RT Struct", "contours drawn on other images, not an image"),
+    ("RT Image", "RT Image", "a projection image without a patient plane, not a slice series"),
+    ("RT ", "RT object", "radiotherapy data, not an image series"),
+    ("Presentation State", "Presentation State", "display settings for other images, not an image"),
+    ("Key Object Selection", "KOS", "a selection of other images, not an image"),
+    ("SR Storage", "SR", "a structured report (text and measurements), not an image"),
+    ("Raw Data", "raw data", "vendor data, not an image"),
+    ("Segmentation", "SEG", "a segmentation of other images: give it as a DICOM SEG input, not as a series"),
+    ("Encapsulated PDF", "encapsulated PDF", "a PDF document, not an image"),
+    ("Encapsulated", "encapsulated document", "a document, not an image"),
+    ("Waveform", "waveform", "signals, not an image"),
+    ("Spectroscopy", "spectroscopy", "spectra, not an image"),
+    ("Registration", "registration", "a registration AlignSeries does not read"),
+)
+
+_FLOAT_PIXEL_DATA_TAGS = {0x7FE00008: 32, 0x7FE00009: 64}  # FloatPixelData, DoubleFloatPixelData: bits
 
 
 def iter_files(paths) -> Iterator[Path]:
@@ -207,34 +370,95 @@ def read_headers(path) -> list[SliceHeader] | FileNote:
         If the file is a Siemens MOSAIC and nibabel is not installed (not a reason to skip the file).
     """
     path = str(path)
-    unreadable = _unreadable_reason(path)
+    unreadable = _unreadable_note(path) or _inflation_note(path)
     if unreadable:
-        return FileNote(path, unreadable)
+        return unreadable
     try:
         dataset = pydicom.dcmread(path, defer_size=DEFER_SIZE_BYTES)
         return _headers_of_dataset(path, dataset)
     except MissingDependencyError:
         raise
+    except MemoryError:
+        return FileNote(path, f"{path}: not enough memory to read its header", kind="too large")
     except InvalidDicomError:
-        return FileNote(path, f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)")
+        return FileNote(path, f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)",
+                        kind="not DICOM")
     except DicomError as error:
         return FileNote(path, str(error), _series_uid_or_none(path))
     except _API_ERRORS as error:  # a malformed element, or a pydicom whose API differs from the one AlignSeries needs
         return FileNote(path, f"{path}: pydicom {pydicom.__version__} could not read this file "
-                              f"({type(error).__name__}: {error}); AlignSeries needs pydicom >= 3")
+                              f"({type(error).__name__}: {error}); AlignSeries needs pydicom >= 3", kind="unreadable")
     except _READ_ERRORS as error:
-        return FileNote(path, f"{path}: corrupt or truncated DICOM file ({type(error).__name__}: {error})")
+        return FileNote(path, f"{path}: corrupt or truncated DICOM file: pydicom says {type(error).__name__}: {error}",
+                        kind="corrupt or truncated")
 
 
-def _unreadable_reason(path: str) -> str | None:
-    """Why a file cannot even be opened (empty, a broken link, no read permission), else None."""
+def _unreadable_note(path: str) -> FileNote | None:
+    """Why a file cannot be read (not a regular file, empty, a broken link, no read permission), else None.
+
+    A FIFO, device or socket is named from its status and never opened: opening a FIFO blocks until a writer comes.
+    """
     try:
-        size = os.path.getsize(path)
+        status = os.stat(path)
+    except OSError as error:
+        return FileNote(path, f"{path}: cannot be read ({error.strerror or type(error).__name__})", kind="unreadable")
+    if not stat.S_ISREG(status.st_mode):
+        kind = _special_file_kind(status.st_mode)
+        return FileNote(path, f"{path}: {kind}, not a regular file: skipped without opening it", kind=kind)
+    try:
         with open(path, "rb"):
             pass
     except OSError as error:
-        return f"{path}: cannot be read ({error.strerror or type(error).__name__})"
-    return f"{path}: empty file (0 bytes)" if size == 0 else None
+        return FileNote(path, f"{path}: cannot be read ({error.strerror or type(error).__name__})", kind="unreadable")
+    return FileNote(path, f"{path}: empty file (0 bytes)", kind="empty") if status.st_size == 0 else None
+
+
+def _inflation_note(path: str, *, max_bytes: int | None = None) -> FileNote | None:
+    """For a deflate-compressed file (Deflated Explicit VR Little Endian) inflating beyond the decoded-size
+    limit, a note refusing it; else None.
+
+    pydicom inflates the whole dataset in memory before parsing it: here the stream is inflated in bounded
+    chunks, nothing kept, and counting stops at the limit (a few kB may inflate to many GB).
+    """
+    limit = MAX_DECODED_BYTES if max_bytes is None else max_bytes
+    start = _deflated_dataset_offset(path)
+    if start is None:
+        return None
+    inflater, inflated = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    with open(path, "rb") as file:
+        file.seek(start)
+        for chunk in iter(lambda: file.read(2**16), b""):
+            while chunk and not inflater.eof:
+                try:
+                    inflated += len(inflater.decompress(chunk, 2**20))
+                except zlib.error:
+                    return None  # pydicom's read names the corruption
+                if inflated > limit:
+                    return FileNote(path, f"{path}: deflate-compressed dataset inflates to more than "
+                                          f"{limit / 2**30:.2f} GiB (the limit) from {os.path.getsize(path)} bytes: "
+                                          f"not read; {limit_advice()}", kind="too large")
+                chunk = inflater.unconsumed_tail
+    return None
+
+
+def _deflated_dataset_offset(path: str) -> int | None:
+    """Where the deflated dataset starts when the file's transfer syntax is deflated; None otherwise."""
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+    except _READ_ERRORS + _API_ERRORS:
+        return None  # the full read reports what is wrong
+    syntax = UID(str(meta.get("TransferSyntaxUID", "")))
+    if not syntax.is_transfer_syntax or not syntax.is_deflated or "FileMetaInformationGroupLength" not in meta:
+        return None
+    return 128 + 4 + 12 + int(meta.FileMetaInformationGroupLength)  # preamble, DICM, group length element, group
+
+
+def _special_file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def _series_uid_or_none(path: str) -> str | None:
@@ -245,24 +469,33 @@ def _series_uid_or_none(path: str) -> str | None:
 
 
 def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | FileNote:
-    sop_class = str(dataset.get("SOPClassUID", ""))
+    sop_class = _sop_class_uid(dataset)
     series_uid = str(dataset.get("SeriesInstanceUID", "")) or None
     if sop_class == SPATIAL_REGISTRATION_SOP_CLASS:
-        return FileNote(path, f"{path}: spatial registration object, kept for REG import", series_uid, True)
+        return FileNote(path, f"{path}: spatial registration object, kept for REG import", series_uid, True,
+                        kind="REG")
     name = UID(sop_class).name if sop_class else "no SOPClassUID"
-    if _PIXEL_DATA_TAG not in dataset and ("Rows" in dataset or name.endswith("Image Storage")):
-        raise DicomError(f"{path}: {name} object without PixelData (7FE0,0010): corrupt or truncated file")
-    if _PIXEL_DATA_TAG in dataset and "Rows" not in dataset:
+    pixel_tag = _pixel_data_tag(dataset)
+    non_image = _non_image_note(path, dataset, sop_class, name, series_uid, pixel_tag)
+    if non_image is not None:
+        return non_image
+    if pixel_tag is None and not sop_class:
+        return FileNote(path, f"{path}: no SOPClassUID (0008,0016) and no PixelData (7FE0,0010): not an image "
+                              "(no pydicom parsing error: the file holds no image elements)", series_uid,
+                        kind="no image elements")
+    if pixel_tag is None and ("Rows" in dataset or name.endswith("Image Storage")):
+        return FileNote(path, f"{path}: {name} object without PixelData (7FE0,0010): the file ends before its "
+                              "pixels (truncated)", series_uid, kind="corrupt or truncated")
+    if pixel_tag is None:
+        return FileNote(path, f"{path}: {name}: not an image (no PixelData), skipped", series_uid, kind=name)
+    if "Rows" not in dataset:
         raise DicomError(f"{path}: {name} object with PixelData (7FE0,0010) but no Rows (0028,0010)")
-    if _PIXEL_DATA_TAG not in dataset and not sop_class:
-        return FileNote(path, f"{path}: no SOPClassUID (0008,0016) and no PixelData (7FE0,0010): not an image, "
-                              "or a file cut short (truncated)", series_uid)
-    if _PIXEL_DATA_TAG not in dataset:
-        return FileNote(path, f"{path}: not an image (SOP class {name}), skipped", series_uid)
-    layout = _pixel_layout(path, dataset)
+    layout = _pixel_layout(path, dataset, pixel_tag)
+    identity = file_identity(path, dataset)
     if "PerFrameFunctionalGroupsSequence" in dataset:
-        return [_enhanced_frame_header(path, dataset, layout, frame) for frame in _frame_numbers(path, dataset)]
-    header = _classic_header(path, dataset, layout)
+        return [_enhanced_frame_header(path, dataset, layout, frame, identity)
+                for frame in _frame_numbers(path, dataset)]
+    header = _classic_header(path, dataset, layout, identity)
     if is_mosaic(dataset):
         return tile_headers(header, dataset)
     frames = _optional_int(path, dataset, "NumberOfFrames", "(0028,0008)", 1)
@@ -271,6 +504,35 @@ def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | File
                          "PerFrameFunctionalGroupsSequence (5200,9230) giving each frame's position: "
                          "unknown multi-frame packing, not read")
     return [header]
+
+
+def _sop_class_uid(dataset: Dataset) -> str:
+    """SOPClassUID, or the file meta's MediaStorageSOPClassUID (a DICOMDIR has only the latter)."""
+    return _uid_value(dataset, "SOPClassUID") or _uid_value(getattr(dataset, "file_meta", Dataset()),
+                                                            "MediaStorageSOPClassUID")
+
+
+def _pixel_data_tag(dataset: Dataset) -> int | None:
+    """The tag of the file's pixels: PixelData, FloatPixelData or DoubleFloatPixelData; None without pixels."""
+    return next((tag for tag in (_PIXEL_DATA_TAG, *_FLOAT_PIXEL_DATA_TAGS) if tag in dataset), None)
+
+
+def _non_image_note(path: str, dataset: Dataset, sop_class: str, name: str, series_uid: str | None,
+                    pixel_tag: int | None) -> FileNote | None:
+    """A note naming what a non-image object is (by its SOP class), or a colour image; None for an image."""
+    for words, kind, explanation in NON_IMAGE_KINDS:
+        if words in name:
+            return FileNote(path, f"{path}: {kind}: {explanation} (SOP class {name}), skipped", series_uid, kind=kind)
+    if sop_class and name == sop_class and pixel_tag is None:  # not in pydicom's dictionary: a private class
+        return FileNote(path, f"{path}: private object of SOP class {sop_class} without PixelData (7FE0,0010): "
+                              "not an image, skipped", series_uid, kind="private object")
+    samples = dataset.get("SamplesPerPixel")
+    if pixel_tag is not None and samples not in (None, "", 1):
+        colour = str(dataset.get("PhotometricInterpretation", "")) or "colour"
+        kind = "RGB secondary capture" if "Secondary Capture" in name else "colour image"
+        return FileNote(path, f"{path}: {kind}: {samples} samples per pixel ({colour}), a picture and not a scalar "
+                              f"volume (SOP class {name}), skipped", series_uid, kind=kind)
+    return None
 
 
 def _frame_numbers(path: str, dataset: Dataset) -> range:
@@ -284,9 +546,12 @@ def _frame_numbers(path: str, dataset: Dataset) -> range:
     return range(1, count + 1)
 
 
-def _pixel_layout(path: str, dataset: Dataset) -> PixelLayout:
+def _pixel_layout(path: str, dataset: Dataset, pixel_tag: int = _PIXEL_DATA_TAG) -> PixelLayout:
     bits_allocated = _required_int(path, dataset, "BitsAllocated", "(0028,0100)")
     samples = _optional_int(path, dataset, "SamplesPerPixel", "(0028,0002)", 1)
+    float_bits = _FLOAT_PIXEL_DATA_TAGS.get(pixel_tag)
+    if float_bits is not None:
+        return _float_layout(path, dataset, pixel_tag, float_bits)
     if samples != 1 or bits_allocated not in (8, 16, 32):
         raise DicomError(
             f"{path}: SamplesPerPixel (0028,0002) {samples} / BitsAllocated (0028,0100) {bits_allocated}: "
@@ -307,6 +572,17 @@ def _pixel_layout(path: str, dataset: Dataset) -> PixelLayout:
         raise DicomError(f"{path}: HighBit (0028,0102) {high_bit} with BitsStored (0028,0101) {bits_stored}: only "
                          "HighBit = BitsStored - 1 (stored bits at the bottom of each sample) is understood, not read")
     layout = PixelLayout(syntax, bits_allocated, bits_stored, representation, samples, offset, length)
+    _check_pixel_length(path, dataset, layout)
+    return layout
+
+
+def _float_layout(path: str, dataset: Dataset, pixel_tag: int, bits: int) -> PixelLayout:
+    """The layout of FloatPixelData (32-bit) or DoubleFloatPixelData (64-bit): native, never encapsulated."""
+    element = dataset.get_item(pixel_tag, keep_deferred=True)
+    syntax = str(dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ExplicitVRLittleEndian))
+    offset, length = (element.value_tell, getattr(element, "length", None)) if hasattr(element, "value_tell") else (
+        None, None)
+    layout = PixelLayout(syntax, bits, bits, 0, 1, offset, length, is_float=True)
     _check_pixel_length(path, dataset, layout)
     return layout
 
@@ -334,16 +610,17 @@ def _check_pixel_length(path: str, dataset: Dataset, layout: PixelLayout) -> Non
         )
 
 
-def _classic_header(path: str, dataset: Dataset, layout: PixelLayout) -> SliceHeader:
+def _classic_header(path: str, dataset: Dataset, layout: PixelLayout, identity: Identity) -> SliceHeader:
     geometry = _plane_geometry(path, dataset, dataset, dataset, dataset)
     slope = _rescale_value(path, dataset, "RescaleSlope", "(0028,1053)", 1.0)
     intercept = _rescale_value(path, dataset, "RescaleIntercept", "(0028,1052)", 0.0)
     attributes = _classic_attributes(dataset)
-    return _make_header(path, None, dataset, layout, geometry, (slope, intercept),
+    return _make_header(path, None, dataset, identity, layout, geometry, (slope, intercept),
                         tuple(dataset.get("ImageType", ())), None, attributes)
 
 
-def _enhanced_frame_header(path: str, dataset: Dataset, layout: PixelLayout, frame: int) -> SliceHeader:
+def _enhanced_frame_header(path: str, dataset: Dataset, layout: PixelLayout, frame: int,
+                           identity: Identity) -> SliceHeader:
     per_frame = dataset.PerFrameFunctionalGroupsSequence[frame - 1]
     shared = dataset.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
 
@@ -361,7 +638,7 @@ def _enhanced_frame_header(path: str, dataset: Dataset, layout: PixelLayout, fra
     content = group("FrameContentSequence")
     stack_id = content.get("StackID")
     attributes = _enhanced_attributes(content, group("MREchoSequence"), group("MRDiffusionSequence"))
-    return _make_header(path, frame, dataset, layout, geometry, rescale, image_type,
+    return _make_header(path, frame, dataset, identity, layout, geometry, rescale, image_type,
                         None if stack_id is None else str(stack_id), attributes)
 
 
@@ -370,26 +647,23 @@ def _first_item(dataset: Dataset, keyword: str) -> Dataset | None:
     return sequence[0] if sequence else None
 
 
-def _make_header(path, frame, dataset, layout, geometry, rescale, image_type, stack_id, attributes) -> SliceHeader:
+def _make_header(path, frame, dataset, identity, layout, geometry, rescale, image_type, stack_id,
+                 attributes) -> SliceHeader:
     orientation, position_lps, pixel_spacing = geometry
-    sop_uid = dataset.get("SOPInstanceUID")
-    if not sop_uid:
-        raise DicomError(f"{path}: missing SOPInstanceUID (0008,0018)")
     attributes["spacing_between_slices"] = _float_or_none(dataset.get("SpacingBetweenSlices"))
     attributes["slice_thickness"] = _float_or_none(dataset.get("SliceThickness"))
     return SliceHeader(
-        path=path, frame=frame, sop_instance_uid=str(sop_uid),
+        path=path, frame=frame, sop_instance_uid=identity.sop_instance_uid,
         instance_number=_int_or_none(dataset.get("InstanceNumber")),
-        series_instance_uid=str(dataset.get("SeriesInstanceUID", "") or f"no-series-uid:{path}"),
-        study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
-        frame_of_reference_uid=str(dataset.get("FrameOfReferenceUID", "")) or None,
+        series_instance_uid=identity.series_instance_uid, study_instance_uid=identity.study_instance_uid,
+        frame_of_reference_uid=identity.frame_of_reference_uid,
         modality=str(dataset.get("Modality", "")), series_number=_int_or_none(dataset.get("SeriesNumber")),
         series_description=str(dataset.get("SeriesDescription", "")).strip(),
         rows=_required_int(path, dataset, "Rows", "(0028,0010)"),
         columns=_required_int(path, dataset, "Columns", "(0028,0011)"),
         orientation=orientation, position_lps=position_lps, pixel_spacing=pixel_spacing, rescale=rescale,
         image_type=tuple(str(value).upper() for value in image_type), stack_id=stack_id, pixels=layout,
-        attributes=attributes,
+        attributes=attributes, substitutions=identity.substitutions,
     )
 
 

@@ -582,7 +582,7 @@ def _build_volume(name: str, headers: list[SliceHeader], warnings: list[AlignSer
 
 
 def _series_warnings(slices: list[SliceHeader]) -> list[AlignSeriesWarning]:
-    warnings = []
+    warnings = _substitution_warnings(slices)
     frames_of_reference = Counter(s.frame_of_reference_uid for s in slices)
     if len(frames_of_reference) > 1:
         counts = ", ".join(f"{uid} ({count} slices)" for uid, count in frames_of_reference.most_common())
@@ -595,6 +595,22 @@ def _series_warnings(slices: list[SliceHeader]) -> list[AlignSeriesWarning]:
                                      f"only 1 slice (at least 2 are needed to measure the slice spacing): "
                                      f"k spacing set to {spacing:g} mm from SpacingBetweenSlices/SliceThickness "
                                      f"(default {DEFAULT_SINGLE_SLICE_SPACING:g} mm)"))
+    return warnings
+
+
+def _substitution_warnings(slices: list[SliceHeader]) -> list[AlignSeriesWarning]:
+    """One warning per kind of identifier substitution (anonymized files), with the number of files concerned."""
+    files: dict = {}
+    for header in slices:
+        for substitution in header.substitutions:
+            files.setdefault(substitution, set()).add(header.path)
+    warnings = []
+    for substitution, paths in files.items():
+        unknown_frame = substitution.element.startswith("FrameOfReferenceUID")
+        count = f"{len(paths)} of {len({header.path for header in slices})} files"
+        warnings.append(AlignSeriesWarning(
+            "unknown_frame_of_reference" if unknown_frame else "substituted_uid",
+            f"{substitution.element} is empty or missing in {count}: used {substitution.used}"))
     return warnings
 
 
