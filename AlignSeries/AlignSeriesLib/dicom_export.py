@@ -75,7 +75,7 @@ from pydicom.uid import (
 )
 
 from . import __version__
-from .dicom_headers import SliceHeader
+from .dicom_headers import SliceHeader, used_uids
 from .errors import AlignSeriesError, DicomError, OutputExistsError
 from .files import safe_name, staged_outputs
 from .preview import png_bytes, window_of, windowed
@@ -457,6 +457,8 @@ def _reference_headers(reference_slices: Sequence[SliceHeader]) -> list[tuple[Da
     for reference in reference_slices:
         if reference.path not in headers:
             headers[reference.path] = _read_header(reference.path)
+            for keyword, uid in used_uids(reference).items():  # anonymized files: the UIDs the scan used
+                setattr(headers[reference.path], keyword, uid)
     return [(headers[reference.path], reference.frame) for reference in reference_slices]
 
 

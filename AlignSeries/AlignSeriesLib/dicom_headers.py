@@ -200,9 +200,20 @@ def file_identity(path: str, dataset: Dataset) -> Identity:
     frame_uid = _uid_value(dataset, "FrameOfReferenceUID") or None
     if frame_uid is None:
         substitutions.append(Substitution(
-            _FRAME_OF_REFERENCE_UID, "nothing: the frame of reference is unknown, the same as no other series' "
+            _FRAME_OF_REFERENCE_UID, "none: the frame of reference is unknown, the same as no other series' "
                                      "(align with landmarks, a REG or a centers/moments pre-alignment)"))
     return Identity(sop_uid, series_uid, study_uid, frame_uid, tuple(substitutions))
+
+
+def used_uids(header: SliceHeader) -> dict[str, str]:
+    """The identifiers a slice is known by, for writers that copy them from its file (anonymized files' are empty).
+
+    An unknown frame of reference gets a UID derived from the series, so that every export of the series
+    names one frame, and never the frame of another series.
+    """
+    frame_uid = header.frame_of_reference_uid or derived_uid("FrameOfReferenceUID", header.series_instance_uid)
+    return {"SOPInstanceUID": header.sop_instance_uid, "SeriesInstanceUID": header.series_instance_uid,
+            "StudyInstanceUID": header.study_instance_uid, "FrameOfReferenceUID": frame_uid}
 
 
 def _uid_value(dataset: Dataset, keyword: str) -> str:

@@ -610,7 +610,7 @@ def _substitution_warnings(slices: list[SliceHeader]) -> list[AlignSeriesWarning
         count = f"{len(paths)} of {len({header.path for header in slices})} files"
         warnings.append(AlignSeriesWarning(
             "unknown_frame_of_reference" if unknown_frame else "substituted_uid",
-            f"{substitution.element} is empty or missing in {count}: used {substitution.used}"))
+            f"{substitution.element} is empty or missing in {count}; used instead: {substitution.used}"))
     return warnings
 
 
