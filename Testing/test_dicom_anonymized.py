@@ -92,7 +92,7 @@ def test_one_missing_uid_changes_neither_geometry_nor_pixels(tmp_path, original,
         assert volume.frame_of_reference_uid is None
         assert "unknown" in messages[0]
     else:
-        assert getattr(volume, "frame_of_reference_uid") == truth.frame_of_reference_uid
+        assert volume.frame_of_reference_uid == truth.frame_of_reference_uid
 
 
 def test_every_uid_blank_at_once_gives_stable_unique_derived_uids(tmp_path, original):
