@@ -204,15 +204,18 @@ def run_info(args) -> dict:
 
     options = {"regularize": args.regularize, "regularize_spacing": args.regularize_spacing,
                "progress": _progress_bar(args, "scanning")}
+    scan: dict = {"skipped": [], "warnings": []}
     if any(is_volume_file(path) for path in args.paths):
         from . import operations
 
         _capture_vtk_messages()
         volumes = operations.describe_inputs(args.paths, **options)
     else:  # DICOM only: no MRML scene, no VTK, no Slicer to start
-        volumes = describe.describe_dicom(args.paths, **options)
+        scan = describe.describe_dicom_scan(args.paths, **options)
+        volumes = scan["volumes"]
     text = "\n\n".join(describe.volume_text(number, volume) for number, volume in enumerate(volumes, start=1))
-    return {"volumes": volumes, "text": text}
+    text += "".join(f"\n\nwarning [{w['code']}]: {w['message']}" for w in scan["warnings"])  # once, for all volumes
+    return {"volumes": volumes, "skipped": scan["skipped"], "warnings": scan["warnings"], "text": text}
 
 
 def run_transform(args) -> dict:

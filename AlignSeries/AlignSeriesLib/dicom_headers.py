@@ -93,6 +93,10 @@ _READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, Inde
 _API_ERRORS = (TypeError, AttributeError)
 
 
+class TruncatedFileError(DicomError):
+    """A file ends before the pixel data its header announces."""
+
+
 @dataclass(frozen=True)
 class PixelLayout:
     """Where and how one file stores its pixels (shared by all frames of a multi-frame file).
@@ -394,6 +398,8 @@ def read_headers(path) -> list[SliceHeader] | FileNote:
     except InvalidDicomError:
         return FileNote(path, f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)",
                         kind="not DICOM")
+    except TruncatedFileError as error:
+        return FileNote(path, str(error), _series_uid_or_none(path), kind="corrupt or truncated")
     except DicomError as error:
         return FileNote(path, str(error), _series_uid_or_none(path))
     except _API_ERRORS as error:  # a malformed element, or a pydicom whose API differs from the one AlignSeries needs
@@ -486,6 +492,7 @@ def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | File
         return FileNote(path, f"{path}: spatial registration object, kept for REG import", series_uid, True,
                         kind="REG")
     name = UID(sop_class).name if sop_class else "no SOPClassUID"
+    _check_element_lengths(path, dataset)
     pixel_tag = _pixel_data_tag(dataset)
     non_image = _non_image_note(path, dataset, sop_class, name, series_uid, pixel_tag)
     if non_image is not None:
@@ -495,8 +502,8 @@ def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | File
                               "(no pydicom parsing error: the file holds no image elements)", series_uid,
                         kind="no image elements")
     if pixel_tag is None and ("Rows" in dataset or name.endswith("Image Storage")):
-        return FileNote(path, f"{path}: {name} object without PixelData (7FE0,0010): the file ends before its "
-                              "pixels (truncated)", series_uid, kind="corrupt or truncated")
+        return FileNote(path, f"{path}: {name} header without PixelData (7FE0,0010): no pixels to read (a file "
+                              "stripped of its pixels, or cut short)", series_uid, kind="no pixel data")
     if pixel_tag is None:
         return FileNote(path, f"{path}: {name}: not an image (no PixelData), skipped", series_uid, kind=name)
     if "Rows" not in dataset:
@@ -515,6 +522,23 @@ def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | File
                          "PerFrameFunctionalGroupsSequence (5200,9230) giving each frame's position: "
                          "unknown multi-frame packing, not read")
     return [header]
+
+
+def _check_element_lengths(path: str, dataset: Dataset) -> None:
+    """Raise TruncatedFileError when an element's declared length runs past the end of the file (pydicom defers
+    long values, so a cut or corrupt length is otherwise seen only when the value is read)."""
+    if UID(str(dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))).is_deflated:
+        return  # offsets count in the inflated stream
+    size = os.path.getsize(path)
+    for tag in dataset.keys():
+        if tag == _PIXEL_DATA_TAG:
+            continue  # _check_pixel_length says how many pixel bytes are missing
+        element = dataset.get_item(tag, keep_deferred=True)
+        start, length = getattr(element, "value_tell", None), getattr(element, "length", None)
+        if start is not None and length not in (None, 0xFFFFFFFF) and start + length > size:
+            raise TruncatedFileError(
+                f"{path}: corrupt or truncated DICOM file: element {tag} declares {length} bytes from offset {start}, "
+                f"but the file ends after {size - start}")
 
 
 def _sop_class_uid(dataset: Dataset) -> str:
@@ -541,8 +565,8 @@ def _non_image_note(path: str, dataset: Dataset, sop_class: str, name: str, seri
     if pixel_tag is not None and samples not in (None, "", 1):
         colour = str(dataset.get("PhotometricInterpretation", "")) or "colour"
         kind = "RGB secondary capture" if "Secondary Capture" in name else "colour image"
-        return FileNote(path, f"{path}: {kind}: {samples} samples per pixel ({colour}), a picture and not a scalar "
-                              f"volume (SOP class {name}), skipped", series_uid, kind=kind)
+        return FileNote(path, f"{path}: {kind}: SamplesPerPixel (0028,0002) {samples} ({colour}), a picture and not "
+                              f"a scalar volume (SOP class {name}), skipped", series_uid, kind=kind)
     return None
 
 
@@ -615,7 +639,7 @@ def _check_pixel_length(path: str, dataset: Dataset, layout: PixelLayout) -> Non
         return  # offsets count in the inflated stream, not in the file: pydicom checks while decoding
     available = os.path.getsize(path) - layout.offset
     if available < expected:
-        raise DicomError(
+        raise TruncatedFileError(
             f"{path}: truncated file: PixelData (7FE0,0010) needs {expected} bytes from offset {layout.offset} "
             f"but only {available} bytes follow"
         )

@@ -256,6 +256,36 @@ class ScanResult:
     volumes: list[DicomVolume] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     registrations: list[str] = field(default_factory=list)
+    notes: list[FileNote] = field(default_factory=list)
+
+    def skipped_warning(self) -> AlignSeriesWarning | None:
+        """All skipped files in one ``skipped_file`` warning ("4 files skipped: 2 DICOMDIR, 2 raw data"), for a
+        command to report once; None when no file was skipped."""
+        notes = [note for note in self.notes if not note.is_registration]
+        return AlignSeriesWarning("skipped_file", skipped_summary(notes)) if notes else None
+
+    def skipped_info(self) -> list[dict]:
+        """Each skipped file as ``{"path", "kind", "reason"}`` (JSON)."""
+        return [{"path": n.path, "kind": n.kind, "reason": n.reason} for n in self.notes if not n.is_registration]
+
+
+#: Kinds of skipped files that may be a lost slice of any series (their own series is unknown): they are
+#: reported on every volume, where non-image objects of other series are not.
+DAMAGE_KINDS = ("corrupt or truncated", "unreadable", "empty", "unusable header", "too large", "no pixel data")
+
+#: Skipped files named one by one in a grouped warning; more are counted.
+LISTED_SKIPPED_FILES = 4
+
+
+def skipped_summary(notes: Sequence[FileNote], *, what: str = "skipped", details: bool = False) -> str:
+    """"4 files skipped: 2 DICOMDIR, 2 raw data (a, b, c, d)": counts by kind, then the first files (their
+    reasons too with ``details``)."""
+    kinds = Counter(note.kind for note in notes)
+    counts = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
+    listed = [note.reason if details else os.path.basename(note.path) for note in notes[:LISTED_SKIPPED_FILES]]
+    more = f"; and {len(notes) - LISTED_SKIPPED_FILES} more" if len(notes) > LISTED_SKIPPED_FILES else ""
+    plural = "file" if len(notes) == 1 else "files"
+    return f"{len(notes)} {plural} {what}: {counts} ({'; '.join(listed)}{more})"
 
 
 def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | None = None,
@@ -299,7 +329,7 @@ def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | N
         _check_regularize_spacing(regularize_spacing)
     headers, notes = _read_all(list(iter_files(paths)), progress)
     result = ScanResult(skipped=[(n.path, n.reason) for n in notes if not n.is_registration],
-                        registrations=[n.path for n in notes if n.is_registration])
+                        registrations=[n.path for n in notes if n.is_registration], notes=notes)
     if not headers:
         raise DicomError(_nothing_found_message(paths, result.skipped))
     refused = []
@@ -385,23 +415,24 @@ def _nothing_found_message(paths, skipped) -> str:
 
 
 def _add_skipped_file_warnings(volumes: list[DicomVolume], notes: list[FileNote]) -> None:
-    """One ``skipped_file`` warning per file that gave no image, on the volumes it concerns.
+    """One grouped ``skipped_file`` warning on each volume that skipped files concern.
 
-    A file of a series that gave volumes concerns that series' volumes; any other skipped file
-    (empty, not DICOM, unreadable, truncated, or of a series that gave no volume) concerns every
-    volume of the scan, so that no file is dropped without a word. REG objects are not skipped files.
+    A file of a series that gave volumes concerns that series' volumes; a damaged file whose series is unknown
+    or gave no volume (:data:`DAMAGE_KINDS`: truncated, unreadable, empty …) may be a lost slice of any, and
+    concerns every volume. Non-image objects of other series (a DICOMDIR, an SR …) concern none: the scan
+    reports them once (:meth:`ScanResult.skipped_warning`). REG objects are not skipped files.
     """
     loaded_series = {volume.series_instance_uid for volume in volumes}
-    for note in (n for n in notes if not n.is_registration):
-        own_series = note.series_instance_uid in loaded_series
-        for volume in volumes:
-            if note.series_instance_uid == volume.series_instance_uid:
-                message = f"file left out of this series: {note.reason}"
-            elif not own_series:
-                message = f"file found with this series but left out: {note.reason}"
-            else:
-                continue
-            volume.warnings.append(AlignSeriesWarning("skipped_file", message))
+    for volume in volumes:
+        own = [n for n in notes if not n.is_registration and n.series_instance_uid == volume.series_instance_uid]
+        stray = [n for n in notes if not n.is_registration and n.series_instance_uid not in loaded_series
+                 and n.kind in DAMAGE_KINDS]
+        if own:
+            volume.warnings.append(AlignSeriesWarning(
+                "skipped_file", skipped_summary(own, what="left out of this series", details=True)))
+        if stray:
+            volume.warnings.append(AlignSeriesWarning(
+                "skipped_file", skipped_summary(stray, what="found with this series but left out", details=True)))
 
 
 def _add_duplicate_uid_warnings(volumes: list[DicomVolume]) -> None:
