@@ -348,10 +348,31 @@ class _LevelPrefixFormatter(logging.Formatter):
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LevelPrefixFormatter())
+    handler.addFilter(_OncePerCommand())
+    logging.captureWarnings(True)  # Python warnings of libraries go through logging ("py.warnings")
     if not verbose:  # pydicom logs a failed decode with its traceback; the error line says it. (A filter on the
         # handler, not a level on pydicom's logger: importing pydicom later resets that level to WARNING.)
-        handler.addFilter(lambda record: not record.name.startswith("pydicom") or record.levelno >= logging.CRITICAL)
+        # Libraries' own Python warnings (nibabel, pydicom, dask …) speak to developers: shown with --verbose only.
+        handler.addFilter(lambda record: not record.name.startswith(("pydicom", "py.warnings"))
+                          or record.levelno >= logging.CRITICAL)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+
+
+class _OncePerCommand(logging.Filter):
+    """Lets each distinct warning message through once per command (the same input met by several steps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        message = record.getMessage()
+        if message in self._seen:
+            return False
+        self._seen.add(message)
+        return True
 
 
 def _progress_bar(args, what: str):

@@ -36,6 +36,12 @@ logger = logging.getLogger(__name__)
 #: the environment variable ``ALIGNSERIES_MAX_DECODED_GIB`` (see :data:`dicom_headers.MAX_DECODED_BYTES`).
 MAX_VOLUME_BYTES = MAX_DECODED_BYTES
 
+#: pip requirements of pydicom's pixel-data decoders (JPEG baseline/extended/lossless and JPEG-LS, JPEG 2000,
+#: RLE, and JPEG-LS through CharLS): pinned in requirements.txt, installed in Slicer on first need from the
+#: module's Resources/requirements.txt.
+DECODER_REQUIREMENTS = ("pylibjpeg>=2.0", "pylibjpeg-libjpeg>=2.1", "pylibjpeg-openjpeg>=2.0", "pylibjpeg-rle>=2.0",
+                        "pyjpegls>=1.2")
+
 _INT16 = np.iinfo(np.int16)
 _INT32 = np.iinfo(np.int32)
 
@@ -293,21 +299,44 @@ def _decode(header: SliceHeader) -> np.ndarray:
     index = None if header.frame is None else header.frame - 1
     _check_decode_memory(header)
     try:
-        pixels = pydicom.pixels.pixel_array(header.path, index=index)
+        pixels = _pixel_array(header.path, index, UID(header.pixels.transfer_syntax))
     except MemoryError:
         raise DicomError(f"{header.where}: not enough memory to decode PixelData (7FE0,0010) of "
                          f"{header.rows} x {header.columns} pixels") from None
     except (NotImplementedError, RuntimeError, ImportError) as error:
         syntax = UID(header.pixels.transfer_syntax)
-        raise DicomDecodeError(
-            f"{header.where}: pydicom cannot decode TransferSyntaxUID (0002,0010) {syntax} ({syntax.name}): {error}"
-        ) from None
-    except (OSError, ValueError, EOFError) as error:
+        raise DicomDecodeError(f"{header.where}: pydicom cannot decode TransferSyntaxUID (0002,0010) {syntax} "
+                               f"({syntax.name}): {_decoder_advice(syntax, error)}") from None
+    except (OSError, ValueError, EOFError, AttributeError) as error:
         raise DicomError(f"{header.where}: cannot decode PixelData (7FE0,0010): {error}") from None
     if pixels.shape != (header.rows, header.columns):
         raise DicomError(f"{header.where}: decoded pixels have shape {pixels.shape}, Rows x Columns say "
                          f"{(header.rows, header.columns)}")
     return pixels
+
+
+def _pixel_array(path: str, index: int | None, syntax: UID) -> np.ndarray:
+    """pydicom's decoding of one frame (``index``, 0-based) or of the only image of a file.
+
+    pydicom decodes straight from the file, one frame at a time, except for a deflated file, whose dataset
+    must be inflated first (its inflated size was bounded by the header scan).
+    """
+    if syntax.is_transfer_syntax and syntax.is_deflated:
+        pixels = pydicom.dcmread(path).pixel_array
+        return pixels if index is None else pixels[index]
+    return pydicom.pixels.pixel_array(path, index=index)
+
+
+def _decoder_advice(syntax: UID, error: Exception) -> str:
+    """Why pydicom could not decode: no decoder installed (and what to install), or the installed ones failed."""
+    try:
+        installed = pydicom.pixels.get_decoder(syntax).is_available
+    except NotImplementedError:  # a syntax pydicom knows no decoder for
+        installed = False
+    reason = " ".join(str(error).split())
+    if installed:
+        return f"its installed decoders failed on this file ({reason})"
+    return f"no decoder installed ({reason}); install them: pip install {' '.join(DECODER_REQUIREMENTS)}"
 
 
 def _check_decode_memory(header: SliceHeader) -> None:
