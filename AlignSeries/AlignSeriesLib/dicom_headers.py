@@ -389,7 +389,10 @@ def read_headers(path) -> list[SliceHeader] | FileNote:
     if unreadable:
         return unreadable
     try:
-        dataset = pydicom.dcmread(path, defer_size=DEFER_SIZE_BYTES)
+        dataset = _read_dataset(path)
+        if dataset is None:
+            return FileNote(path, f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)",
+                            kind="not DICOM")
         return _headers_of_dataset(path, dataset)
     except MissingDependencyError:
         raise
@@ -408,6 +411,21 @@ def read_headers(path) -> list[SliceHeader] | FileNote:
     except _READ_ERRORS as error:
         return FileNote(path, f"{path}: corrupt or truncated DICOM file: pydicom says {type(error).__name__}: {error}",
                         kind="corrupt or truncated")
+
+
+def _read_dataset(path: str) -> Dataset | None:
+    """The file's dataset, long values deferred; a file without the DICM preamble (an old or raw export) only
+    when it still parses into one with a valid SOPClassUID; None for any other file."""
+    try:
+        return pydicom.dcmread(path, defer_size=DEFER_SIZE_BYTES)
+    except InvalidDicomError:
+        pass
+    try:
+        dataset = pydicom.dcmread(path, defer_size=DEFER_SIZE_BYTES, force=True)
+        valid = UID(str(dataset.get("SOPClassUID", ""))).is_valid
+    except _READ_ERRORS + _API_ERRORS:
+        return None
+    return dataset if valid else None
 
 
 def _unreadable_note(path: str) -> FileNote | None:
