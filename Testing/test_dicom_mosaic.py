@@ -199,7 +199,7 @@ def test_several_mosaic_files_of_one_series_are_one_volume_each(tmp_path):
 
     volumes = dicom_series.scan_dicom(tmp_path).volumes
 
-    assert [v.name.rsplit(" ", 2)[-2:] for v in volumes] == [["volume", "1"], ["volume", "2"], ["volume", "3"]]
+    assert [v.name.split(" ", 2)[-1] for v in volumes] == [f"MOSAIC file {n} of 3" for n in (1, 2, 3)]
     assert all(v.geometry.dimensions == (128, 128, 48) and v.warnings == [] for v in volumes)
     assert [set(v.files) for v in volumes] == [{str(tmp_path / f"t{n}.dcm")} for n in (1, 2, 3)]
 

@@ -257,7 +257,8 @@ class SliceHeader:
     image_type : tuple of str
         ImageType (or the frame's FrameType).
     attributes : dict
-        Values that may tell images at one position apart (``echo``, ``echo_time``, ``b_value``, ``gradient``,
+        Values that may tell images at one position apart (``echo``, ``echo_time``, ``complex`` (GE's
+        magnitude/phase/real/imaginary), ``b_value``, ``gradient`` (GE's private ones when the standard are absent),
         ``temporal``, ``trigger``, ``acquisition_number``, ``acquisition_time``) and the slice
         spacing hints (``spacing_between_slices``, ``slice_thickness``); absent keys are None.
     tile : MosaicTile or None
@@ -802,12 +803,19 @@ def _rescale_value(where: str, dataset: Dataset, keyword: str, tag: str, default
     return number
 
 
+#: GE's private complex image type (0043,102F) (creator GEMS_PARM_01): what a magnitude/phase pair differs by.
+_GE_COMPLEX_TYPES = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
+
+
 def _classic_attributes(dataset: Dataset) -> dict:
-    gradient = dataset.get("DiffusionGradientOrientation")
+    gradient = dataset.get("DiffusionGradientOrientation") or _ge_gradient(dataset)
+    b_value = _float_or_none(dataset.get("DiffusionBValue"))
+    ge_b_value = _float_or_none(_private_value(dataset, 0x0043, "GEMS_PARM_01", 0x39))  # first of 4 values
     return {
         "echo": _float_or_none(dataset.get("EchoNumbers")),
         "echo_time": _float_or_none(dataset.get("EchoTime")),
-        "b_value": _float_or_none(dataset.get("DiffusionBValue")),
+        "complex": _GE_COMPLEX_TYPES.get(_int_or_none(_private_value(dataset, 0x0043, "GEMS_PARM_01", 0x2F))),
+        "b_value": b_value if b_value is not None or ge_b_value is None else ge_b_value % 100000,
         "gradient": None if gradient is None else tuple(round(float(g), 4) for g in gradient),
         "temporal": _float_or_none(dataset.get("TemporalPositionIdentifier")),
         "trigger": _float_or_none(dataset.get("TriggerTime")),
@@ -816,12 +824,27 @@ def _classic_attributes(dataset: Dataset) -> dict:
     }
 
 
+def _private_value(dataset: Dataset, group: int, creator: str, offset: int):
+    """A private element's value from ``creator``'s block of ``group`` (e.g. GE's GEMS_PARM_01), None if absent."""
+    try:
+        return dataset.private_block(group, creator)[offset].value
+    except KeyError:
+        return None
+
+
+def _ge_gradient(dataset: Dataset) -> tuple | None:
+    """GE's diffusion gradient direction (0019,10BB), (0019,10BC), (0019,10BD) (creator GEMS_ACQU_01)."""
+    values = [_float_or_none(_private_value(dataset, 0x0019, "GEMS_ACQU_01", offset)) for offset in (0xBB, 0xBC, 0xBD)]
+    return None if None in values else tuple(values)
+
+
 def _enhanced_attributes(content: Dataset, echo: Dataset, diffusion: Dataset) -> dict:
     direction = _first_item(diffusion, "DiffusionGradientDirectionSequence") or Dataset()
     gradient = direction.get("DiffusionGradientOrientation")
     return {
         "echo": None,
         "echo_time": _float_or_none(echo.get("EffectiveEchoTime")),
+        "complex": None,
         "b_value": _float_or_none(diffusion.get("DiffusionBValue")),
         "gradient": None if gradient is None else tuple(round(float(g), 4) for g in gradient),
         "temporal": _float_or_none(content.get("TemporalPositionIndex")),

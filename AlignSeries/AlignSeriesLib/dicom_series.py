@@ -6,9 +6,10 @@ reconstructable volume:
 1. Files are grouped by SeriesInstanceUID, then split into *stacks* on what changes the image
    plane: ImageOrientationPatient, Rows/Columns, PixelSpacing, StackID, and localizer ImageType.
 2. Within a stack, images that share a position (within ``POSITION_ATOL``) are split into volumes
-   by the first attribute that tells them apart (:data:`REPEAT_ATTRIBUTES`: ImageType, echo,
-   diffusion b-value and direction, temporal position, trigger time, acquisition number and time);
-   when none does, by InstanceNumber rank, with a ``duplicate_positions`` warning.
+   by the first attribute that tells them apart (:data:`REPEAT_ATTRIBUTES`: ImageType, GE's complex
+   image type, echo, diffusion b-value and direction, temporal position, trigger time, acquisition
+   number and time); when none does, in InstanceNumber (or frame) order, with a ``duplicate_positions``
+   warning. Each volume's name says what it follows.
 3. Each volume's slices are ordered along the slice normal and checked
    (:mod:`AlignSeriesLib.dicom_stack`). An irregular volume (gantry tilt, missing slices,
    non-uniform spacing) is regularized onto an orthogonal grid by default
@@ -68,6 +69,7 @@ __all__ = ["DicomVolume", "ScanResult", "scan_dicom"]
 #: DICOM names used in messages.
 REPEAT_ATTRIBUTES = (
     ("image_type", "ImageType"),
+    ("complex", "GE image type (0043,102F)"),
     ("echo", "EchoNumbers"),
     ("echo_time", "EchoTime"),
     ("b_value", "DiffusionBValue"),
@@ -102,7 +104,8 @@ class DicomVolume:
     ----------
     name : str
         Series number and description, plus what distinguishes it from the series' other volumes
-        ("stack 2", "localizer", "echo 2", "b=1000", "t=3", "repeat 2").
+        ("stack 2", "localizer", "image type M", "echo 2", "phase", "b=1000", "diffusion direction 3",
+        "temporal position 3", "InstanceNumber order 2 of 2", "frame order 1 of 2").
     series_instance_uid, study_instance_uid, modality : str
     frame_of_reference_uid : str or None
         The slices' FrameOfReferenceUID (the most common one if they disagree, with a warning).
@@ -518,9 +521,13 @@ def _split_repeats(headers: list[SliceHeader], labels: tuple) -> list[tuple[tupl
     most = max(len(cluster) for cluster in clusters)
     if most == 1:
         return [(labels, headers, [])]
+    acquired = sorted(range(len(headers)), key=lambda i: _instance_order(headers[i]))
     for key, _ in REPEAT_ATTRIBUTES:
         values = [_repeat_value(h, key) for h in headers]
-        distinct = sorted(set(values), key=_sort_key)
+        if key == "gradient":  # numbered in acquisition order, not by the vectors' values
+            distinct = list(dict.fromkeys(values[i] for i in acquired))
+        else:
+            distinct = sorted(set(values), key=_sort_key)
         if 1 < len(distinct) <= most:
             return [part for value in distinct for part in _split_repeats(
                 [h for h, v in zip(headers, values, strict=True) if v == value],
@@ -552,22 +559,25 @@ def _sort_key(value) -> tuple:
 
 
 def _repeat_label(key: str, value, distinct: list) -> str:
+    """What a split volume follows, in its name: "image type M", "echo 2", "b=1000", "temporal position 3" …"""
     if key == "image_type":
         common = set.intersection(*(set(v) for v in distinct))
-        return "/".join(part for part in value if part not in common) or "/".join(value)
+        return "image type " + ("/".join(part for part in value if part not in common) or "/".join(value))
     if value is None:
         return f"no {dict(REPEAT_ATTRIBUTES)[key]}"
-    formats = {"echo": "echo {:g}", "echo_time": "TE={:g}", "b_value": "b={:g}", "temporal": "t={:g}",
-               "trigger": "trigger {:g} ms", "acquisition_number": "acquisition {:g}", "acquisition_time": "time {}"}
+    formats = {"echo": "echo {:g}", "echo_time": "TE={:g}", "complex": "{}", "b_value": "b={:g}",
+               "temporal": "temporal position {:g}", "trigger": "trigger {:g} ms",
+               "acquisition_number": "acquisition {:g}", "acquisition_time": "acquired at {}"}
     if key == "gradient":
-        return f"direction {distinct.index(value) + 1}"
+        return f"diffusion direction {distinct.index(value) + 1}"
     if key == "mosaic_file":
-        return f"volume {distinct.index(value) + 1}"
+        return f"MOSAIC file {distinct.index(value) + 1} of {len(distinct)}"
     return formats[key].format(value)
 
 
 def _split_by_rank(headers: list[SliceHeader], clusters: list[list[int]], labels: tuple) -> list:
-    """Last resort: the n-th image (by InstanceNumber) at every position goes to volume n."""
+    """Last resort: the n-th image at every position goes to volume n, in frame order within one multi-frame
+    file, else in InstanceNumber order (file name, then frame, breaking ties)."""
     most = max(len(cluster) for cluster in clusters)
     ranks: list[list[SliceHeader]] = [[] for _ in range(most)]
     for cluster in clusters:
@@ -575,12 +585,14 @@ def _split_by_rank(headers: list[SliceHeader], clusters: list[list[int]], labels
             ranks[rank].append(headers[index])
     shared = sum(len(cluster) > 1 for cluster in clusters)
     attributes = ", ".join(name for _, name in REPEAT_ATTRIBUTES)
+    order = "frame order" if len({h.path for h in headers}) == 1 and headers[0].frame is not None else (
+        "InstanceNumber order")
     warning = AlignSeriesWarning(
         "duplicate_positions",
         f"{shared} of {len(clusters)} slice positions hold up to {most} images (positions closer than "
         f"{POSITION_ATOL} mm along the normal count as one) and no header attribute ({attributes}) tells them "
-        f"apart: split into {most} volumes by InstanceNumber rank")
-    return [(labels + (f"repeat {rank + 1}",), group, [warning]) for rank, group in enumerate(ranks)]
+        f"apart: split into {most} volumes in {order}, the n-th image at each position going to volume n")
+    return [(labels + (f"{order} {rank + 1} of {most}",), group, [warning]) for rank, group in enumerate(ranks)]
 
 
 # -- volumes -------------------------------------------------------------------------------------
