@@ -215,7 +215,8 @@ def run_info(args) -> dict:
         volumes = scan["volumes"]
     text = "\n\n".join(describe.volume_text(number, volume) for number, volume in enumerate(volumes, start=1))
     text += "".join(f"\n\nwarning [{w['code']}]: {w['message']}" for w in scan["warnings"])  # once, for all volumes
-    return {"volumes": volumes, "skipped": scan["skipped"], "warnings": scan["warnings"], "text": text}
+    skipped = {"skipped": scan["skipped"], "warnings": scan["warnings"]} if scan["skipped"] else {}
+    return {"volumes": volumes, **skipped, "text": text}
 
 
 def run_transform(args) -> dict:
