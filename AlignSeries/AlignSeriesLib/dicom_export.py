@@ -75,7 +75,8 @@ from pydicom.uid import (
 )
 
 from . import __version__
-from .dicom_headers import SliceHeader, used_uids
+from .dicom_headers import SliceHeader
+from .dicom_identity import used_uids
 from .errors import AlignSeriesError, DicomError, OutputExistsError
 from .files import safe_name, staged_outputs
 from .preview import png_bytes, window_of, windowed

@@ -11,16 +11,9 @@ Every error message names the file (and frame) and the DICOM tag that is missing
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import stat
-import struct
-import uuid
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -28,6 +21,15 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from .dicom_files import (
+    API_ERRORS,
+    READ_ERRORS,
+    FileNote,
+    inflation_note,
+    non_image_note,
+    unreadable_note,
+)
+from .dicom_identity import Identity, Substitution, file_identity, uid_value
 from .dicom_mosaic import MosaicTile, is_mosaic, tile_headers
 from .errors import DicomError, MissingDependencyError
 
@@ -39,31 +41,6 @@ SPATIAL_REGISTRATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.1"
 #: Elements longer than this many bytes are not read during the header scan (pixel data above all).
 DEFER_SIZE_BYTES = 4096
 
-#: Environment variable giving the decoded-size limit in GiB (see :data:`MAX_DECODED_BYTES`).
-MAX_DECODED_ENVIRONMENT = "ALIGNSERIES_MAX_DECODED_GIB"
-
-
-def _decoded_limit_from_environment(default_gib: float = 4.0) -> int:
-    text = os.environ.get(MAX_DECODED_ENVIRONMENT, "")
-    try:
-        gib = float(text) if text.strip() else default_gib
-    except ValueError:
-        gib = default_gib
-    return int((gib if gib > 0 and gib == gib else default_gib) * 2**30)
-
-
-#: Largest decoded size (bytes) of DICOM pixel data: a volume's voxel array, one file's decoded pixels, or a
-#: deflated file's inflated dataset; checked from the header before anything is decoded or allocated.
-#: 4 GiB unless the environment variable :data:`MAX_DECODED_ENVIRONMENT` gives another number of GiB.
-MAX_DECODED_BYTES = _decoded_limit_from_environment()
-
-
-def limit_advice() -> str:
-    """How to change :data:`MAX_DECODED_BYTES`, for messages."""
-    return (f"to raise the limit, set the environment variable {MAX_DECODED_ENVIRONMENT} (GiB) "
-            "before starting AlignSeries")
-
-
 #: Largest deviation from orthonormal (|row|-1, |column|-1, row.column) that ImageOrientationPatient
 #: may have before a file is refused: beyond it the two vectors do not describe an image plane.
 #: Smaller deviations are repaired and reported (see ``dicom_stack.ORIENTATION_ATOL``).
@@ -73,24 +50,7 @@ ORIENTATION_REJECT_ATOL = 0.02
 #: header corruption, and would overflow the grid arithmetic (a 1e308 mm position has no neighbours).
 MAX_COORDINATE_MM = 1e6
 
-#: Namespace of the UIDs derived for files whose own are empty or missing (anonymized data): RFC 4122
-#: name-based UUIDs under the 2.25 root, so that the same file gives the same UID on every run.
-DERIVED_UID_NAMESPACE = uuid.UUID("6f1c1c1e-4c55-4b8e-9a8e-2f3a5d0b7c19")
-
-_SOP_INSTANCE_UID = "SOPInstanceUID (0008,0018)"
-_SERIES_INSTANCE_UID = "SeriesInstanceUID (0020,000E)"
-_STUDY_INSTANCE_UID = "StudyInstanceUID (0020,000D)"
-_FRAME_OF_REFERENCE_UID = "FrameOfReferenceUID (0020,0052)"
-#: Header elements that identify one series when its SeriesInstanceUID is empty (with the study's).
-_SERIES_KEYWORDS = ("SeriesNumber", "SeriesDescription", "Modality", "SeriesDate", "SeriesTime", "FrameOfReferenceUID")
-#: Header elements that identify one study when its StudyInstanceUID is empty.
-_STUDY_KEYWORDS = ("PatientID", "PatientName", "StudyDate", "StudyTime", "AccessionNumber", "StudyID")
-
 _PIXEL_DATA_TAG = 0x7FE00010
-_READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, IndexError, struct.error)
-#: Errors of a call that does not fit the installed pydicom (or of an element pydicom cannot convert):
-#: not evidence that the file is corrupt, so never reported as such.
-_API_ERRORS = (TypeError, AttributeError)
 
 
 class TruncatedFileError(DicomError):
@@ -137,104 +97,6 @@ class PixelLayout:
         """numpy dtype of one stored sample (little endian)."""
         kind = "f" if self.is_float else "i" if self.pixel_representation == 1 else "u"
         return np.dtype(f"<{kind}{self.bits_allocated // 8}")
-
-
-@dataclass(frozen=True)
-class Substitution:
-    """An empty or missing identifier of a file, and what was used instead (reported in one warning per kind).
-
-    Attributes
-    ----------
-    element : str
-        The DICOM element, e.g. ``"SOPInstanceUID (0008,0018)"``.
-    used : str
-        What stands for it, e.g. ``"the file meta's MediaStorageSOPInstanceUID (0002,0003)"``.
-    """
-
-    element: str
-    used: str
-
-
-@dataclass(frozen=True)
-class Identity:
-    """The UIDs of one file as AlignSeries uses them, with the substitutions made for empty or missing ones.
-
-    ``frame_of_reference_uid`` is None when unknown: never equal to another unknown frame.
-    """
-
-    sop_instance_uid: str
-    series_instance_uid: str
-    study_instance_uid: str
-    frame_of_reference_uid: str | None
-    substitutions: tuple[Substitution, ...] = ()
-
-
-def derived_uid(*parts: str) -> str:
-    """A DICOM UID derived from ``parts`` alone: ``2.25.`` and a name-based UUID, the same on every run."""
-    return f"2.25.{uuid.uuid5(DERIVED_UID_NAMESPACE, chr(0).join(parts)).int}"
-
-
-def file_identity(path: str, dataset: Dataset) -> Identity:
-    """The UIDs of a file, each empty or missing one replaced deterministically.
-
-    SOPInstanceUID falls back to the file meta's MediaStorageSOPInstanceUID, then to a UID derived from the
-    file's bytes; an empty SeriesInstanceUID (StudyInstanceUID) to a UID derived from the other series (study)
-    elements, so that the files of one series still group together; an empty FrameOfReferenceUID is unknown.
-    """
-    substitutions = []
-    sop_uid = _uid_value(dataset, "SOPInstanceUID")
-    if not sop_uid:
-        sop_uid = _uid_value(getattr(dataset, "file_meta", Dataset()), "MediaStorageSOPInstanceUID")
-        used = "the file meta's MediaStorageSOPInstanceUID (0002,0003)"
-        if not sop_uid:
-            sop_uid = derived_uid("SOPInstanceUID", _content_digest(path))
-            used = "a UID derived from the file's bytes (2.25.…, the same on every run)"
-        substitutions.append(Substitution(_SOP_INSTANCE_UID, used))
-    study_uid = _uid_value(dataset, "StudyInstanceUID")
-    if not study_uid:
-        study_uid = derived_uid("StudyInstanceUID", *_element_texts(dataset, _STUDY_KEYWORDS))
-        substitutions.append(Substitution(_STUDY_INSTANCE_UID,
-                                          f"{study_uid}, derived from {', '.join(_STUDY_KEYWORDS)}"))
-    series_uid = _uid_value(dataset, "SeriesInstanceUID")
-    if not series_uid:
-        series_uid = derived_uid("SeriesInstanceUID", study_uid, *_element_texts(dataset, _SERIES_KEYWORDS))
-        substitutions.append(Substitution(
-            _SERIES_INSTANCE_UID, f"{series_uid}, derived from StudyInstanceUID and {', '.join(_SERIES_KEYWORDS)} "
-                                  "(files that agree on them form one series)"))
-    frame_uid = _uid_value(dataset, "FrameOfReferenceUID") or None
-    if frame_uid is None:
-        substitutions.append(Substitution(
-            _FRAME_OF_REFERENCE_UID, "none: the frame of reference is unknown, the same as no other series' "
-                                     "(align with landmarks, a REG or a centers/moments pre-alignment)"))
-    return Identity(sop_uid, series_uid, study_uid, frame_uid, tuple(substitutions))
-
-
-def used_uids(header: SliceHeader) -> dict[str, str]:
-    """The identifiers a slice is known by, for writers that copy them from its file (anonymized files' are empty).
-
-    An unknown frame of reference gets a UID derived from the series, so that every export of the series
-    names one frame, and never the frame of another series.
-    """
-    frame_uid = header.frame_of_reference_uid or derived_uid("FrameOfReferenceUID", header.series_instance_uid)
-    return {"SOPInstanceUID": header.sop_instance_uid, "SeriesInstanceUID": header.series_instance_uid,
-            "StudyInstanceUID": header.study_instance_uid, "FrameOfReferenceUID": frame_uid}
-
-
-def _uid_value(dataset: Dataset, keyword: str) -> str:
-    return str(dataset.get(keyword, "") or "").strip().rstrip(chr(0))
-
-
-def _element_texts(dataset: Dataset, keywords: tuple[str, ...]) -> list[str]:
-    return [str(dataset.get(keyword, "") or "").strip() for keyword in keywords]
-
-
-def _content_digest(path: str) -> str:
-    """SHA-256 of a file's bytes, read in chunks (bounded memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -304,69 +166,7 @@ class SliceHeader:
         return "LOCALIZER" in self.image_type
 
 
-@dataclass(frozen=True)
-class FileNote:
-    """A file that gives no image: why, and its series when the header told it.
-
-    ``kind`` names what the file is in a few words ("DICOMDIR", "RT Dose", "corrupt or truncated", …), for
-    grouped reports such as "4 files skipped: 2 DICOMDIR, 2 raw data".
-    """
-
-    path: str
-    reason: str
-    series_instance_uid: str | None = None
-    is_registration: bool = False
-    kind: str = "unusable header"
-
-
-#: What non-image objects are, by words of their SOP class name (pydicom's UID dictionary), in the order tried:
-#: (words, kind, explanation).
-NON_IMAGE_KINDS = (
-    ("Media Storage Directory", "DICOMDIR", "a directory of other files"),
-    ("RT Dose", "RT Dose", "dose grids are not image series"),
-    ("RT Structure Set", "RT Struct", "contours drawn on other images, not an image"),
-    ("RT Image", "RT Image", "a projection image without a patient plane, not a slice series"),
-    ("RT ", "RT object", "radiotherapy data, not an image series"),
-    ("Presentation State", "Presentation State", "display settings for other images, not an image"),
-    ("Key Object Selection", "KOS", "a selection of other images, not an image"),
-    ("SR Storage", "SR", "a structured report (text and measurements), not an image"),
-    ("Raw Data", "raw data", "vendor data, not an image"),
-    ("Segmentation", "SEG", "a segmentation of other images: give it as a DICOM SEG input, not as a series"),
-    ("Encapsulated PDF", "encapsulated PDF", "a PDF document, not an image"),
-    ("Encapsulated", "encapsulated document", "a document, not an image"),
-    ("Waveform", "waveform", "signals, not an image"),
-    ("Spectroscopy", "spectroscopy", "spectra, not an image"),
-    ("Registration", "registration", "a registration AlignSeries does not read"),
-)
-
 _FLOAT_PIXEL_DATA_TAGS = {0x7FE00008: 32, 0x7FE00009: 64}  # FloatPixelData, DoubleFloatPixelData: bits
-
-
-def iter_files(paths) -> Iterator[Path]:
-    """Yield the files under ``paths`` (files as given, folders recursively, sorted, no hidden files).
-
-    Raises
-    ------
-    FileNotFoundError
-        If a path does not exist.
-    """
-    if isinstance(paths, str | os.PathLike):
-        paths = [paths]
-    for path in map(Path, paths):
-        if path.is_dir():
-            yield from _files_in_folder(path)
-        elif path.exists():
-            yield path
-        else:
-            raise FileNotFoundError(f"DICOM input not found: {path}")
-
-
-def _files_in_folder(folder: Path) -> Iterator[Path]:
-    for root, folders, names in os.walk(folder):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        for name in sorted(names):
-            if not name.startswith("."):
-                yield Path(root) / name
 
 
 def read_headers(path) -> list[SliceHeader] | FileNote:
@@ -386,7 +186,7 @@ def read_headers(path) -> list[SliceHeader] | FileNote:
         If the file is a Siemens MOSAIC and nibabel is not installed (not a reason to skip the file).
     """
     path = str(path)
-    unreadable = _unreadable_note(path) or _inflation_note(path)
+    unreadable = unreadable_note(path) or inflation_note(path)
     if unreadable:
         return unreadable
     try:
@@ -406,10 +206,10 @@ def read_headers(path) -> list[SliceHeader] | FileNote:
         return FileNote(path, str(error), _series_uid_or_none(path), kind="corrupt or truncated")
     except DicomError as error:
         return FileNote(path, str(error), _series_uid_or_none(path))
-    except _API_ERRORS as error:  # a malformed element, or a pydicom whose API differs from the one AlignSeries needs
+    except API_ERRORS as error:  # a malformed element, or a pydicom whose API differs from the one AlignSeries needs
         return FileNote(path, f"{path}: pydicom {pydicom.__version__} could not read this file "
                               f"({type(error).__name__}: {error}); AlignSeries needs pydicom >= 3", kind="unreadable")
-    except _READ_ERRORS as error:
+    except READ_ERRORS as error:
         return FileNote(path, f"{path}: corrupt or truncated DICOM file: pydicom says {type(error).__name__}: {error}",
                         kind="corrupt or truncated")
 
@@ -424,83 +224,15 @@ def _read_dataset(path: str) -> Dataset | None:
     try:
         dataset = pydicom.dcmread(path, defer_size=DEFER_SIZE_BYTES, force=True)
         valid = UID(str(dataset.get("SOPClassUID", ""))).is_valid
-    except _READ_ERRORS + _API_ERRORS:
+    except READ_ERRORS + API_ERRORS:
         return None
     return dataset if valid else None
-
-
-def _unreadable_note(path: str) -> FileNote | None:
-    """Why a file cannot be read (not a regular file, empty, a broken link, no read permission), else None.
-
-    A FIFO, device or socket is named from its status and never opened: opening a FIFO blocks until a writer comes.
-    """
-    try:
-        status = os.stat(path)
-    except OSError as error:
-        return FileNote(path, f"{path}: cannot be read ({error.strerror or type(error).__name__})", kind="unreadable")
-    if not stat.S_ISREG(status.st_mode):
-        kind = _special_file_kind(status.st_mode)
-        return FileNote(path, f"{path}: {kind}, not a regular file: skipped without opening it", kind=kind)
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as error:
-        return FileNote(path, f"{path}: cannot be read ({error.strerror or type(error).__name__})", kind="unreadable")
-    return FileNote(path, f"{path}: empty file (0 bytes)", kind="empty") if status.st_size == 0 else None
-
-
-def _inflation_note(path: str, *, max_bytes: int | None = None) -> FileNote | None:
-    """For a deflate-compressed file (Deflated Explicit VR Little Endian) inflating beyond the decoded-size
-    limit, a note refusing it; else None.
-
-    pydicom inflates the whole dataset in memory before parsing it: here the stream is inflated in bounded
-    chunks, nothing kept, and counting stops at the limit (a few kB may inflate to many GB).
-    """
-    limit = MAX_DECODED_BYTES if max_bytes is None else max_bytes
-    start = _deflated_dataset_offset(path)
-    if start is None:
-        return None
-    inflater, inflated = zlib.decompressobj(-zlib.MAX_WBITS), 0
-    with open(path, "rb") as file:
-        file.seek(start)
-        for chunk in iter(lambda: file.read(2**16), b""):
-            while chunk and not inflater.eof:
-                try:
-                    inflated += len(inflater.decompress(chunk, 2**20))
-                except zlib.error:
-                    return None  # pydicom's read names the corruption
-                if inflated > limit:
-                    return FileNote(path, f"{path}: deflate-compressed dataset inflates to more than "
-                                          f"{limit / 2**30:.2f} GiB (the limit) from {os.path.getsize(path)} bytes: "
-                                          f"not read; {limit_advice()}", kind="too large")
-                chunk = inflater.unconsumed_tail
-    return None
-
-
-def _deflated_dataset_offset(path: str) -> int | None:
-    """Where the deflated dataset starts when the file's transfer syntax is deflated; None otherwise."""
-    try:
-        meta = pydicom.filereader.read_file_meta_info(path)
-    except _READ_ERRORS + _API_ERRORS:
-        return None  # the full read reports what is wrong
-    syntax = UID(str(meta.get("TransferSyntaxUID", "")))
-    if not syntax.is_transfer_syntax or not syntax.is_deflated or "FileMetaInformationGroupLength" not in meta:
-        return None
-    return 128 + 4 + 12 + int(meta.FileMetaInformationGroupLength)  # preamble, DICM, group length element, group
-
-
-def _special_file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
-        if test(mode):
-            return kind
-    return "special file"
 
 
 def _series_uid_or_none(path: str) -> str | None:
     try:
         return str(pydicom.dcmread(path, specific_tags=["SeriesInstanceUID"]).get("SeriesInstanceUID", "")) or None
-    except _READ_ERRORS + _API_ERRORS:
+    except READ_ERRORS + API_ERRORS:
         return None
 
 
@@ -513,7 +245,7 @@ def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | File
     name = UID(sop_class).name if sop_class else "no SOPClassUID"
     _check_element_lengths(path, dataset)
     pixel_tag = _pixel_data_tag(dataset)
-    non_image = _non_image_note(path, dataset, sop_class, name, series_uid, pixel_tag)
+    non_image = non_image_note(path, dataset, sop_class, name, series_uid, pixel_tag)
     if non_image is not None:
         return non_image
     if pixel_tag is None and not sop_class:
@@ -562,31 +294,13 @@ def _check_element_lengths(path: str, dataset: Dataset) -> None:
 
 def _sop_class_uid(dataset: Dataset) -> str:
     """SOPClassUID, or the file meta's MediaStorageSOPClassUID (a DICOMDIR has only the latter)."""
-    return _uid_value(dataset, "SOPClassUID") or _uid_value(getattr(dataset, "file_meta", Dataset()),
+    return uid_value(dataset, "SOPClassUID") or uid_value(getattr(dataset, "file_meta", Dataset()),
                                                             "MediaStorageSOPClassUID")
 
 
 def _pixel_data_tag(dataset: Dataset) -> int | None:
     """The tag of the file's pixels: PixelData, FloatPixelData or DoubleFloatPixelData; None without pixels."""
     return next((tag for tag in (_PIXEL_DATA_TAG, *_FLOAT_PIXEL_DATA_TAGS) if tag in dataset), None)
-
-
-def _non_image_note(path: str, dataset: Dataset, sop_class: str, name: str, series_uid: str | None,
-                    pixel_tag: int | None) -> FileNote | None:
-    """A note naming what a non-image object is (by its SOP class), or a colour image; None for an image."""
-    for words, kind, explanation in NON_IMAGE_KINDS:
-        if words in name:
-            return FileNote(path, f"{path}: {kind}: {explanation} (SOP class {name}), skipped", series_uid, kind=kind)
-    if sop_class and name == sop_class and pixel_tag is None:  # not in pydicom's dictionary: a private class
-        return FileNote(path, f"{path}: private object of SOP class {sop_class} without PixelData (7FE0,0010): "
-                              "not an image, skipped", series_uid, kind="private object")
-    samples = dataset.get("SamplesPerPixel")
-    if pixel_tag is not None and samples not in (None, "", 1):
-        colour = str(dataset.get("PhotometricInterpretation", "")) or "colour"
-        kind = "RGB secondary capture" if "Secondary Capture" in name else "colour image"
-        return FileNote(path, f"{path}: {kind}: SamplesPerPixel (0028,0002) {samples} ({colour}), a picture and not "
-                              f"a scalar volume (SOP class {name}), skipped", series_uid, kind=kind)
-    return None
 
 
 def _frame_numbers(path: str, dataset: Dataset) -> range:
@@ -811,10 +525,11 @@ def _classic_attributes(dataset: Dataset) -> dict:
     gradient = dataset.get("DiffusionGradientOrientation") or _ge_gradient(dataset)
     b_value = _float_or_none(dataset.get("DiffusionBValue"))
     ge_b_value = _float_or_none(_private_value(dataset, 0x0043, "GEMS_PARM_01", 0x39))  # first of 4 values
+    ge_complex = _int_or_none(_private_value(dataset, 0x0043, "GEMS_PARM_01", 0x2F))
     return {
         "echo": _float_or_none(dataset.get("EchoNumbers")),
         "echo_time": _float_or_none(dataset.get("EchoTime")),
-        "complex": _GE_COMPLEX_TYPES.get(_int_or_none(_private_value(dataset, 0x0043, "GEMS_PARM_01", 0x2F))),
+        "complex": None if ge_complex is None else _GE_COMPLEX_TYPES.get(ge_complex),
         "b_value": b_value if b_value is not None or ge_b_value is None else ge_b_value % 100000,
         "gradient": None if gradient is None else tuple(round(float(g), 4) for g in gradient),
         "temporal": _float_or_none(dataset.get("TemporalPositionIdentifier")),

@@ -26,14 +26,15 @@ import numpy as np
 import pydicom
 from pydicom.uid import UID
 
-from .dicom_headers import MAX_DECODED_BYTES, SliceHeader, limit_advice
+from .dicom_files import MAX_DECODED_BYTES, limit_advice
+from .dicom_headers import SliceHeader
 from .errors import DicomDecodeError, DicomError
 
 logger = logging.getLogger(__name__)
 
 #: Largest voxel array (bytes) a DICOM volume may need before anything is allocated: by default 4 GiB, a
 #: 2000-slice 1024 x 1024 float16-sized series; larger inputs are almost always a wrong folder. Set from
-#: the environment variable ``ALIGNSERIES_MAX_DECODED_GIB`` (see :data:`dicom_headers.MAX_DECODED_BYTES`).
+#: the environment variable ``ALIGNSERIES_MAX_DECODED_GIB`` (see :data:`dicom_files.MAX_DECODED_BYTES`).
 MAX_VOLUME_BYTES = MAX_DECODED_BYTES
 
 #: pip requirements of pydicom's pixel-data decoders (JPEG baseline/extended/lossless and JPEG-LS, JPEG 2000,

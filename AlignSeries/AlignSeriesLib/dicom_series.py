@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import dicom_pixels
-from .dicom_headers import FileNote, SliceHeader, iter_files, read_headers
+from .dicom_files import FileNote, iter_files
+from .dicom_headers import SliceHeader, read_headers
 from .dicom_stack import (
     DEFAULT_SINGLE_SLICE_SPACING,
     POSITION_ATOL,
