@@ -8,6 +8,7 @@ Each such file gives a :class:`FileNote` whose ``kind`` groups the reports ("4 f
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import struct
@@ -31,12 +32,13 @@ MAX_DECODED_ENVIRONMENT = "ALIGNSERIES_MAX_DECODED_GIB"
 
 
 def _decoded_limit_from_environment(default_gib: float = 4.0) -> int:
+    """The limit the environment gives (a positive finite number of GiB), else ``default_gib``."""
     text = os.environ.get(MAX_DECODED_ENVIRONMENT, "")
     try:
         gib = float(text) if text.strip() else default_gib
     except ValueError:
         gib = default_gib
-    return int((gib if gib > 0 and gib == gib else default_gib) * 2**30)
+    return int((gib if math.isfinite(gib) and gib > 0 else default_gib) * 2**30)
 
 
 #: Largest decoded size (bytes) of DICOM pixel data: a volume's voxel array, one file's decoded pixels, or a
