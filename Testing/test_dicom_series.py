@@ -239,6 +239,7 @@ def test_a_ge_magnitude_and_phase_pair_is_named_by_ges_private_image_type(tmp_pa
     files, _ = write_phantom_series(tmp_path, np.concatenate([positions, positions]), description="B0map")
     for k, path in enumerate(files):  # GE writes no standard attribute telling the two apart
         dataset = pydicom.dcmread(path)
+        dataset.Manufacturer = "GE MEDICAL SYSTEMS"
         dataset.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x2F, "SS", 0 if k < 3 else 1)
         dataset.save_as(path)
 

@@ -280,16 +280,16 @@ def _check_element_lengths(path: str, dataset: Dataset) -> None:
     long values, so a cut or corrupt length is otherwise seen only when the value is read)."""
     if UID(str(dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))).is_deflated:
         return  # offsets count in the inflated stream
-    size = os.path.getsize(path)
-    for tag in dataset.keys():
-        if tag == _PIXEL_DATA_TAG:
-            continue  # _check_pixel_length says how many pixel bytes are missing
-        element = dataset.get_item(tag, keep_deferred=True)
-        start, length = getattr(element, "value_tell", None), getattr(element, "length", None)
-        if start is not None and length not in (None, 0xFFFFFFFF) and start + length > size:
-            raise TruncatedFileError(
-                f"{path}: corrupt or truncated DICOM file: element {tag} declares {length} bytes from offset {start}, "
-                f"but the file ends after {size - start}")
+    tags = list(dataset.keys())
+    last = max(tags) if tags else None  # an overrun swallows the rest of the file: only the last element can
+    if last is None or last == _PIXEL_DATA_TAG:
+        return  # _check_pixel_length says how many pixel bytes are missing
+    element = dataset.get_item(last, keep_deferred=True)
+    start, length, size = getattr(element, "value_tell", None), getattr(element, "length", None), os.path.getsize(path)
+    if start is not None and length not in (None, 0xFFFFFFFF) and start + length > size:
+        raise TruncatedFileError(
+            f"{path}: corrupt or truncated DICOM file: element {last} declares {length} bytes from offset {start}, "
+            f"but the file ends after {size - start}")
 
 
 def _sop_class_uid(dataset: Dataset) -> str:
@@ -522,10 +522,11 @@ _GE_COMPLEX_TYPES = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
 
 
 def _classic_attributes(dataset: Dataset) -> dict:
-    gradient = dataset.get("DiffusionGradientOrientation") or _ge_gradient(dataset)
+    ge = "GE" in str(dataset.get("Manufacturer", "")).upper()  # GE's private elements, looked up on GE files only
+    gradient = dataset.get("DiffusionGradientOrientation") or (_ge_gradient(dataset) if ge else None)
     b_value = _float_or_none(dataset.get("DiffusionBValue"))
-    ge_b_value = _float_or_none(_private_value(dataset, 0x0043, "GEMS_PARM_01", 0x39))  # first of 4 values
-    ge_complex = _int_or_none(_private_value(dataset, 0x0043, "GEMS_PARM_01", 0x2F))
+    ge_b_value = _float_or_none(_private_value(dataset, 0x0043, "GEMS_PARM_01", 0x39)) if ge else None  # 1st of 4
+    ge_complex = _int_or_none(_private_value(dataset, 0x0043, "GEMS_PARM_01", 0x2F)) if ge else None
     return {
         "echo": _float_or_none(dataset.get("EchoNumbers")),
         "echo_time": _float_or_none(dataset.get("EchoTime")),
