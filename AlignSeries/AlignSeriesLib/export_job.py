@@ -279,9 +279,13 @@ def _check_output_node(output_node, input_node, reference: Reference) -> None:
         return
     if output_node.GetID() == input_node.GetID():
         raise AlignSeriesError("the output volume must differ from the input volume: the input is never modified")
-    if reference.node is not None and output_node.GetID() == reference.node.GetID():
+    if output_node.GetID() == _node_id(reference.node):
         raise AlignSeriesError(f"the output volume '{output_node.GetName()}' is the reference volume: choose a new "
                                "output volume (the reference is never modified)")
+
+
+def _node_id(node) -> str | None:
+    return None if node is None else node.GetID()
 
 
 def _check_grid_choice(targets: ExportTargets, cropped: bool) -> None:
