@@ -277,3 +277,26 @@ def test_an_output_the_batch_did_not_make_is_replaced_only_with_force(tmp_path, 
     assert (output_dir / "png" / "index.csv").read_text() == "someone else's"
     assert batch.run_case(case, output_dir, force=True)["status"] == "done"
     assert len(list((output_dir / "png").glob("*.png"))) == 6
+
+
+# -- the API's reference path ------------------------------------------------------------------------------
+
+
+def test_the_api_reads_a_reference_path_header_only_and_writes_through_the_job_that_resampled(
+        tmp_path, reference_folder, monkeypatch):
+    import alignseries
+    from AlignSeriesLib import dicom_pixels
+
+    folder, files_in_k_order = reference_folder
+    grid = operations.load_reference(mrml.new_scene(), folder).geometry
+    mask = alignseries.Volume.from_array(np.ones(grid.shape, np.uint8), grid.ijk_to_ras, labelmap=True)
+    reads = []
+    monkeypatch.setattr(dicom_pixels, "read_slices", lambda *args, **kwargs: reads.append(args))
+    on_reference = alignseries.resample(mask, str(folder), slab=(1, 3))
+    written = alignseries.write_pngs(on_reference, str(folder), tmp_path / "png")
+    assert reads == [] and on_reference.array.shape == (3, *grid.shape[1:])
+    rows = list(csv.DictReader((tmp_path / "png" / "index.csv").open()))
+    assert [int(row["k"]) for row in rows] == [1, 2, 3] and len(written) == 4
+    other = alignseries.Volume.from_array(np.ones(grid.shape, np.uint8), grid.transformed(SHIFT).ijk_to_ras)
+    with pytest.raises(alignseries.AlignSeriesError, match="was resampled onto .* not onto"):
+        alignseries.write_dicom(on_reference, other, tmp_path / "dicom")
