@@ -198,8 +198,8 @@ def write_dicom_series(
     Raises
     ------
     DicomError
-        If a reference file is unreadable or lacks plane geometry, does not match the array's
-        shape, or the labels cannot be stored.
+        If the reference file read for the identity is unreadable or has no FrameOfReferenceUID, the slices do
+        not match the array's shape, or the labels cannot be stored.
     OutputExistsError, AlignSeriesError
         If ``output_dir`` exists and is not empty (without ``force``), or cannot be written.
     """
