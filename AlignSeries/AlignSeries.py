@@ -503,7 +503,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             cropToOverlap=p.cropToOverlap, slab=(p.slabFirst, p.slabCount) if p.slabEnabled else None,
             outputPath=p.exportFilePath, dicomFolder=p.exportToDicomFolder, pngFolder=p.pngFolder,
             previewPath=p.previewPath, compress=p.compressOutput)
-        return result.volume_node, result.written
+        return result.volumeNode, result.written
 
 
 #
@@ -620,7 +620,7 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :return: the output volume node.
         """
         return self.exportResampledVolumeResult(inputVolume, referenceVolume, transform, interpolation, outputVolume,
-                                                progressCallback, cropToOverlap, slab).volume_node
+                                                progressCallback, cropToOverlap, slab).volumeNode
 
     def exportResampledVolumeResult(self, inputVolume, referenceVolume, transform=None, interpolation: str = "linear",
                                     outputVolume=None, progressCallback=None, cropToOverlap: bool = False, slab=None,
@@ -640,7 +640,7 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :param force: replace existing outputs.
         :param seriesUid: SeriesInstanceUID of a DICOM output; by default derived from the reference series and
           the input, the same for every slab.
-        :return: the result: ``volume_node``, ``written`` (files), ``warnings`` (the inputs' and the resampling's).
+        :return: the result: ``volumeNode``, ``written`` (files), ``warnings`` (the inputs' and the resampling's).
         """
         from AlignSeriesLib import export_job, mrml, operations
 

@@ -109,6 +109,9 @@ class ExportResult:
     written: list[Path] = field(default_factory=list)
     targets: ExportTargets = field(default_factory=ExportTargets)
 
+    # Slicer's camelCase view, for console users of the module's logic
+    volumeNode = property(lambda self: self.volume_node)
+
     @property
     def outputs(self) -> list[Path]:
         """The main output's files (the volume file, or the DICOM folder's files)."""
