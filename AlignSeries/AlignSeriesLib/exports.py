@@ -79,6 +79,10 @@ def output_grid(reference: Reference, *, slab: tuple[int, int] | None = None) ->
 class ExportTargets:
     """Where one export writes, and how; every field is optional.
 
+    One more kind of output (e.g. a DICOM SEG aligned with the reference's slices) is one more field here, its
+    check in ``_check_targets`` and one more branch in ``_write_targets``, which already has the reference
+    slices of the export and their voxels (sampled from the export source on an irregular reference).
+
     Attributes
     ----------
     volume_file : path, optional
