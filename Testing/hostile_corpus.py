@@ -166,9 +166,14 @@ def _wrong_vr(keyword: str, vr: str, value) -> DataElement:
 
 def _dicom_edit_cases() -> list[HostileCase]:
     """Good series with one header element missing, non-finite, out of range or of the wrong VR."""
-    missing = ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SOPInstanceUID", "Rows",
+    missing = ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows",
                "Columns", "BitsAllocated", "PixelData"]
     cases = [_dicom_edit_case(f"missing-{keyword}", "error", keyword, **{keyword: None}) for keyword in missing]
+    # anonymized files: identifiers are substituted (and named in a warning), never a reason to refuse a series
+    cases += [_dicom_edit_case(f"missing-{keyword}", "warning", keyword, **{keyword: None})
+              for keyword in ("SOPInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID")]
+    cases += [_dicom_edit_case(f"blank-{keyword}", "warning", keyword, **{keyword: ""})
+              for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")]
     cases += [_dicom_edit_case(f"missing-{keyword}-in-one-file", "warning", keyword, which="first",
                                **{keyword: None}) for keyword in missing[:3]]
     for value, label in (("nan", "nan"), ("inf", "inf"), ("-inf", "minus-inf"), ("1e308", "1e308")):
@@ -211,7 +216,7 @@ def _dicom_edit_cases() -> list[HostileCase]:
                          NumberOfFrames=_wrong_vr("NumberOfFrames", "LO", "several")),
         _dicom_edit_case("InstanceNumber-text", "ok", InstanceNumber=_wrong_vr("InstanceNumber", "LO", "first")),
         _dicom_edit_case("SeriesNumber-text", "ok", SeriesNumber=_wrong_vr("SeriesNumber", "LO", "two")),
-        _dicom_edit_case("SeriesInstanceUID-missing", "warning", "single_slice", SeriesInstanceUID=None),
+        _dicom_edit_case("SeriesInstanceUID-missing", "warning", "SeriesInstanceUID", SeriesInstanceUID=None),
         _dicom_edit_case("FrameOfReferenceUID-mixed", "warning", "mixed_frame_of_reference", which="first",
                          FrameOfReferenceUID="1.2.826.0.1.3680043.8.498.999"),
     ]
@@ -408,7 +413,7 @@ def _dicom_file_cases() -> list[HostileCase]:
         _file_case("empty-folder", "error", "no files found", lambda folder: folder),
         _file_case("self-symlink-given", "error", "self.dcm", _self_symlink),
         _file_case("series-with-symlink-loops", "warning", "self", _good_series_with(_symlink_loops)),
-        _file_case("series-with-text-file", "warning", "not a DICOM file",
+        _file_case("series-with-text-file", "warning", "not DICOM",
                    _good_series_with(lambda series: (series / "README").write_text("hello"))),
         _file_case("series-with-empty-file", "warning", "empty",
                    _good_series_with(lambda series: (series / "empty").write_bytes(b""))),

@@ -204,15 +204,19 @@ def run_info(args) -> dict:
 
     options = {"regularize": args.regularize, "regularize_spacing": args.regularize_spacing,
                "progress": _progress_bar(args, "scanning")}
+    scan: dict = {"skipped": [], "warnings": []}
     if any(is_volume_file(path) for path in args.paths):
         from . import operations
 
         _capture_vtk_messages()
         volumes = operations.describe_inputs(args.paths, **options)
     else:  # DICOM only: no MRML scene, no VTK, no Slicer to start
-        volumes = describe.describe_dicom(args.paths, **options)
+        scan = describe.describe_dicom_scan(args.paths, **options)
+        volumes = scan["volumes"]
     text = "\n\n".join(describe.volume_text(number, volume) for number, volume in enumerate(volumes, start=1))
-    return {"volumes": volumes, "text": text}
+    text += "".join(f"\n\nwarning [{w['code']}]: {w['message']}" for w in scan["warnings"])  # once, for all volumes
+    skipped = {"skipped": scan["skipped"], "warnings": scan["warnings"]} if scan["skipped"] else {}
+    return {"volumes": volumes, **skipped, "text": text}
 
 
 def run_transform(args) -> dict:
@@ -348,10 +352,31 @@ class _LevelPrefixFormatter(logging.Formatter):
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LevelPrefixFormatter())
+    handler.addFilter(_OncePerCommand())
+    logging.captureWarnings(True)  # Python warnings of libraries go through logging ("py.warnings")
     if not verbose:  # pydicom logs a failed decode with its traceback; the error line says it. (A filter on the
         # handler, not a level on pydicom's logger: importing pydicom later resets that level to WARNING.)
-        handler.addFilter(lambda record: not record.name.startswith("pydicom") or record.levelno >= logging.CRITICAL)
+        # Libraries' own Python warnings (nibabel, pydicom, dask …) speak to developers: shown with --verbose only.
+        handler.addFilter(lambda record: not record.name.startswith(("pydicom", "py.warnings"))
+                          or record.levelno >= logging.CRITICAL)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+
+
+class _OncePerCommand(logging.Filter):
+    """Lets each distinct warning message through once per command (the same input met by several steps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        message = record.getMessage()
+        if message in self._seen:
+            return False
+        self._seen.add(message)
+        return True
 
 
 def _progress_bar(args, what: str):
