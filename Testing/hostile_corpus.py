@@ -479,7 +479,20 @@ def _points_cases() -> list[HostileCase]:
         _points_case("mrk-json-not-json", "error", "notjson.mrk.json", "notjson.mrk.json", "{not json"),
         _points_case("mrk-json-no-points", "error", "no control points", "none.mrk.json", json.dumps(markups)),
         _points_case("fcsv-empty", "error", "empty.fcsv", "empty.fcsv", ""),
+        *(_points_case(f"mrk-json-{what}", "error", "3 ('C') without a position", f"{what}.mrk.json",
+                       json.dumps(_markups_with_third_point(markups, shifted, third)))
+          for what, third in (("null-position", {"position": None}), ("missing-position", {}),
+                              ("undefined-position-status", {"position": [1.0, 2.0, 3.0],
+                                                             "positionStatus": "undefined"}))),
     ]
+
+
+def _markups_with_third_point(markups: dict, points_ras: np.ndarray, third: dict) -> dict:
+    """``markups`` holding ``points_ras`` (as LPS) labelled A.., the third control point replaced by ``third``."""
+    points = [{"id": str(n + 1), "label": "ABCDE"[n], "position": [-x, -y, z], "positionStatus": "defined"}
+              for n, (x, y, z) in enumerate(points_ras.tolist())]
+    points[2] = {"id": "3", "label": "C", **third}
+    return {**markups, "markups": [{**markups["markups"][0], "controlPoints": points}]}
 
 
 # -- transform files ------------------------------------------------------------------------------
@@ -638,6 +651,14 @@ def _volume_cases() -> list[HostileCase]:
                      (b"ObjectType = Image\nNDims = 3\nDimSize = 60000 60000 5000\nElementType = MET_SHORT\n"
                       b"ElementDataFile = LOCAL\n") + small),
         _volume_case("mha-empty", "error", "empty.mha", "empty.mha", b""),
+        *(_volume_case(f"nii-pixdim-{text}", "error", error, f"pixdim_{text}.nii",
+                       _nifti_header((4, 4, 3), pixdim=(1.0, size, 1.0)) + small)
+          for text, size, error in (("1e-9", 1e-9, "outside 1e-06 .. 100000 mm"),
+                                    ("1e9", 1e9, "outside 1e-06 .. 100000 mm"),
+                                    ("minus-1", -1.0, "pixdim"), ("nan", float("nan"), "pixdim"))),
+        *(_volume_case(f"nrrd-spacing-{text}", "error", "outside 1e-06 .. 100000 mm", f"spacing_{text}.nrrd",
+                       _nrrd_header((4, 4, 3), spacings=[1.0, 1.0, size]).encode() + small)
+          for text, size in (("1e-9", 1e-9), ("1e9", 1e9))),
     ]
 
 

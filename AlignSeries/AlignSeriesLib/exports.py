@@ -23,7 +23,7 @@ import pydicom
 
 from . import dicom_export, files, mrml, mrml_files, preview, resample
 from .dicom_series import DicomVolume
-from .errors import AlignSeriesError, OutputExistsError
+from .errors import AlignSeriesError, OutputExistsError, one_line
 from .geometry import VolumeGeometry, lps_to_ras_matrix
 
 logger = logging.getLogger(__name__)
@@ -168,11 +168,25 @@ def write_outputs(volume_node, reference: Reference, targets: ExportTargets, *,
         The files written (a DICOM or PNG folder's files each).
     """
     series_uid = _series_uid(volume_node, reference, targets)
+    files.check_outputs_spare_inputs(_input_places(volume_node, reference, source), (
+        targets.volume_file, targets.dicom_folder, targets.png_folder, targets.preview))
     merge = _check_targets(reference, targets, slab, series_uid)  # every output checked before any is written
-    with files.staged_outputs(force=targets.force, create_folders=True) as staging:
-        staged = _write_targets(volume_node, reference, targets, slab, staging,
-                                _SliceExport(source, series_uid, merge))
-        return [staging.final_path(path) for path in staged]
+    try:
+        with files.staged_outputs(force=targets.force, create_folders=True) as staging:
+            staged = _write_targets(volume_node, reference, targets, slab, staging,
+                                    _SliceExport(source, series_uid, merge))
+            return [staging.final_path(path) for path in staged]
+    except OSError as error:  # mid-way (a full disk, the file-size limit): which outputs, and nothing left
+        outputs = [str(target) for target in (targets.volume_file, targets.dicom_folder, targets.png_folder,
+                                              targets.preview) if target]
+        raise AlignSeriesError(f"writing {', '.join(outputs)} failed, nothing was written: {one_line(error)}") from None
+
+
+def _input_places(volume_node, reference: Reference, source: ExportSource | None) -> list[Path]:
+    """Every file and DICOM folder the export was made from, which its outputs must never touch."""
+    nodes = (volume_node, reference.node) + ((source.input_node, source.transform_node) if source else ())
+    series_files = reference.series.files if reference.series is not None else []
+    return files.protected_places([reference.path, *series_files, *mrml_files.source_paths(*nodes)])
 
 
 @dataclass

@@ -340,10 +340,12 @@ def _labels_pair_otherwise(fixed, moving, fixed_labels, moving_labels, pairing, 
         return []
     label_rms = landmarks.register_landmarks(fixed, by_labels.reorder(moving), mode=mode, weights=weights).rms_error
     differing = int(np.count_nonzero(by_labels.moving_order != pairing.moving_order))
-    return [AlignSeriesWarning("labels_disagree_with_order", (
+    warning = AlignSeriesWarning("labels_disagree_with_order", (
         f"points were paired by list order, but their labels pair {differing} of {len(fixed)} points differently "
         f"(expected: the same pairs): RMS error {rms_error:.2f} mm by order, {label_rms:.2f} mm by labels; "
-        "use --match labels if the labels are right"))]
+        "use --match labels if the labels are right"))
+    logger.warning("%s", warning.message)  # on stderr too, beside the text output
+    return [warning]
 
 
 def points_and_labels(scene, source, role: str) -> tuple[np.ndarray, list[str]]:
@@ -453,6 +455,7 @@ def resample_volume(scene, input_node, grid: VolumeGeometry, *, transform_node=N
     else:
         mrml.set_volume_array(output_node, result.array, grid, copy=False)
     mrml.set_node_warnings(output_node, result.warnings)  # resample logged them already
+    mrml_files.mark_derived(output_node, input_node, transform_node)  # its outputs never replace these files
     return output_node
 
 
@@ -547,6 +550,8 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
     AlignSeriesError
         For contradictory options, and everything that loading, resampling and writing raise.
     """
+    files.check_outputs_spare_inputs(files.protected_places([*_as_paths(input_paths), *_as_paths(reference_paths),
+                                                             transform]), (output, png_folder, preview))
     to_folder = is_folder_output(output)
     if crop_to_overlap and (png_folder or to_folder):
         raise AlignSeriesError("--crop-to-overlap gives a grid smaller than the reference, with no DICOM slices to "
