@@ -222,8 +222,8 @@ def save_node(node, path, *, force: bool = False, compress: bool = False) -> Pat
 
 
 #: Bytes a file may hold beyond its voxels (header, compression overhead), and the most an ITK transform file takes.
-HEADER_BYTES_BOUND = 65536
-TRANSFORM_FILE_BYTES_BOUND = 65536
+HEADER_BYTES_BOUND = 16384
+TRANSFORM_FILE_BYTES_BOUND = 16384
 
 
 def _voxel_bytes(node) -> int:
