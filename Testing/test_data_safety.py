@@ -25,7 +25,7 @@ from conftest import MODULE_DIR, run
 from hostile_corpus import good_series, write_good_points, write_good_volume
 
 import alignseries
-from AlignSeriesLib import cli, exports, files, mrml_files, operations
+from AlignSeriesLib import cli, exports, files, operations
 
 #: Bounded waits for a subprocess (seconds).
 PROCESS_TIMEOUT = 240
