@@ -182,11 +182,14 @@ def write_outputs(volume_node, reference: Reference, targets: ExportTargets, *,
         raise AlignSeriesError(f"writing {', '.join(outputs)} failed, nothing was written: {one_line(error)}") from None
 
 
-def _input_places(volume_node, reference: Reference, source: ExportSource | None) -> list[Path]:
+def _input_places(volume_node, reference: Reference | None, source: ExportSource | None) -> list[Path]:
     """Every file and DICOM folder the export was made from, which its outputs must never touch."""
-    nodes = (volume_node, reference.node) + ((source.input_node, source.transform_node) if source else ())
-    series_files = reference.series.files if reference.series is not None else []
-    return files.protected_places([reference.path, *series_files, *mrml_files.source_paths(*nodes)])
+    nodes = (volume_node,) + ((source.input_node, source.transform_node) if source else ())
+    if reference is not None:
+        nodes += (reference.node,)
+    series_files = reference.series.files if reference is not None and reference.series is not None else []
+    reference_file = reference.path if reference is not None else None
+    return files.protected_places([reference_file, *series_files, *mrml_files.source_paths(*nodes)])
 
 
 @dataclass
