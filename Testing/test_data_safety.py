@@ -296,6 +296,18 @@ def test_landmarks_whose_labels_pair_otherwise_warn_in_the_text_output_too(study
     assert "warning: points were paired by list order, but their labels pair 2 of 5 points differently" in err
 
 
+def test_a_panel_point_list_with_an_unplaced_point_is_refused(study, scene):
+    """Slicer's panel gives markups nodes; an unplaced control point reads as 0,0,0 and must not count."""
+    points = np.loadtxt(study["points"], delimiter=",", skiprows=1, usecols=(0, 1, 2))
+    fixed = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "F")
+    for n, point in enumerate(points):
+        fixed.AddControlPoint(*point, "ABCDE"[n])
+    fixed.UnsetNthControlPointPosition(3)
+
+    with pytest.raises(ValueError, match=r"F': control point\(s\) 4 \('D'\) without a position"):
+        operations.compute_landmark_transform(scene, fixed, points, "rigid")
+
+
 def test_scaled_integer_nifti_goes_to_dicom_exactly(study, tmp_path, capsys, scene):
     """A CT NIfTI of int16 with scl_slope 1, scl_inter -1024 (and a phase one, 2 and -4096) on the reference grid."""
     grid = operations.load_reference(scene, study["series"]).geometry

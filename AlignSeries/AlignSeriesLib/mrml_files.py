@@ -413,7 +413,7 @@ def load_points_file(scene, path) -> tuple[np.ndarray, list[str]]:
         count = markups_node.GetNumberOfControlPoints()
         if count == 0:
             raise LandmarkError(f"{path}: the markups file holds no control points")
-        _refuse_undefined_points(path, markups_node)
+        refuse_undefined_points(path, markups_node)
         points_ras = np.array([markups_node.GetNthControlPointPosition(n) for n in range(count)])
         labels = [markups_node.GetNthControlPointLabel(n) for n in range(count)]
     finally:
@@ -421,14 +421,17 @@ def load_points_file(scene, path) -> tuple[np.ndarray, list[str]]:
     return points_ras, labels
 
 
-def _refuse_undefined_points(path: Path, markups_node) -> None:
-    """Refuse control points without a position (``null``, missing, or not placed): the reader puts them at 0,0,0."""
+def refuse_undefined_points(where, markups_node) -> None:
+    """Refuse control points without a position (``null``, missing, or not placed): they read as 0,0,0.
+
+    ``where`` names the file or the list in the message.
+    """
     defined = markups_node.PositionDefined
     undefined = [f"{n + 1} ('{markups_node.GetNthControlPointLabel(n)}')"
                  for n in range(markups_node.GetNumberOfControlPoints())
                  if markups_node.GetNthControlPointPositionStatus(n) != defined]
     if undefined:
-        raise LandmarkError(f"{path}: control point(s) {', '.join(undefined)} without a position (null, missing "
+        raise LandmarkError(f"{where}: control point(s) {', '.join(undefined)} without a position (null, missing "
                             "or not placed): place them in Slicer or remove them from the list")
 
 

@@ -353,6 +353,7 @@ def points_and_labels(scene, source, role: str) -> tuple[np.ndarray, list[str]]:
     if isinstance(source, str | Path):
         return mrml_files.load_points_file(scene, source)
     if hasattr(source, "IsA") and source.IsA("vtkMRMLMarkupsNode"):
+        mrml_files.refuse_undefined_points(f"{role} '{source.GetName()}'", source)
         count = source.GetNumberOfControlPoints()
         points = np.array([source.GetNthControlPointPositionWorld(n) for n in range(count)]).reshape(-1, 3)
         return points, [source.GetNthControlPointLabel(n) for n in range(count)]
