@@ -584,8 +584,9 @@ def quiet_dask_logging() -> None:
     """Silence Dask's own start/stop messages (its failures reach the summary as failed cases)."""
     import distributed  # noqa: F401  (sets up its loggers, each with its own level, on import)
 
-    for name in list(logging.root.manager.loggerDict):
-        if name.split(".")[0] in ("distributed", "tornado"):  # tornado logs a closed comm's traceback too
+    families = ("distributed", "tornado")  # tornado logs a closed comm's traceback too
+    for name in [*families, *logging.root.manager.loggerDict]:
+        if name.split(".")[0] in families:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
