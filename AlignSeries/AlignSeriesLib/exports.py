@@ -23,7 +23,7 @@ import pydicom
 
 from . import dicom_export, files, mrml, mrml_files, preview, resample
 from .dicom_series import DicomVolume
-from .errors import AlignSeriesError, OutputExistsError, one_line
+from .errors import AlignSeriesError, OutputExistsError
 from .geometry import VolumeGeometry, lps_to_ras_matrix
 
 logger = logging.getLogger(__name__)
@@ -171,15 +171,10 @@ def write_outputs(volume_node, reference: Reference, targets: ExportTargets, *,
     files.check_outputs_spare_inputs(_input_places(volume_node, reference, source), (
         targets.volume_file, targets.dicom_folder, targets.png_folder, targets.preview))
     merge = _check_targets(reference, targets, slab, series_uid)  # every output checked before any is written
-    try:
-        with files.staged_outputs(force=targets.force, create_folders=True) as staging:
-            staged = _write_targets(volume_node, reference, targets, slab, staging,
-                                    _SliceExport(source, series_uid, merge))
-            return [staging.final_path(path) for path in staged]
-    except OSError as error:  # mid-way (a full disk, the file-size limit): which outputs, and nothing left
-        outputs = [str(target) for target in (targets.volume_file, targets.dicom_folder, targets.png_folder,
-                                              targets.preview) if target]
-        raise AlignSeriesError(f"writing {', '.join(outputs)} failed, nothing was written: {one_line(error)}") from None
+    with files.staged_outputs(force=targets.force, create_folders=True) as staging:
+        staged = _write_targets(volume_node, reference, targets, slab, staging,
+                                _SliceExport(source, series_uid, merge))
+        return [staging.final_path(path) for path in staged]
 
 
 def _input_places(volume_node, reference: Reference | None, source: ExportSource | None) -> list[Path]:

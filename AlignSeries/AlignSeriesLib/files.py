@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import AlignSeriesError, OutputExistsError
+from .errors import AlignSeriesError, OutputExistsError, one_line
 
 #: Volume files read with Slicer's volumes logic, by suffix (one list for the bridge, the CLI and the panel).
 VOLUME_FILE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
@@ -378,6 +378,11 @@ class StagedOutputs:
         self._entries.append((temporary, path, "merge" if merge else "folder"))
         return temporary
 
+    @property
+    def destinations(self) -> list[Path]:
+        """Where the staged outputs go."""
+        return [destination for _, destination, _ in self._entries]
+
     def final_path(self, temporary_file) -> Path:
         """Where a file written inside a staged temporary (or a staged file itself) will be after commit."""
         temporary_file = Path(temporary_file)
@@ -440,15 +445,20 @@ FOLDER_MODE = 0o755
 def staged_outputs(*, force: bool = False, create_folders: bool = False) -> Iterator[StagedOutputs]:
     """Yield a :class:`StagedOutputs`; commit it when the block succeeds, discard it when the block or the commit fails.
 
-    On a failure the folders it created are removed again, so nothing new is left behind.
+    On a failure the folders it created are removed again, so nothing new is left behind. A write that
+    fails mid-way (an ``OSError`` without a file name, such as a full disk or the file-size limit) is
+    reported as an :class:`AlignSeriesError` naming the outputs.
     """
     staging = StagedOutputs(force=force, create_folders=create_folders)
     try:
         yield staging
         staging.commit()
-    except BaseException:
+    except BaseException as error:
         staging.discard()
         staging.remove_created_folders()
+        if isinstance(error, OSError) and error.filename is None and staging.destinations:
+            outputs = ", ".join(map(str, staging.destinations))
+            raise AlignSeriesError(f"writing {outputs} failed, nothing was written: {one_line(error)}") from None
         raise
 
 
