@@ -74,6 +74,10 @@ class OutputExistsError(AlignSeriesError, FileExistsError):
     """An output file exists and overwriting it was not requested."""
 
 
+class OutputWriteError(AlignSeriesError, OSError):
+    """An output could not be written whole (a full disk, the file-size limit): nothing of it was kept."""
+
+
 class OperationCancelledError(AlignSeriesError):
     """The user cancelled a long operation through its progress callback."""
 

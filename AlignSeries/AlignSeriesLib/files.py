@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import AlignSeriesError, OutputExistsError, one_line
+from .errors import AlignSeriesError, OutputExistsError, OutputWriteError, one_line
 
 #: Volume files read with Slicer's volumes logic, by suffix (one list for the bridge, the CLI and the panel).
 VOLUME_FILE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
@@ -234,11 +234,11 @@ def check_room_to_write(path, size: int) -> None:
     path = destination_of(path)
     limit = _file_size_limit()
     if limit is not None and size > limit:
-        raise AlignSeriesError(f"{path}: writing it needs up to {_size_text(size)}, but this process may write "
+        raise OutputWriteError(f"{path}: writing it needs up to {_size_text(size)}, but this process may write "
                                f"files of at most {_size_text(limit)} (ulimit -f): raise the limit")
     free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
     if size > free:
-        raise AlignSeriesError(f"{path}: writing it needs up to {_size_text(size)}, but its file system has only "
+        raise OutputWriteError(f"{path}: writing it needs up to {_size_text(size)}, but its file system has only "
                                f"{_size_text(free)} free: free some space or write elsewhere")
 
 
@@ -458,7 +458,7 @@ def staged_outputs(*, force: bool = False, create_folders: bool = False) -> Iter
         staging.remove_created_folders()
         if isinstance(error, OSError) and error.filename is None and staging.destinations:
             outputs = ", ".join(map(str, staging.destinations))
-            raise AlignSeriesError(f"writing {outputs} failed, nothing was written: {one_line(error)}") from None
+            raise OutputWriteError(f"writing {outputs} failed, nothing was written: {one_line(error)}") from None
         raise
 
 

@@ -19,7 +19,7 @@ import slicer
 import vtk
 
 from . import dicom_pixels, transform_files
-from .errors import AlignSeriesError, GeometryError, LandmarkError, TransformFileError
+from .errors import AlignSeriesError, GeometryError, LandmarkError, OutputWriteError, TransformFileError
 from .files import (
     MARKUPS_FILE_SUFFIXES,
     WRITABLE_VOLUME_SUFFIXES,
@@ -260,7 +260,7 @@ def _check_complete(written: Path, path: Path, node, compressed: bool) -> None:
     else:
         complete = size > 0
     if not complete:
-        raise AlignSeriesError(f"{destination_of(path)}: the writer stopped after {size} bytes of {voxels} bytes of "
+        raise OutputWriteError(f"{destination_of(path)}: the writer stopped after {size} bytes of {voxels} bytes of "
                                "voxels (a full disk or the file-size limit, ulimit -f): nothing written")
 
 
