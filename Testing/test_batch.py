@@ -419,6 +419,20 @@ def test_a_write_beyond_the_file_size_limit_fails_its_case_with_the_reason(tmp_p
     assert hashes(study) == before and not (tmp_path / "out" / "big.nrrd").exists()
 
 
+def test_a_case_whose_worker_dies_says_so_instead_of_killedworker():
+    """A worker process that dies (here: exits at once) mid-case; the scheduler gives up on the first death."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    case = batch.Case(2, "in.nrrd", "ref", "out.nrrd")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+            silence_logs=50) as cluster, Client(cluster) as client:
+        result = batch._gathered(client.submit(os._exit, 9, pure=False), case)
+    assert result["status"] == "failed" and result["row"] == 2
+    assert "the worker process running this case died" in result["error"] and "KilledWorker" not in result["error"]
+
+
 # -- an existing cluster -------------------------------------------------------------------------
 
 
