@@ -228,7 +228,7 @@ def check_room_to_write(path, size: int) -> None:
 
     Raises
     ------
-    AlignSeriesError
+    OutputWriteError
         Naming the output, the size needed and the limit (``ulimit -f``) or the free space.
     """
     path = destination_of(path)
@@ -447,7 +447,7 @@ def staged_outputs(*, force: bool = False, create_folders: bool = False) -> Iter
 
     On a failure the folders it created are removed again, so nothing new is left behind. A write that
     fails mid-way (an ``OSError`` without a file name, such as a full disk or the file-size limit) is
-    reported as an :class:`AlignSeriesError` naming the outputs.
+    reported as an :class:`OutputWriteError` naming the outputs.
     """
     staging = StagedOutputs(force=force, create_folders=create_folders)
     try:
