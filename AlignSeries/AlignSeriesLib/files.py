@@ -456,7 +456,8 @@ def staged_outputs(*, force: bool = False, create_folders: bool = False) -> Iter
     except BaseException as error:
         staging.discard()
         staging.remove_created_folders()
-        if isinstance(error, OSError) and error.filename is None and staging.destinations:
+        if (isinstance(error, OSError) and not isinstance(error, AlignSeriesError) and error.filename is None
+                and staging.destinations):
             outputs = ", ".join(map(str, staging.destinations))
             raise OutputWriteError(f"writing {outputs} failed, nothing was written: {one_line(error)}") from None
         raise
