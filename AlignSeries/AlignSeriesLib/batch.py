@@ -255,7 +255,7 @@ def input_fingerprint(case: Case) -> str:
 
 
 #: Bytes read from each end of an input file for :func:`input_fingerprint`.
-FINGERPRINT_SAMPLE_BYTES = 8192
+FINGERPRINT_SAMPLE_BYTES = 4096
 
 
 def _files_under(path: Path) -> list[Path]:
