@@ -342,10 +342,12 @@ def _labels_pair_otherwise(fixed, moving, fixed_labels, moving_labels, pairing, 
         return []
     label_rms = landmarks.register_landmarks(fixed, by_labels.reorder(moving), mode=mode, weights=weights).rms_error
     differing = int(np.count_nonzero(by_labels.moving_order != pairing.moving_order))
-    return [AlignSeriesWarning("labels_disagree_with_order", (
+    warning = AlignSeriesWarning("labels_disagree_with_order", (
         f"points were paired by list order, but their labels pair {differing} of {len(fixed)} points differently "
         f"(expected: the same pairs): RMS error {rms_error:.2f} mm by order, {label_rms:.2f} mm by labels; "
-        "use --match labels if the labels are right"))]
+        "use --match labels if the labels are right"))
+    logger.warning("%s", warning.message)  # on stderr too, beside the text output
+    return [warning]
 
 
 def points_and_labels(scene, source, role: str) -> tuple[np.ndarray, list[str]]:
@@ -353,6 +355,7 @@ def points_and_labels(scene, source, role: str) -> tuple[np.ndarray, list[str]]:
     if isinstance(source, str | Path):
         return mrml_files.load_points_file(scene, source)
     if hasattr(source, "IsA") and source.IsA("vtkMRMLMarkupsNode"):
+        mrml_files.refuse_undefined_points(f"{role} '{source.GetName()}'", source)
         count = source.GetNumberOfControlPoints()
         points = np.array([source.GetNthControlPointPositionWorld(n) for n in range(count)]).reshape(-1, 3)
         return points, [source.GetNthControlPointLabel(n) for n in range(count)]
@@ -472,6 +475,9 @@ def resample_and_export(scene, input_paths, reference_paths, targets: ExportTarg
     AlignSeriesError
         For contradictory options (before loading), and everything that loading, resampling and writing raise.
     """
+    files.check_outputs_spare_inputs(files.protected_places([*_as_paths(input_paths), *_as_paths(reference_paths),
+                                                             transform]), (targets.volume_file, targets.dicom_folder,
+                                                                           targets.png_folder, targets.preview))
     options = options or ExportOptions()
     options.check_against(targets)
     input_node = load_one_volume(scene, input_paths, index=input_index, role="--input",
