@@ -484,7 +484,20 @@ def _points_cases() -> list[HostileCase]:
         _points_case("mrk-json-not-json", "error", "notjson.mrk.json", "notjson.mrk.json", "{not json"),
         _points_case("mrk-json-no-points", "error", "no control points", "none.mrk.json", json.dumps(markups)),
         _points_case("fcsv-empty", "error", "empty.fcsv", "empty.fcsv", ""),
+        *(_points_case(f"mrk-json-{what}", "error", "3 ('C') without a position", f"{what}.mrk.json",
+                       json.dumps(_markups_with_third_point(markups, shifted, third)))
+          for what, third in (("null-position", {"position": None}), ("missing-position", {}),
+                              ("undefined-position-status", {"position": [1.0, 2.0, 3.0],
+                                                             "positionStatus": "undefined"}))),
     ]
+
+
+def _markups_with_third_point(markups: dict, points_ras: np.ndarray, third: dict) -> dict:
+    """``markups`` holding ``points_ras`` (as LPS) labelled A.., the third control point replaced by ``third``."""
+    points = [{"id": str(n + 1), "label": "ABCDE"[n], "position": [-x, -y, z], "positionStatus": "defined"}
+              for n, (x, y, z) in enumerate(points_ras.tolist())]
+    points[2] = {"id": "3", "label": "C", **third}
+    return {**markups, "markups": [{**markups["markups"][0], "controlPoints": points}]}
 
 
 # -- transform files ------------------------------------------------------------------------------
@@ -582,8 +595,12 @@ def _write_nrrd(path: Path, values: np.ndarray, *, sizes, **header) -> Path:
     return path
 
 
-def _nifti_header(dims, *, pixdim=(1.0, 1.0, 1.0), datatype: int = 4, bitpix: int = 16) -> bytes:
-    """A NIfTI-1 single-file header (348 bytes + 4 extension bytes) for ``dims`` voxels of int16."""
+def _nifti_header(dims, *, pixdim=(1.0, 1.0, 1.0), datatype: int = 4, bitpix: int = 16,
+                  sform: bool = False) -> bytes:
+    """A NIfTI-1 single-file header (348 bytes + 4 extension bytes) for ``dims`` voxels of int16.
+
+    With ``sform`` the header also holds an sform (code 1) scaling the axes by ``pixdim``.
+    """
     header = bytearray(352)
     struct.pack_into("<i", header, 0, 348)
     dim = [len(dims)] + list(dims) + [1] * (7 - len(dims))
@@ -592,6 +609,10 @@ def _nifti_header(dims, *, pixdim=(1.0, 1.0, 1.0), datatype: int = 4, bitpix: in
     struct.pack_into("<8f", header, 76, 1.0, *pixdim, *([1.0] * (7 - len(pixdim))))
     struct.pack_into("<f", header, 108, 352.0)
     struct.pack_into("<h", header, 252, 1)  # qform_code scanner
+    if sform:
+        struct.pack_into("<h", header, 254, 1)
+        for axis, size in enumerate(pixdim):
+            struct.pack_into("<4f", header, 280 + 16 * axis, *[size if n == axis else 0.0 for n in range(4)])
     struct.pack_into("<4s", header, 344, b"n+1\x00")
     return bytes(header)
 
@@ -643,6 +664,15 @@ def _volume_cases() -> list[HostileCase]:
                      (b"ObjectType = Image\nNDims = 3\nDimSize = 60000 60000 5000\nElementType = MET_SHORT\n"
                       b"ElementDataFile = LOCAL\n") + small),
         _volume_case("mha-empty", "error", "empty.mha", "empty.mha", b""),
+        *(_volume_case(f"nii-pixdim-{text}", "error", error, f"pixdim_{text}.nii",
+                       _nifti_header((4, 4, 3), pixdim=(1.0, size, 1.0)) + small)
+          for text, size, error in (("1e-9", 1e-9, "outside 1e-06 .. 100000 mm"),
+                                    ("1e9", 1e9, "outside 1e-06 .. 100000 mm"))),
+        _volume_case("nii-sform-and-pixdim-minus-1", "error", "pixdim", "sform_minus_1.nii",
+                     _nifti_header((4, 4, 3), pixdim=(1.0, -1.0, 1.0), sform=True) + small),
+        *(_volume_case(f"nrrd-spacing-{text}", "error", "outside 1e-06 .. 100000 mm", f"spacing_{text}.nrrd",
+                       _nrrd_header((4, 4, 3), spacings=[1.0, 1.0, size]).encode() + small)
+          for text, size in (("1e-9", 1e-9), ("1e9", 1e9))),
     ]
 
 
