@@ -201,7 +201,8 @@ def test_the_decoders_are_pinned_and_in_the_slicer_requirements():
 
 
 def test_without_decoders_a_compressed_mosaic_names_what_to_install(tmp_path):
-    source = tmp_path / "mosaic.dcm"
+    (tmp_path / "in").mkdir()
+    source = tmp_path / "in" / "mosaic.dcm"
     dataset = pydicom.dcmread(io.BytesIO(gzip.open(NIBABEL_FILES / "siemens_dwi_0.dcm.gz").read()))
     dataset.PixelData = (np.frombuffer(dataset.PixelData, "<u2") & 0x0FFF).tobytes()  # within BitsStored
     dataset.compress(pydicom.uid.JPEGLSLossless)
