@@ -476,9 +476,10 @@ def _add_referenced_frame_numbers(seg: Dataset, reference_slices: Sequence[Slice
         position = item.PlanePositionSequence[0].ImagePositionPatient
         reference = by_position[_position_key(position)]
         for derivation in item.get("DerivationImageSequence", []):
-            for source in derivation.SourceImageSequence:
-                if reference.frame is not None:
-                    source.ReferencedFrameNumber = reference.frame
+            # highdicom matched every frame at this position (e.g. magnitude and phase): keep the slice's own
+            source = derivation.SourceImageSequence[0]
+            source.ReferencedFrameNumber = reference.frame
+            derivation.SourceImageSequence = [source]
     seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence = _unique_references(
         seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence)
     if "SourceImageSequence" in seg:
@@ -633,7 +634,11 @@ def _frame_planes(seg, seg_type: str) -> tuple[np.ndarray, list[int | None]]:
     shared = seg.SharedFunctionalGroupsSequence[0]
     shared_segment = _functional(shared, "SegmentIdentificationSequence", "ReferencedSegmentNumber")
     positions, numbers = [], []
-    for item in seg.PerFrameFunctionalGroupsSequence:
+    frames = int(seg.get("NumberOfFrames", 1))
+    if len(seg.PerFrameFunctionalGroupsSequence) < frames:
+        raise DicomError(f"{seg.filename}: {frames} frames but {len(seg.PerFrameFunctionalGroupsSequence)} "
+                         "PerFrameFunctionalGroupsSequence items: corrupt SEG")
+    for item in seg.PerFrameFunctionalGroupsSequence[:frames]:  # extra items (a cut-down file) describe no frame
         position = _functional(item, "PlanePositionSequence", "ImagePositionPatient")
         if position is None:
             raise DicomError(f"{seg.filename}: a SEG frame has no ImagePositionPatient")
