@@ -97,9 +97,7 @@ def dcmqi_label_map(seg_path: Path, folder: Path):
 
 def sample_itk(image, points_lps: np.ndarray) -> np.ndarray:
     """Nearest-voxel values of a SimpleITK image at LPS points (0 outside)."""
-    import SimpleITK as sitk
-
-    array = sitk.GetArrayFromImage(image)
+    array = pytest.importorskip("SimpleITK").GetArrayFromImage(image)
     direction = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
     index = np.linalg.solve(direction, (points_lps.reshape(-1, 3) - np.array(image.GetOrigin())).T).T
     index = np.rint(index).astype(int)
