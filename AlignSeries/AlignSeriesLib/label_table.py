@@ -173,13 +173,15 @@ def _csv_labels(text: str, path: Path) -> list[Label]:
         raise AlignSeriesError(f"label table {path} lists no labels")
     delimiter = "\t" if "\t" in lines[0] else ";" if ";" in lines[0] and "," not in lines[0] else ","
     rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter))
-    if rows and not re.fullmatch(r"\s*\d+\s*", rows[0][0]):
+    if rows and not re.fullmatch(r"\s*[-+.\deE]+\s*", rows[0][0]):
         rows = rows[1:]  # a header line
     labels = []
     for number, row in enumerate(rows, start=1):
         label = _csv_label([field.strip() for field in row], f"{path} data row {number}")
         if label is not None:
             labels.append(label)
+    if not labels:
+        raise AlignSeriesError(f"label table {path} lists no labels (only a header or the background 0)")
     return labels
 
 
