@@ -53,6 +53,7 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import DSfloat
 
 from . import __version__
+from .describe import explained
 from .dicom_export import SERIES_NUMBER_OFFSET
 from .dicom_headers import SliceHeader
 from .dicom_stack import POSITION_ATOL, SliceFrame, analyse_stack, order_along_normal, regular_grid
@@ -567,6 +568,23 @@ def read_seg(path, *, segments: Sequence[int] | None = None) -> SegVolume:
     return SegVolume(array, geometry, [described[number] for number in chosen], seg_type,
                      int(seg.get("NumberOfFrames", 1)), referenced, str(seg.get("FrameOfReferenceUID", "")),
                      str(seg.SeriesInstanceUID), regularized, warnings)
+
+
+def describe_seg(path) -> dict:
+    """The ``alignseries info`` description of a SEG: the volume contract fields plus its segments and references.
+
+    Adds ``seg_type``, ``segments`` (number, label, name, codes, colour), ``referenced_series_uids`` and
+    ``seg_frames`` (the SEG's frame count) to the fields of a volume (its label map's grid).
+    """
+    seg = read_seg(path)
+    slices = seg.geometry.dimensions[2]
+    info = {"name": f"DICOM SEG {Path(path).name} ({seg.seg_type}, {len(seg.segments)} segments)",
+            "series_instance_uid": seg.series_instance_uid, "frame_of_reference_uid": seg.frame_of_reference_uid,
+            "files": [str(path)] * slices, "frames": [None] * slices, "sop_instance_uids": [None] * slices,
+            "regularized": seg.regularized, "warnings": [w.to_dict() for w in seg.warnings],
+            **seg.geometry.to_dict(), "seg_type": seg.seg_type, "segments": [s.to_dict() for s in seg.segments],
+            "referenced_series_uids": seg.referenced_series_uids, "seg_frames": seg.frames}
+    return explained(info, seg.geometry, regularized=seg.regularized)
 
 
 def _described_segments(seg) -> dict[int, Segment]:

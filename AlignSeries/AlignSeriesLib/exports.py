@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import dicom_export, files, mrml, mrml_files, preview, resample
+from . import dicom_export, dicom_seg, files, mrml, mrml_files, preview, resample
 from .dicom_series import DicomVolume
 from .errors import AlignSeriesError, OutputExistsError
 from .geometry import VolumeGeometry, lps_to_ras_matrix
+from .label_table import LabelTable
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,13 @@ class ExportTargets:
     compress : bool
         Gzip a ``.nrrd``/``.mha`` volume file (off by default, to keep the job fast: raw files write ten
         times faster); a ``.nii.gz`` file is compressed by its name (:func:`mrml_files.save_node`).
+    seg_file : path, optional
+        A DICOM Segmentation of a label map, referencing the DICOM reference's slices (:mod:`.dicom_seg`).
+    seg_labels : LabelTable, optional
+        Names, codes and colours of the SEG's segments.
+    seg_type : {"binary", "labelmap"}
+    seg_algorithm : (name, version), optional
+        The algorithm that made the labels (segments AUTOMATIC; MANUAL without it).
     """
 
     volume_file: Path | str | None = None
@@ -107,6 +115,10 @@ class ExportTargets:
     series_uid: str | None = None
     preview_at_ras: tuple[float, float, float] | None = None
     compress: bool = False
+    seg_file: Path | str | None = None
+    seg_labels: LabelTable | None = None
+    seg_type: str = "binary"
+    seg_algorithm: tuple[str, str] | None = None
 
 
 @dataclass
@@ -206,7 +218,9 @@ def _check_targets(reference: Reference, targets: ExportTargets, slab: tuple[int
     if targets.volume_file and slab and reference.series is not None and reference.series.regularized:
         raise AlignSeriesError(f"--slab of the irregular reference '{reference.name}' counts its acquired slices, "
                                "which a volume file cannot hold: write DICOM or PNG slices, or drop --slab")
-    for path in (targets.volume_file, targets.preview):
+    if targets.seg_file:
+        _reference_slices(reference, slab, targets.seg_file)
+    for path in (targets.volume_file, targets.preview, targets.seg_file):
         if path and Path(path).exists() and not targets.force:
             raise OutputExistsError(f"output exists, not overwritten (use --force): {path}")
     return merge
@@ -241,9 +255,11 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets, sl
     if targets.volume_file:
         written.append(mrml_files.save_node(volume_node, staging.file(targets.volume_file), force=True,
                                             compress=targets.compress))
-    if targets.dicom_folder or targets.png_folder:
-        slices = _reference_slices(reference, slab, targets.dicom_folder or targets.png_folder)
+    if targets.dicom_folder or targets.png_folder or targets.seg_file:
+        slices = _reference_slices(reference, slab, targets.dicom_folder or targets.png_folder or targets.seg_file)
         array = _slice_array(volume_node, reference, slab, export.source)
+    if targets.seg_file:
+        written.append(_write_seg(array, slices, volume_node, targets, staging.file(targets.seg_file)))
     if targets.dicom_folder:
         folder = staging.folder(targets.dicom_folder, merge=export.merge_dicom)
         description, timestamp = _existing_series(targets, export)
@@ -258,6 +274,17 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets, sl
     if targets.preview:
         written.append(_write_preview(volume_node, reference, targets, staging.file(targets.preview)))
     return written
+
+
+def _write_seg(array: np.ndarray, slices: Sequence, volume_node, targets: ExportTargets, path: Path) -> Path:
+    if not volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise AlignSeriesError(f"{targets.seg_file}: a DICOM SEG holds a label map; resample the input as one "
+                               "(--labelmap, a label map node or a segmentation)")
+    written = dicom_seg.write_seg(array, slices, path, labels=targets.seg_labels, seg_type=targets.seg_type,
+                                  algorithm=targets.seg_algorithm,
+                                  series_description=f"{volume_node.GetName()} (AlignSeries SEG)")
+    mrml.set_node_warnings(volume_node, [*mrml.node_warnings(volume_node), *written.warnings])
+    return path
 
 
 def _write_preview(volume_node, reference: Reference, targets: ExportTargets, path: Path) -> Path:
@@ -352,7 +379,7 @@ def slab_of(volume_node, reference: Reference) -> tuple[int, int] | None:
 def _reference_slices(reference: Reference, slab: tuple[int, int] | None, path) -> Sequence:
     """The reference DICOM slices of a slab, in k order, or why there are none."""
     if reference.series is None:
-        raise AlignSeriesError(f"{path}: DICOM slices and PNGs are aligned with a DICOM reference series; "
+        raise AlignSeriesError(f"{path}: DICOM slices, PNGs and SEGs are aligned with a DICOM reference series; "
                                "the reference was not loaded from DICOM files")
     slices = reference.series.slices
     first, count = slab or (0, len(slices))

@@ -133,6 +133,19 @@ class LabelTable:
         return json.dumps({"labels": [self.labels[value].to_dict() for value in sorted(self.labels)]}, indent=2)
 
 
+def label_table_from_json(text: str, source: str = "label table") -> LabelTable:
+    """The table :meth:`LabelTable.to_json` wrote."""
+    def code(entry: dict | None) -> Code | None:
+        return None if entry is None else Code(entry["value"], entry["scheme"], entry["meaning"])
+
+    try:
+        entries = json.loads(text)["labels"]
+        return LabelTable((Label(int(e["value"]), str(e["name"]), code(e.get("category")), code(e.get("type")),
+                                 tuple(e["color"]) if e.get("color") else None) for e in entries), source)
+    except (ValueError, KeyError, TypeError) as error:
+        raise AlignSeriesError(f"{source}: not a label table in JSON ({error})") from None
+
+
 def read_label_table(path) -> LabelTable:
     """Read a CSV/TSV label table or a Slicer colour table (``.ctbl``/``.txt``).
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import alignment, dicom_export, dicom_reg, dicom_series, files, landmarks, mrml, mrml_files, resample
+from . import alignment, dicom_export, dicom_reg, dicom_seg, dicom_series, files, landmarks, mrml, mrml_files, resample
 from .describe import describe_dicom, summary_line, volume_file_info
 from .dicom_series import DicomVolume
 from .errors import (
@@ -43,8 +43,12 @@ from .exports import (
 )
 from .files import file_stem, is_volume_file
 from .geometry import VolumeGeometry
+from .label_table import LabelTable, label_table_from_json, read_label_table
 
 logger = logging.getLogger(__name__)
+
+#: Node attribute holding the label table (JSON) of a label map read from a DICOM SEG.
+SEG_LABELS_ATTRIBUTE = "AlignSeries.LabelTable"
 
 
 
@@ -77,11 +81,33 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
     paths = _as_paths(paths)
     if _is_one_volume_file(paths):
         return [mrml_files.load_volume_file(scene, paths[0], labelmap=labelmap)]
+    if len(paths) == 1 and dicom_seg.is_seg_file(paths[0]):
+        return [load_seg(scene, paths[0])]
     scan = dicom_series.scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing,
                                    progress=progress)
     for path, reason in scan.skipped:
         logger.warning("skipped %s: %s", path, reason)
     return [mrml.load_dicom_volume(scene, volume, registrations=scan.registrations) for volume in scan.volumes]
+
+
+def load_seg(scene, path, *, segments=None):
+    """Load a DICOM SEG as a label map node on the grid its frames define (:func:`.dicom_seg.read_seg`).
+
+    The node keeps the SEG's segment names (:func:`label_table_of`) and the reader's warnings.
+    """
+    seg = dicom_seg.read_seg(path, segments=segments)
+    node = mrml.add_volume_node(scene, seg.array, seg.geometry, file_stem(path), labelmap=True, copy=False)
+    node.SetAttribute(SEG_LABELS_ATTRIBUTE, seg.label_table().to_json())
+    if seg.frame_of_reference_uid:
+        node.SetAttribute(mrml.FRAME_OF_REFERENCE_ATTRIBUTE, seg.frame_of_reference_uid)
+    mrml.set_node_warnings(node, seg.warnings)
+    return node
+
+
+def label_table_of(node) -> LabelTable | None:
+    """The label table a node carries (a SEG it was read from), or None."""
+    text = node.GetAttribute(SEG_LABELS_ATTRIBUTE) if node is not None else None
+    return label_table_from_json(text, node.GetName()) if text else None
 
 
 def load_one_volume(scene, paths, *, index: int | None = None, role: str = "--input",
@@ -499,7 +525,9 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
                         input_index: int | None = None, reference_index: int | None = None,
                         png_window: tuple[float, float] | None = None, series_uid: str | None = None,
                         preview_at_ras: tuple[float, float, float] | None = None,
-                        compress: bool = False, progress: ProgressCallback | None = None) -> ResampleExport:
+                        compress: bool = False, progress: ProgressCallback | None = None, seg=None,
+                        labels=None, seg_type: str = "binary", algorithm: tuple[str, str] | None = None,
+                        segments=None) -> ResampleExport:
     """Load an input and a reference, resample the input onto the reference grid and write every output.
 
     The whole job of ``alignseries resample``, for the command line and the batch runner alike.
@@ -514,9 +542,9 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
     scene : vtkMRMLScene
     input_paths, reference_paths : str, Path or list of them
         DICOM folders/files or one volume file each (:func:`load_volumes`).
-    output : str or Path
+    output : str or Path, optional
         A volume file (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``), or a folder (ending in ``/`` or
-        existing) for a DICOM series aligned with a DICOM reference.
+        existing) for a DICOM series aligned with a DICOM reference. May be None when ``seg`` is given.
     transform : str or Path, optional
         Moving-to-fixed (input-to-reference) transform file; a FLIRT ``.mat`` is read against the
         input's grid (``-in``) and the reference's (``-ref``).
@@ -541,20 +569,33 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
     progress : callable, optional
         ``progress(fraction) -> bool`` over the whole job (the input's DICOM scan, then the resampling, then
         the writing); True cancels.
+    seg : str or Path, optional
+        Also (or only) write a DICOM SEG of the label map on a DICOM reference (:mod:`.dicom_seg`).
+    labels : str, Path or LabelTable, optional
+        Label table naming the SEG's segments; by default the one of a SEG input.
+    seg_type, algorithm : optional
+        As :class:`ExportTargets` (``seg_type``, ``seg_algorithm``).
+    segments : sequence of int, optional
+        For a SEG input: the segments to read (they must not overlap).
 
     Raises
     ------
     AlignSeriesError
         For contradictory options, and everything that loading, resampling and writing raise.
     """
-    to_folder = is_folder_output(output)
+    if output is None and seg is None:
+        raise AlignSeriesError("give an output: --output FILE|DIR and/or --seg FILE")
+    to_folder = output is not None and is_folder_output(output)
     if crop_to_overlap and (png_folder or to_folder):
         raise AlignSeriesError("--crop-to-overlap gives a grid smaller than the reference, with no DICOM slices to "
                                "align with: write a volume file (.nrrd, .nii.gz, .mha) and drop --png")
     if slab and crop_to_overlap:
         raise AlignSeriesError("--slab and --crop-to-overlap choose the output grid in two ways: give one")
-    input_node = load_one_volume(scene, input_paths, index=input_index, role="--input", labelmap=labelmap or None,
-                                 progress=_part_of(progress, 0.0, 0.3))
+    if segments is not None or (len(_as_paths(input_paths)) == 1 and dicom_seg.is_seg_file(_as_paths(input_paths)[0])):
+        input_node = load_seg(scene, _as_paths(input_paths)[0], segments=segments)
+    else:
+        input_node = load_one_volume(scene, input_paths, index=input_index, role="--input",
+                                     labelmap=labelmap or None, progress=_part_of(progress, 0.0, 0.3))
     reference = load_reference(scene, reference_paths, index=reference_index)
     transform_node = None
     if transform:  # a FLIRT .mat is relative to the two grids: -in = the input, -ref = the reference
@@ -575,13 +616,19 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
                                                      *(Path(path).resolve().name for path in _as_paths(input_paths)))
     targets = ExportTargets(volume_file=None if to_folder else output, dicom_folder=output if to_folder else None,
                             png_folder=png_folder, preview=preview, force=force, png_window=png_window,
-                            series_uid=series_uid, preview_at_ras=preview_at_ras, compress=compress)
+                            series_uid=series_uid, preview_at_ras=preview_at_ras, compress=compress,
+                            seg_file=seg, seg_type=seg_type, seg_algorithm=algorithm,
+                            seg_labels=_label_table(labels) if labels is not None else label_table_of(input_node))
     source = ExportSource(input_node, transform_node, interpolation,
                           output_node.IsA("vtkMRMLLabelMapVolumeNode"), background)
     written = write_outputs(output_node, reference, targets, slab=slab, source=source)
     if progress is not None:
         progress(1.0)
     return ResampleExport(output_node, written, targets)
+
+
+def _label_table(labels) -> LabelTable:
+    return labels if isinstance(labels, LabelTable) else read_label_table(labels)
 
 
 def _part_of(progress: ProgressCallback | None, start: float, end: float) -> ProgressCallback | None:
