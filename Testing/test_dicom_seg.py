@@ -380,3 +380,101 @@ def _code():
     from pydicom.sr.codedict import codes
 
     return codes.SCT.Tissue
+
+
+# -- the whole job through the command line -------------------------------------------------------
+
+
+def ai_mask_nifti(series, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An AI-style NIfTI mask of ``series`` in its own axis order (RAS, axes permuted and flipped).
+
+    Returns the NIfTI's data and its voxel-to-RAS affine.
+    """
+    nibabel = pytest.importorskip("nibabel")
+    labels_kji = analytic_labels(series.slices)
+    data = np.transpose(labels_kji, (1, 0, 2))[::-1, :, ::-1]  # NIfTI axes: (j reversed, k, i reversed)
+    count_i, count_j, _ = series.geometry.dimensions
+    data_to_ijk = np.array([[0, 0, -1, count_i - 1], [-1, 0, 0, count_j - 1], [0, 1, 0, 0], [0, 0, 0, 1]], float)
+    affine = series.geometry.ijk_to_ras @ data_to_ijk
+    nibabel.save(nibabel.Nifti1Image(np.ascontiguousarray(data).astype(np.uint8), affine), path)
+    return data, affine
+
+
+def mask_at_reference_pixels(data: np.ndarray, affine: np.ndarray, slices) -> np.ndarray:
+    """The mask's value at each reference pixel centre (from the DICOM headers), nearest voxel."""
+    centres_lps = np.array([pixel_centres_lps(header) for header in slices])
+    centres_ras = centres_lps * [-1, -1, 1]
+    index = np.rint(np.linalg.solve(affine[:3, :3], (centres_ras.reshape(-1, 3) - affine[:3, 3]).T).T).astype(int)
+    inside = np.all((index >= 0) & (index < data.shape), axis=1)
+    values = np.zeros(len(index), dtype=np.uint16)
+    values[inside] = data[index[inside, 0], index[inside, 1], index[inside, 2]]
+    return values.reshape(centres_lps.shape[:-1])
+
+
+@pytest.mark.parametrize("name", ["mr_siemens_obl_fmap", "ct_philips_axial"])
+def test_ai_nifti_mask_to_seg_on_the_original_dicom_read_back_by_dcmqi(name, tmp_path, capsys, dciodvfy):
+    from conftest import run
+
+    folder = real_folder(name)
+    series = reference_series(folder)
+    data, affine = ai_mask_nifti(series, tmp_path / "mask.nii.gz")
+    table = tmp_path / "labels.csv"
+    table.write_text("value,name,category,type\n1,outer,123037004,10200004\n2,middle,123037004,78961009\n"
+                     "3,inner,49755003,4147007:Mass\n", encoding="utf-8")
+    status, out, err = run(capsys, "resample", "--input", tmp_path / "mask.nii.gz", "--reference", folder,
+                           "--labelmap", "--seg", tmp_path / "mask.seg.dcm", "--labels", table,
+                           "--algorithm", "TotalSegmentator,2.4", "--json")
+    assert status == 0, err
+    seg_path = tmp_path / "mask.seg.dcm"
+    assert dciodvfy_errors(dciodvfy, seg_path) == []
+    expected = mask_at_reference_pixels(data, affine, series.slices)
+    image = dcmqi_label_map(seg_path, tmp_path / "dcmqi")
+    by_dcmqi = np.stack([sample_itk(image, pixel_centres_lps(header)) for header in series.slices])
+    assert int(np.count_nonzero(by_dcmqi != expected)) == 0
+    assert int(np.count_nonzero(highdicom_slices(seg_path, series.slices) != expected)) == 0
+    items = pydicom.dcmread(seg_path).SegmentSequence
+    assert [item.SegmentLabel for item in items] == ["outer", "middle", "inner"]
+    assert items[2].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Mass"
+    assert items[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion == "2.4"
+    status, out, err = run(capsys, "info", seg_path, "--json")
+    assert status == 0, err
+    import json
+
+    described = json.loads(out)["volumes"][0]
+    assert [s["name"] for s in described["segments"]] == ["outer", "middle", "inner"]
+    assert described["referenced_series_uids"] == [series.series_instance_uid]
+
+
+def test_seg_input_resampled_onto_its_reference_and_written_again(tmp_path, capsys, dciodvfy):
+    """A SEG read back (--input seg.dcm) onto its own reference gives the same labels, names kept."""
+    from conftest import run
+
+    folder = real_folder("mr_siemens_obl_fmap")
+    series = reference_series(folder)
+    labels = analytic_labels(series.slices)
+    table = LabelTable([Label(1, "one"), Label(2, "two"), Label(3, "three")])
+    first = dicom_seg.write_seg(labels, series.slices, tmp_path / "first.seg.dcm", labels=table)
+    status, out, err = run(capsys, "resample", "--input", first.path, "--reference", folder,
+                           "--seg", tmp_path / "second.seg.dcm", "--output", tmp_path / "second.nrrd")
+    assert status == 0, err
+    assert dciodvfy_errors(dciodvfy, tmp_path / "second.seg.dcm") == []
+    np.testing.assert_array_equal(highdicom_slices(tmp_path / "second.seg.dcm", series.slices), labels)
+    assert [item.SegmentLabel for item in pydicom.dcmread(tmp_path / "second.seg.dcm").SegmentSequence] == [
+        "one", "two", "three"]
+    assert (tmp_path / "second.nrrd").is_file()
+
+
+def test_cli_refusals(tmp_path, capsys):
+    from conftest import run
+
+    folder = real_folder("mr_siemens_obl_fmap")
+    status, _, err = run(capsys, "resample", "--input", folder, "--reference", folder, "--seg", tmp_path / "x.dcm")
+    assert status == 2 and "a DICOM SEG holds a label map" in err and not (tmp_path / "x.dcm").exists()
+    nrrd = tmp_path / "ref.nrrd"
+    status, _, err = run(capsys, "resample", "--input", folder, "--reference", folder, "--output", nrrd)
+    assert status == 0, err
+    status, _, err = run(capsys, "resample", "--input", nrrd, "--reference", nrrd, "--labelmap",
+                         "--seg", tmp_path / "y.dcm")
+    assert status == 2 and "aligned with a DICOM reference series" in err
+    status, _, err = run(capsys, "resample", "--input", folder, "--reference", folder)
+    assert status == 2 and "--seg" in err

@@ -17,9 +17,12 @@ def test_csv_with_header_codes_and_colours(tmp_path):
                     "1,liver,SCT:123037004:Anatomical Structure,SCT:10200004:Liver,#dd8265\n"
                     "2,spleen,123037004,78961009,221 130 101\n"
                     "3,lesion\n"
+                    "4,mass,49755003,4147007:Mass\n"
                     "0,background\n", encoding="utf-8")
     table = read_label_table(path)
-    assert sorted(table.labels) == [1, 2, 3]  # 0 is the background
+    assert sorted(table.labels) == [1, 2, 3, 4]  # 0 is the background
+    assert table.get(4).type == Code("4147007", "SCT", "Mass")
+    assert table.get(4).category == Code("49755003", "SCT", "Morphologically Altered Structure")
     liver, spleen, lesion = table.get(1), table.get(2), table.get(3)
     assert liver.type == Code("10200004", "SCT", "Liver") and liver.color == (0xDD, 0x82, 0x65)
     assert spleen.category == Code("123037004", "SCT", "Anatomical Structure")  # meaning of a known category

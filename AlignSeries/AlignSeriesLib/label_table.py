@@ -9,7 +9,7 @@ Two formats are read (:func:`read_label_table`):
       1,liver,SCT:123037004:Anatomical Structure,SCT:10200004:Liver,#dd8265
       2,spleen,123037004,78961009,221 130 101
 
-  A code is ``SCHEME:VALUE:MEANING``, ``SCHEME:VALUE`` or a bare ``VALUE`` (SNOMED CT, scheme ``SCT``);
+  A code is ``SCHEME:VALUE:MEANING``, ``SCHEME:VALUE``, or a SNOMED CT ``VALUE`` or ``VALUE:MEANING``;
   without a meaning the type code's meaning is the label's name and the category's comes from
   :data:`KNOWN_CATEGORY_MEANINGS` (else the code value). A colour is ``#rrggbb`` or three numbers 0..255
   separated by spaces or semicolons. A first line whose value is not a whole number is a header; lines
@@ -234,9 +234,9 @@ def _rgb(fields: list[str], where: str) -> tuple[int, int, int]:
 
 
 def _code(text: str, where: str, default_meaning: str | None) -> Code:
-    """``SCHEME:VALUE:MEANING``, ``SCHEME:VALUE`` or ``VALUE`` (SNOMED CT)."""
+    """``SCHEME:VALUE:MEANING``, ``SCHEME:VALUE``, or a SNOMED CT ``VALUE`` or ``VALUE:MEANING``."""
     parts = text.split(":", 2)
-    if len(parts) == 1:
+    if len(parts) == 1 or (len(parts) == 2 and parts[0].strip().isdigit()):  # VALUE or VALUE:MEANING (SNOMED CT)
         parts = ["SCT", *parts]
     scheme, value = parts[0].strip(), parts[1].strip()
     meaning = parts[2].strip() if len(parts) == 3 else (default_meaning or value)
