@@ -478,3 +478,23 @@ def test_cli_refusals(tmp_path, capsys):
     assert status == 2 and "aligned with a DICOM reference series" in err
     status, _, err = run(capsys, "resample", "--input", folder, "--reference", folder)
     assert status == 2 and "--seg" in err
+
+
+def test_api_load_seg_resample_and_write_seg(tmp_path, dciodvfy):
+    import alignseries
+
+    folder = real_folder("mr_siemens_obl_fmap")
+    series = reference_series(folder)
+    labels = analytic_labels(series.slices)
+    table = LabelTable([Label(1, "one"), Label(2, "two"), Label(3, "three")])
+    first = dicom_seg.write_seg(labels, series.slices, tmp_path / "first.seg.dcm", labels=table)
+    mask = alignseries.load(first.path)
+    assert mask.labelmap
+    reference = alignseries.load(folder)
+    written = alignseries.write_seg(alignseries.resample(mask, reference), reference, tmp_path / "api.seg.dcm",
+                                    seg_type="labelmap", algorithm=("net", "1"))
+    assert set(dciodvfy_errors(dciodvfy, written)) <= set(DCIODVFY_2022_LABELMAP_ERRORS)
+    np.testing.assert_array_equal(highdicom_slices(written, series.slices), labels)
+    assert [item.SegmentLabel for item in pydicom.dcmread(written).SegmentSequence][1:] == ["one", "two", "three"]
+    with pytest.raises(alignseries.AlignSeriesError, match="not on the grid of the reference"):
+        alignseries.write_seg(mask, alignseries.load(real_folder("ct_philips_axial")), tmp_path / "off.seg.dcm")

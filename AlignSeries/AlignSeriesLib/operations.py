@@ -479,6 +479,8 @@ def resample_volume(scene, input_node, grid: VolumeGeometry, *, transform_node=N
     else:
         mrml.set_volume_array(output_node, result.array, grid, copy=False)
     mrml.set_node_warnings(output_node, result.warnings)  # resample logged them already
+    if input_node.GetAttribute(SEG_LABELS_ATTRIBUTE):  # the label names travel with the labels
+        output_node.SetAttribute(SEG_LABELS_ATTRIBUTE, input_node.GetAttribute(SEG_LABELS_ATTRIBUTE))
     return output_node
 
 
@@ -618,7 +620,7 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
                             png_folder=png_folder, preview=preview, force=force, png_window=png_window,
                             series_uid=series_uid, preview_at_ras=preview_at_ras, compress=compress,
                             seg_file=seg, seg_type=seg_type, seg_algorithm=algorithm,
-                            seg_labels=_label_table(labels) if labels is not None else label_table_of(input_node))
+                            seg_labels=as_label_table(labels) if labels is not None else label_table_of(input_node))
     source = ExportSource(input_node, transform_node, interpolation,
                           output_node.IsA("vtkMRMLLabelMapVolumeNode"), background)
     written = write_outputs(output_node, reference, targets, slab=slab, source=source)
@@ -627,7 +629,8 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
     return ResampleExport(output_node, written, targets)
 
 
-def _label_table(labels) -> LabelTable:
+def as_label_table(labels) -> LabelTable:
+    """A label table given as itself or as a file (CSV/TSV or a Slicer colour table)."""
     return labels if isinstance(labels, LabelTable) else read_label_table(labels)
 
 
