@@ -498,3 +498,24 @@ def test_api_load_seg_resample_and_write_seg(tmp_path, dciodvfy):
     assert [item.SegmentLabel for item in pydicom.dcmread(written).SegmentSequence][1:] == ["one", "two", "three"]
     with pytest.raises(alignseries.AlignSeriesError, match="not on the grid of the reference"):
         alignseries.write_seg(mask, alignseries.load(real_folder("ct_philips_axial")), tmp_path / "off.seg.dcm")
+
+
+def test_batch_case_with_a_seg_column(tmp_path, dciodvfy):
+    from AlignSeriesLib import batch
+
+    folder = real_folder("mr_siemens_obl_fmap")
+    series = reference_series(folder)
+    data, affine = ai_mask_nifti(series, tmp_path / "mask.nii.gz")
+    (tmp_path / "names.tsv").write_text("1\touter\n2\tmiddle\n3\tinner\n", encoding="utf-8")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"input,reference,output,labelmap,seg,labels\nmask.nii.gz,{folder},mask.nrrd,yes,"
+                        "segs/mask.seg.dcm,names.tsv\n", encoding="utf-8")
+    (case,) = batch.read_manifest(manifest)
+    result = batch.run_case(case, tmp_path / "out")
+    assert result["status"] == "done", result["error"]
+    seg_path = tmp_path / "out" / "segs" / "mask.seg.dcm"
+    assert str(seg_path) in result["outputs"] and dciodvfy_errors(dciodvfy, seg_path) == []
+    expected = mask_at_reference_pixels(data, affine, series.slices)
+    np.testing.assert_array_equal(highdicom_slices(seg_path, series.slices), expected)
+    assert [item.SegmentLabel for item in pydicom.dcmread(seg_path).SegmentSequence] == ["outer", "middle", "inner"]
+    assert batch.run_case(case, tmp_path / "out")["status"] == "done"  # the batch owns its outputs on a rerun
