@@ -54,7 +54,6 @@ from pydicom.valuerep import DSfloat
 
 from . import __version__
 from .describe import explained
-from .dicom_export import SERIES_NUMBER_OFFSET
 from .dicom_headers import SliceHeader
 from .dicom_stack import POSITION_ATOL, SliceFrame, analyse_stack, order_along_normal, regular_grid
 from .errors import AlignSeriesWarning, DicomError, MissingDependencyError
@@ -236,6 +235,8 @@ def write_seg(array_kji: ArrayLike, reference_slices: Sequence[SliceHeader], pat
 def _segmentation(hd, sources: list[Dataset], reference_slices: Sequence[SliceHeader], pixels: np.ndarray,
                   seg_type: str, segments: list[Segment], algorithm: tuple[str, str] | None,
                   series_instance_uid: str, series_description: str, path, omit_empty_frames: bool):
+    from .dicom_export import SERIES_NUMBER_OFFSET  # the DICOM exporter's numbering (it imports VTK: not for `info`)
+
     series_number = sources[0].get("SeriesNumber")
     return hd.seg.Segmentation(
         source_images=sources, pixel_array=pixels, segmentation_type=seg_type.upper(),
