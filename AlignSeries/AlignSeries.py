@@ -161,6 +161,7 @@ class AlignSeriesParameterNode:
     cropToOverlap, slabEnabled, slabFirst, slabCount - the output grid: the reference's, its overlap with the
       input, or a slab of its slices.
     pngFolder, previewPath - optional PNG slices and fused preview ("" = none).
+    segPath - optional DICOM SEG file of a label map or segmentation on a DICOM reference ("" = none).
     compressOutput - gzip a .nrrd/.mha volume file (raw by default; .nii.gz always compressed).
     """
 
@@ -185,6 +186,7 @@ class AlignSeriesParameterNode:
     pngFolder: str = ""
     previewPath: str = ""
     compressOutput: bool = False
+    segPath: str = ""
 
 
 #
@@ -199,7 +201,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     #: which stores a pathlib.Path (a trailing "/" dropped, "." for empty) and rewrites the field on every
     #: keystroke (the cursor jumps to the end).
     PATH_FIELDS = {"exportFilePath": "exportFilePathLineEdit", "pngFolder": "pngFolderPathLineEdit",
-                   "previewPath": "previewPathLineEdit"}
+                   "previewPath": "previewPathLineEdit", "segPath": "segPathLineEdit"}
     #: Parameters the widget sets itself (no widget of their own).
     DERIVED_PARAMETERS = ("exportToDicomFolder",)
 
@@ -507,6 +509,8 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                               dicomFolder=p.exportToDicomFolder, compress=p.compressOutput)
         written += self.logic.writeResampleExtras(outputVolume, p.exportReferenceVolume, pngFolder=p.pngFolder,
                                                   previewPath=p.previewPath)
+        if p.segPath:
+            written.append(self.logic.writeSeg(outputVolume, p.exportReferenceVolume, p.segPath))
         return outputVolume, written
 
 
@@ -676,14 +680,31 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         targets = exports.ExportTargets(png_folder=pngFolder or None, preview=previewPath or None)
         return self._writeOutputs(volumeNode, referenceVolume, targets)
 
+    def writeSeg(self, labelmapVolume, referenceVolume, path: str, labels=None, segType: str = "binary",
+                 algorithm=None):
+        """Write a label map on a DICOM reference's grid as a DICOM SEG referencing the reference's slices.
+
+        Can be used without GUI widget. Segment names, colours and codes come from ``labels`` (a label table
+        file), else from the segmentation or DICOM SEG the label map was made from, else "Segment N".
+        :param segType: "binary" or "labelmap".
+        :param algorithm: (name, version) of the algorithm that made the labels; None: MANUAL segments.
+        :return: the file written.
+        """
+        from AlignSeriesLib import exports, operations
+
+        table = operations.as_label_table(labels) if labels else operations.label_table_of(labelmapVolume)
+        targets = exports.ExportTargets(seg_file=str(path), seg_labels=table, seg_type=segType,
+                                        seg_algorithm=algorithm)
+        return self._writeOutputs(labelmapVolume, referenceVolume, targets)[0]
+
     @staticmethod
     def _writeOutputs(volumeNode, referenceVolume, targets) -> list:
         """Write ``targets`` of a volume that lies on the reference's grid (or a slab of its slices)."""
         from AlignSeriesLib import exports, operations
 
-        slicesNeeded = targets.dicom_folder or targets.png_folder or targets.preview
+        slicesNeeded = targets.dicom_folder or targets.png_folder or targets.preview or targets.seg_file
         if slicesNeeded and referenceVolume is None:
-            raise ValueError("DICOM, PNG and preview outputs are aligned with a reference volume: give one")
+            raise ValueError("DICOM, SEG, PNG and preview outputs are aligned with a reference volume: give one")
         reference = operations.reference_of_node(referenceVolume) if referenceVolume is not None else None
         slab = exports.slab_of(volumeNode, reference) if slicesNeeded else None
         if slicesNeeded and slab is None:

@@ -578,6 +578,34 @@ def test_panel_exports_a_segmentation(loaded):
     assert set(np.unique(slicer.util.arrayFromVolume(output))) == {0, 2, 9}
 
 
+def test_panel_writes_a_dicom_seg_of_a_segmentation_with_its_segment_names(loaded, tmp_path):
+    from AlignSeriesLib import mrml
+
+    highdicom = pytest.importorskip("highdicom")
+    p, ui = loaded.parameters, loaded.ui
+    labels = np.zeros((8, 16, 16), dtype=np.uint8)
+    labels[2:6, 4:8, 4:12] = 2
+    labels[2:6, 8:12, 4:12] = 9
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    p.movingVolume.GetIJKToRASMatrix(ijk_to_ras)
+    segmentation = segmentation_from_labels(slicer.mrmlScene, labels, slicer.util.arrayFromVTKMatrix(ijk_to_ras))
+    for index, name in enumerate(("kidney", "cyst")):
+        segmentation.GetSegmentation().GetNthSegment(index).SetName(name)
+    ui.exportInputSelector.setCurrentNode(segmentation)
+    loaded.type_into(ui.segPathLineEdit, str(tmp_path / "panel.seg.dcm"))
+    assert p.segPath == str(tmp_path / "panel.seg.dcm")
+    ui.exportButton.click()
+    assert ui.statusLabel.text.endswith("1 file(s) written."), ui.statusLabel.text
+    seg = highdicom.seg.segread(tmp_path / "panel.seg.dcm")
+    assert [item.SegmentLabel for item in seg.SegmentSequence] == ["kidney", "cyst"]
+    output = slicer.util.arrayFromVolume(p.exportOutputVolume)
+    series = mrml.dicom_series_of(p.exportReferenceVolume)
+    planes = [seg.get_pixels_by_source_instance([uid], combine_segments=True, assert_missing_frames_are_empty=True)[0]
+              for uid in series.sop_instance_uids]
+    numbers = {1: 2, 2: 9}  # segments 1..N in BINARY, label values 2 and 9
+    np.testing.assert_array_equal(np.vectorize(lambda n: numbers.get(int(n), 0))(np.stack(planes)), output)
+
+
 def test_panel_refuses_the_reference_or_the_input_as_output(loaded):
     ui, p = loaded.ui, loaded.parameters
     assert ui.exportButton.enabled

@@ -47,8 +47,8 @@ from .label_table import LabelTable, label_table_from_json, read_label_table
 
 logger = logging.getLogger(__name__)
 
-#: Node attribute holding the label table (JSON) of a label map read from a DICOM SEG.
-SEG_LABELS_ATTRIBUTE = "AlignSeries.LabelTable"
+#: Node attribute holding the label table (JSON) of a label map read from a DICOM SEG or a segmentation.
+SEG_LABELS_ATTRIBUTE = mrml.LABEL_TABLE_ATTRIBUTE
 
 
 
