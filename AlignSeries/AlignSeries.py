@@ -692,8 +692,8 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         """
         from AlignSeriesLib import exports, operations
 
-        table = operations.as_label_table(labels) if labels else operations.label_table_of(labelmapVolume)
-        targets = exports.ExportTargets(seg_file=str(path), seg_labels=table, seg_type=segType,
+        table = operations.as_label_table(labels) if labels else None  # None: the label map's own
+        targets = exports.ExportTargets(seg_file=str(path), labels=table, seg_type=segType,
                                         seg_algorithm=algorithm)
         return self._writeOutputs(labelmapVolume, referenceVolume, targets)[0]
 

@@ -10,6 +10,8 @@ order carry the same labels.
 
 from __future__ import annotations
 
+import csv
+import json
 import random
 import shutil
 import subprocess
@@ -423,8 +425,20 @@ def test_ai_nifti_mask_to_seg_on_the_original_dicom_read_back_by_dcmqi(name, tmp
                      "3,inner,49755003,4147007:Mass\n", encoding="utf-8")
     status, out, err = run(capsys, "resample", "--input", tmp_path / "mask.nii.gz", "--reference", folder,
                            "--labelmap", "--seg", tmp_path / "mask.seg.dcm", "--labels", table,
-                           "--algorithm", "TotalSegmentator,2.4", "--json")
+                           "--algorithm", "TotalSegmentator,2.4", "--json", "--output", tmp_path / "on_ct.nii.gz",
+                           "--png", tmp_path / "png")
     assert status == 0, err
+    sidecar = json.loads((tmp_path / "on_ct.labels.json").read_text())  # the names travel beside the voxels
+    assert [(entry["value"], entry["name"]) for entry in sidecar["labels"]] == [(1, "outer"), (2, "middle"),
+                                                                               (3, "inner")]
+    assert str(tmp_path / "on_ct.labels.json") in json.loads(out)["output"]
+    with open(tmp_path / "png" / "index.csv", newline="") as index:
+        rows = list(csv.DictReader(index))
+    expected_names = {1: "outer", 2: "middle", 3: "inner"}
+    for row in rows:  # each slice's labels, named
+        k = int(row["k"])
+        present = [int(v) for v in np.unique(mask_at_reference_pixels(data, affine, series.slices[k:k + 1])) if v]
+        assert row["labels"] == ";".join(f"{v}={expected_names[v]}" for v in present)
     seg_path = tmp_path / "mask.seg.dcm"
     assert dciodvfy_errors(dciodvfy, seg_path) == []
     expected = mask_at_reference_pixels(data, affine, series.slices)
@@ -438,8 +452,6 @@ def test_ai_nifti_mask_to_seg_on_the_original_dicom_read_back_by_dcmqi(name, tmp
     assert items[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion == "2.4"
     status, out, err = run(capsys, "info", seg_path, "--json")
     assert status == 0, err
-    import json
-
     described = json.loads(out)["volumes"][0]
     assert [s["name"] for s in described["segments"]] == ["outer", "middle", "inner"]
     assert described["referenced_series_uids"] == [series.series_instance_uid]

@@ -25,7 +25,7 @@ from . import dicom_export, dicom_seg, files, mrml, mrml_files, preview, resampl
 from .dicom_series import DicomVolume
 from .errors import AlignSeriesError, OutputExistsError
 from .geometry import VolumeGeometry, lps_to_ras_matrix
-from .label_table import LabelTable
+from .label_table import LabelTable, label_table_from_json
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +99,10 @@ class ExportTargets:
         times faster); a ``.nii.gz`` file is compressed by its name (:func:`mrml_files.save_node`).
     seg_file : path, optional
         A DICOM Segmentation of a label map, referencing the DICOM reference's slices (:mod:`.dicom_seg`).
-    seg_labels : LabelTable, optional
-        Names, codes and colours of the SEG's segments.
+    labels : LabelTable, optional
+        Names, codes and colours of a label map's labels: the SEG's segments, a ``labels`` column in the PNGs'
+        ``index.csv``, and a ``<name>.labels.json`` sidecar of a volume file. By default the table the label
+        map node carries (:func:`label_table_of`: from a DICOM SEG or a segmentation).
     seg_type : {"binary", "labelmap"}
     seg_algorithm : (name, version), optional
         The algorithm that made the labels (segments AUTOMATIC; MANUAL without it).
@@ -116,7 +118,7 @@ class ExportTargets:
     preview_at_ras: tuple[float, float, float] | None = None
     compress: bool = False
     seg_file: Path | str | None = None
-    seg_labels: LabelTable | None = None
+    labels: LabelTable | None = None
     seg_type: str = "binary"
     seg_algorithm: tuple[str, str] | None = None
 
@@ -220,7 +222,8 @@ def _check_targets(reference: Reference, targets: ExportTargets, slab: tuple[int
                                "which a volume file cannot hold: write DICOM or PNG slices, or drop --slab")
     if targets.seg_file:
         _reference_slices(reference, slab, targets.seg_file)
-    for path in (targets.volume_file, targets.preview, targets.seg_file):
+    sidecar = labels_sidecar_path(targets.volume_file) if targets.volume_file else None
+    for path in (targets.volume_file, targets.preview, targets.seg_file, sidecar):
         if path and Path(path).exists() and not targets.force:
             raise OutputExistsError(f"output exists, not overwritten (use --force): {path}")
     return merge
@@ -252,9 +255,14 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets, sl
     """Write every target into ``staging``; returns the staged paths."""
     written = []
     labelmap = volume_node.IsA("vtkMRMLLabelMapVolumeNode")
+    table = _labels(volume_node, targets)
     if targets.volume_file:
         written.append(mrml_files.save_node(volume_node, staging.file(targets.volume_file), force=True,
                                             compress=targets.compress))
+        if table is not None:  # the label names travel beside the voxels
+            sidecar = staging.file(labels_sidecar_path(targets.volume_file))
+            sidecar.write_text(table.to_json(), encoding="utf-8")
+            written.append(sidecar)
     if targets.dicom_folder or targets.png_folder or targets.seg_file:
         slices = _reference_slices(reference, slab, targets.dicom_folder or targets.png_folder or targets.seg_file)
         array = _slice_array(volume_node, reference, slab, export.source)
@@ -270,17 +278,35 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets, sl
     if targets.png_folder:
         window = None if targets.png_window is None else _window_of_center_width(*targets.png_window)
         written += dicom_export.write_png_files(array, slices, staging.folder(targets.png_folder), labelmap=labelmap,
-                                                window=window, first_k=(slab or (0, 0))[0])
+                                                window=window, first_k=(slab or (0, 0))[0],
+                                                label_names=None if table is None else table.name_of)
     if targets.preview:
         written.append(_write_preview(volume_node, reference, targets, staging.file(targets.preview)))
     return written
+
+
+def label_table_of(node) -> LabelTable | None:
+    """The label table a label map node carries (from a DICOM SEG or a segmentation), or None."""
+    text = node.GetAttribute(mrml.LABEL_TABLE_ATTRIBUTE) if node is not None else None
+    return label_table_from_json(text, node.GetName()) if text else None
+
+
+def _labels(volume_node, targets: ExportTargets) -> LabelTable | None:
+    if not volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        return None
+    return targets.labels if targets.labels is not None else label_table_of(volume_node)
+
+
+def labels_sidecar_path(volume_file) -> Path:
+    """``<folder>/<stem>.labels.json`` beside a volume file (``mask.nii.gz`` → ``mask.labels.json``)."""
+    return Path(volume_file).with_name(f"{files.file_stem(volume_file)}.labels.json")
 
 
 def _write_seg(array: np.ndarray, slices: Sequence, volume_node, targets: ExportTargets, path: Path) -> Path:
     if not volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
         raise AlignSeriesError(f"{targets.seg_file}: a DICOM SEG holds a label map; resample the input as one "
                                "(--labelmap, a label map node or a segmentation)")
-    written = dicom_seg.write_seg(array, slices, path, labels=targets.seg_labels, seg_type=targets.seg_type,
+    written = dicom_seg.write_seg(array, slices, path, labels=_labels(volume_node, targets), seg_type=targets.seg_type,
                                   algorithm=targets.seg_algorithm,
                                   series_description=f"{volume_node.GetName()} (AlignSeries SEG)")
     mrml.set_node_warnings(volume_node, [*mrml.node_warnings(volume_node), *written.warnings])

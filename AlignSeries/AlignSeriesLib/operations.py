@@ -43,12 +43,9 @@ from .exports import (
 )
 from .files import file_stem, is_volume_file
 from .geometry import VolumeGeometry
-from .label_table import LabelTable, label_table_from_json, read_label_table
+from .label_table import LabelTable, read_label_table
 
 logger = logging.getLogger(__name__)
-
-#: Node attribute holding the label table (JSON) of a label map read from a DICOM SEG or a segmentation.
-SEG_LABELS_ATTRIBUTE = mrml.LABEL_TABLE_ATTRIBUTE
 
 
 
@@ -93,21 +90,15 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
 def load_seg(scene, path, *, segments=None):
     """Load a DICOM SEG as a label map node on the grid its frames define (:func:`.dicom_seg.read_seg`).
 
-    The node keeps the SEG's segment names (:func:`label_table_of`) and the reader's warnings.
+    The node keeps the SEG's segment names (:func:`.exports.label_table_of`) and the reader's warnings.
     """
     seg = dicom_seg.read_seg(path, segments=segments)
     node = mrml.add_volume_node(scene, seg.array, seg.geometry, file_stem(path), labelmap=True, copy=False)
-    node.SetAttribute(SEG_LABELS_ATTRIBUTE, seg.label_table().to_json())
+    node.SetAttribute(mrml.LABEL_TABLE_ATTRIBUTE, seg.label_table().to_json())
     if seg.frame_of_reference_uid:
         node.SetAttribute(mrml.FRAME_OF_REFERENCE_ATTRIBUTE, seg.frame_of_reference_uid)
     mrml.set_node_warnings(node, seg.warnings)
     return node
-
-
-def label_table_of(node) -> LabelTable | None:
-    """The label table a node carries (a SEG it was read from), or None."""
-    text = node.GetAttribute(SEG_LABELS_ATTRIBUTE) if node is not None else None
-    return label_table_from_json(text, node.GetName()) if text else None
 
 
 def load_one_volume(scene, paths, *, index: int | None = None, role: str = "--input",
@@ -479,8 +470,8 @@ def resample_volume(scene, input_node, grid: VolumeGeometry, *, transform_node=N
     else:
         mrml.set_volume_array(output_node, result.array, grid, copy=False)
     mrml.set_node_warnings(output_node, result.warnings)  # resample logged them already
-    if input_node.GetAttribute(SEG_LABELS_ATTRIBUTE):  # the label names travel with the labels
-        output_node.SetAttribute(SEG_LABELS_ATTRIBUTE, input_node.GetAttribute(SEG_LABELS_ATTRIBUTE))
+    if input_node.GetAttribute(mrml.LABEL_TABLE_ATTRIBUTE):  # the label names travel with the labels
+        output_node.SetAttribute(mrml.LABEL_TABLE_ATTRIBUTE, input_node.GetAttribute(mrml.LABEL_TABLE_ATTRIBUTE))
     return output_node
 
 
@@ -620,7 +611,7 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
                             png_folder=png_folder, preview=preview, force=force, png_window=png_window,
                             series_uid=series_uid, preview_at_ras=preview_at_ras, compress=compress,
                             seg_file=seg, seg_type=seg_type, seg_algorithm=algorithm,
-                            seg_labels=as_label_table(labels) if labels is not None else label_table_of(input_node))
+                            labels=as_label_table(labels) if labels is not None else None)
     source = ExportSource(input_node, transform_node, interpolation,
                           output_node.IsA("vtkMRMLLabelMapVolumeNode"), background)
     written = write_outputs(output_node, reference, targets, slab=slab, source=source)

@@ -329,9 +329,8 @@ def write_seg(volume: Volume, reference, path: PathLike, *, labels=None, seg_typ
         If ``reference`` is not a DICOM series, ``volume`` is not a label map on its grid, or holds labels a
         SEG cannot (negative, fractional, above 65535).
     """
-    node = _node_of(volume, "volume")
-    table = operations.label_table_of(node) if labels is None else operations.as_label_table(labels)
-    targets = exports.ExportTargets(seg_file=path, force=force, seg_labels=table, seg_type=seg_type,
+    table = None if labels is None else operations.as_label_table(labels)  # None: the node's own
+    targets = exports.ExportTargets(seg_file=path, force=force, labels=table, seg_type=seg_type,
                                     seg_algorithm=algorithm)
     return _export(volume, reference, targets)[0]
 
