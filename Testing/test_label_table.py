@@ -71,3 +71,36 @@ def test_bad_tables_are_refused_naming_the_line(tmp_path, name, text, message):
 def test_missing_table_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="label table not found"):
         read_label_table(tmp_path / "absent.csv")
+
+
+def test_preview_legend_names_the_labels_it_shows_in_their_colours():
+    import numpy as np
+
+    from AlignSeriesLib import preview
+    from AlignSeriesLib.geometry import VolumeGeometry
+
+    geometry = VolumeGeometry.from_spacing_origin_directions((20, 20, 20), spacing=(1, 1, 1), origin_ras=(0, 0, 0))
+    reference = np.arange(8000, dtype=np.float32).reshape(20, 20, 20)
+    labels = np.zeros((20, 20, 20), dtype=np.uint16)
+    labels[5:15, 5:15, 5:15] = 2
+    labels[0:2, 0:2, 0:2] = 7  # not in any pane through the centre: not named
+    table = read_label_table_text("2,spleen\n7,far away\n")
+    plain, _ = preview.fusion_picture(reference, labels, geometry, labelmap=True)
+    named, _ = preview.fusion_picture(reference, labels, geometry, labelmap=True, label_names=table.name_of)
+    assert named.shape[0] > plain.shape[0]
+    np.testing.assert_array_equal(named[:plain.shape[0]], plain)
+    legend = named[plain.shape[0]:]
+    spleen, far = (preview.label_colored(np.array([v]))[0].astype(int) for v in (2, 7))
+    colours = np.unique(legend.reshape(-1, 3), axis=0).astype(int)
+    assert legend.any(), "the legend line is empty"
+    assert np.any(np.abs(colours - spleen).max(axis=1) <= 2)  # "2 spleen" drawn in label 2's colour
+    assert not np.any(np.abs(colours - far).max(axis=1) <= 2)  # label 7 is in no pane: not named
+
+
+def read_label_table_text(text: str):
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp())
+    (folder / "t.csv").write_text(text, encoding="utf-8")
+    return read_label_table(folder / "t.csv")

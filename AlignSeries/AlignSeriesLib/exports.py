@@ -281,7 +281,7 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets, sl
                                                 window=window, first_k=(slab or (0, 0))[0],
                                                 label_names=None if table is None else table.name_of)
     if targets.preview:
-        written.append(_write_preview(volume_node, reference, targets, staging.file(targets.preview)))
+        written.append(_write_preview(volume_node, reference, targets, staging.file(targets.preview), table))
     return written
 
 
@@ -313,14 +313,15 @@ def _write_seg(array: np.ndarray, slices: Sequence, volume_node, targets: Export
     return path
 
 
-def _write_preview(volume_node, reference: Reference, targets: ExportTargets, path: Path) -> Path:
+def _write_preview(volume_node, reference: Reference, targets: ExportTargets, path: Path,
+                   table: LabelTable | None = None) -> Path:
     grid = mrml.volume_geometry(volume_node)
     first = int(round(reference.geometry.world_to_ijk(grid.origin_ras)[2]))
     reference_voxels = reference.voxels()[first:first + grid.dimensions[2]]
     return preview.write_fusion_png(
         reference_voxels, mrml.volume_array(volume_node), grid, path, force=True,
         names=(reference.name, volume_node.GetName()), at_ras=targets.preview_at_ras,
-        labelmap=volume_node.IsA("vtkMRMLLabelMapVolumeNode"))
+        labelmap=volume_node.IsA("vtkMRMLLabelMapVolumeNode"), label_names=None if table is None else table.name_of)
 
 
 def _window_of_center_width(center: float, width: float) -> tuple[float, float]:
