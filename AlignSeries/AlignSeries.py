@@ -542,14 +542,16 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :param progressCallback: ``progressCallback(fraction) -> bool``; returning True cancels.
         :param regularizeSpacing: spacing (mm) along the normal of a regularized grid; by default the
           smallest distance between acquired slices.
-        :return: list of new volume nodes, one per volume found, with DICOM UIDs kept as node attributes.
+        :return: list of new volume nodes, one per volume found, with DICOM UIDs kept as node attributes, then
+          one label map per DICOM SEG found (segment numbers as labels, segment names kept).
         """
         from AlignSeriesLib import operations
         from AlignSeriesLib.errors import MissingDependencyError
 
         def load():
             return operations.load_volumes(slicer.mrmlScene, path, regularize=regularize,
-                                           regularize_spacing=regularizeSpacing, progress=progressCallback)
+                                           regularize_spacing=regularizeSpacing, progress=progressCallback,
+                                           include_segs=True)
 
         try:
             return load()

@@ -579,7 +579,7 @@ def test_panel_exports_a_segmentation(loaded):
 
 
 def test_panel_writes_a_dicom_seg_of_a_segmentation_with_its_segment_names(loaded, tmp_path):
-    from AlignSeriesLib import mrml
+    from AlignSeriesLib import mrml, resample
 
     highdicom = pytest.importorskip("highdicom")
     p, ui = loaded.parameters, loaded.ui
@@ -604,6 +604,20 @@ def test_panel_writes_a_dicom_seg_of_a_segmentation_with_its_segment_names(loade
               for uid in series.sop_instance_uids]
     numbers = {1: 2, 2: 9}  # segments 1..N in BINARY, label values 2 and 9
     np.testing.assert_array_equal(np.vectorize(lambda n: numbers.get(int(n), 0))(np.stack(planes)), output)
+    # the DICOM folder load brings the SEG found among the reference's files back as a label map, names kept
+    folder = Path(series.files[0]).parent
+    (tmp_path / "panel.seg.dcm").rename(folder / "panel.seg.dcm")
+    nodes = loaded.widget.logic.loadDicomSeries(str(folder))
+    assert [node.IsA("vtkMRMLLabelMapVolumeNode") for node in nodes] == [False, True]
+    grid = mrml.volume_geometry(nodes[1])  # the SEG's frames span only the slices that hold a segment
+    reference_grid = mrml.volume_geometry(p.exportReferenceVolume)
+    first, count = int(round(reference_grid.world_to_ijk(grid.origin_ras)[2])), grid.dimensions[2]
+    assert resample.slab(reference_grid, first, count).is_close(grid, atol=1e-4)
+    segment_numbers = np.vectorize(lambda n: {2: 1, 9: 2}.get(int(n), 0))(output)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(nodes[1]), segment_numbers[first:first + count])
+    assert np.count_nonzero(np.delete(segment_numbers, range(first, first + count), axis=0)) == 0
+    names = json.loads(nodes[1].GetAttribute(mrml.LABEL_TABLE_ATTRIBUTE))["labels"]
+    assert [entry["name"] for entry in names] == ["kidney", "cyst"]
 
 
 def test_panel_refuses_the_reference_or_the_input_as_output(loaded):

@@ -53,7 +53,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool = True,
-                 regularize_spacing: float | None = None, progress: ProgressCallback | None = None) -> list:
+                 regularize_spacing: float | None = None, progress: ProgressCallback | None = None,
+                 include_segs: bool = False) -> list:
     """Load every volume that ``paths`` hold: one volume file, or DICOM folders and files.
 
     Parameters
@@ -69,6 +70,9 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
         Spacing (mm) along the normal of a regularized grid; by default the smallest acquired gap.
     progress : callable, optional
         ``progress(fraction) -> bool`` during the DICOM header scan; True cancels.
+    include_segs : bool
+        Also load the DICOM SEG files found among the DICOM files, as label maps (:func:`load_seg`),
+        after the volumes. A single SEG file given alone is always loaded.
 
     Returns
     -------
@@ -82,9 +86,12 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
         return [load_seg(scene, paths[0])]
     scan = dicom_series.scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing,
                                    progress=progress)
+    segs = [path for path, _ in scan.skipped if include_segs and dicom_seg.is_seg_file(path)]
     for path, reason in scan.skipped:
-        logger.warning("skipped %s: %s", path, reason)
-    return [mrml.load_dicom_volume(scene, volume, registrations=scan.registrations) for volume in scan.volumes]
+        if path not in segs:
+            logger.warning("skipped %s: %s", path, reason)
+    return ([mrml.load_dicom_volume(scene, volume, registrations=scan.registrations) for volume in scan.volumes]
+            + [load_seg(scene, path) for path in segs])
 
 
 def load_seg(scene, path, *, segments=None):
