@@ -23,7 +23,7 @@ import pydicom
 import pytest
 from conftest import SHARED_DICOM
 
-from AlignSeriesLib import dicom_seg, dicom_series
+from AlignSeriesLib import dicom_seg, dicom_seg_read, dicom_series
 from AlignSeriesLib.dicom_stack import SliceFrame
 from AlignSeriesLib.errors import DicomError
 from AlignSeriesLib.label_table import Code, Label, LabelTable
@@ -251,7 +251,7 @@ def test_labelmap_type_keeps_sparse_label_values(tmp_path, dciodvfy):
     # checks the segment numbers by the BINARY rule (1, 2, …), where a label map's background segment is 0
     assert set(dciodvfy_errors(dciodvfy, written.path)) <= set(DCIODVFY_2022_LABELMAP_ERRORS)
     np.testing.assert_array_equal(highdicom_slices(written.path, series.slices), labels)
-    back = dicom_seg.read_seg(written.path)
+    back = dicom_seg_read.read_seg(written.path)
     assert sorted(segment.label for segment in back.segments) == [1000, 2000, 3000]
 
 
@@ -278,7 +278,7 @@ def test_label_table_names_and_codes_the_segments(tmp_path):
     assert items[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004"
     assert items[1].SegmentedPropertyTypeCodeSequence[0].CodeValue == dicom_seg.GENERIC_CODE.value
     assert not [w for w in written.warnings if w.code == "seg_generic_labels"]
-    back = dicom_seg.read_seg(written.path)
+    back = dicom_seg_read.read_seg(written.path)
     assert [(s.name, s.color) for s in back.segments][0][0] == "liver"
     assert np.abs(np.subtract(back.segments[0].color, (221, 130, 101))).max() <= 1
     unnamed = dicom_seg.write_seg(labels, series.slices, tmp_path / "unnamed.seg.dcm")
@@ -328,7 +328,7 @@ def test_read_seg_places_labels_on_the_reference_pixels(name, tmp_path):
     series = reference_series(real_folder(name))
     labels = analytic_labels(series.slices)
     written = dicom_seg.write_seg(labels, series.slices, tmp_path / "mask.seg.dcm")
-    back = dicom_seg.read_seg(written.path)
+    back = dicom_seg_read.read_seg(written.path)
     assert not back.regularized and back.referenced_series_uids == [series.series_instance_uid]
     assert back.frames == written.frames and back.frame_of_reference_uid == series.frame_of_reference_uid
     centres = np.array([pixel_centres_lps(header) for header in series.slices])
@@ -342,7 +342,7 @@ def test_read_seg_places_labels_on_the_reference_pixels(name, tmp_path):
 def test_read_seg_regularizes_uneven_frames_and_warns(tmp_path):
     series = reference_series(real_folder("ct_ge_tilt_varspacing"))
     written = dicom_seg.write_seg(analytic_labels(series.slices), series.slices, tmp_path / "mask.seg.dcm")
-    back = dicom_seg.read_seg(written.path)
+    back = dicom_seg_read.read_seg(written.path)
     assert back.regularized and "regularized" in {w.code for w in back.warnings}
     assert set(np.unique(back.array)) == {0, 1, 2, 3}
 
@@ -350,13 +350,14 @@ def test_read_seg_regularizes_uneven_frames_and_warns(tmp_path):
 def test_read_pydicom_liver_seg():
     path = pydicom.data.get_testdata_file("liver_1frame.dcm")
     dataset = pydicom.dcmread(path)
-    back = dicom_seg.read_seg(path)
+    back = dicom_seg_read.read_seg(path)
     assert back.seg_type == dataset.SegmentationType
     assert back.array.shape == (1, dataset.Rows, dataset.Columns)
     number = int(dataset.SegmentSequence[0].SegmentNumber)
     np.testing.assert_array_equal(back.array[0] == number, dataset.pixel_array.reshape(back.array.shape[1:]) > 0)
     assert back.segments[0].name == dataset.SegmentSequence[0].SegmentLabel
-    assert dicom_seg.is_seg_file(path) and not dicom_seg.is_seg_file(pydicom.data.get_testdata_file("CT_small.dcm"))
+    assert dicom_seg_read.is_seg_file(path)
+    assert not dicom_seg_read.is_seg_file(pydicom.data.get_testdata_file("CT_small.dcm"))
 
 
 def test_overlapping_segments_are_refused_unless_chosen(tmp_path):
@@ -371,11 +372,11 @@ def test_overlapping_segments_are_refused_unless_chosen(tmp_path):
         hd.UID(), 1, hd.UID(), 1, "test", "test", "1", "1")
     seg.save_as(tmp_path / "overlap.seg.dcm")
     with pytest.raises(DicomError, match=r"segments 1 and 2 \(\d+ pixels\).*--segments"):
-        dicom_seg.read_seg(tmp_path / "overlap.seg.dcm")
-    only_two = dicom_seg.read_seg(tmp_path / "overlap.seg.dcm", segments=[2])
+        dicom_seg_read.read_seg(tmp_path / "overlap.seg.dcm")
+    only_two = dicom_seg_read.read_seg(tmp_path / "overlap.seg.dcm", segments=[2])
     assert [s.number for s in only_two.segments] == [2] and set(np.unique(only_two.array)) == {0, 2}
     with pytest.raises(DicomError, match="asks for"):
-        dicom_seg.read_seg(tmp_path / "overlap.seg.dcm", segments=[7])
+        dicom_seg_read.read_seg(tmp_path / "overlap.seg.dcm", segments=[7])
 
 
 def _code():

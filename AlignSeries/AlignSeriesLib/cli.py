@@ -234,10 +234,10 @@ def run_info(args) -> dict:
 
     options = {"regularize": args.regularize, "regularize_spacing": args.regularize_spacing,
                "progress": _progress_bar(args, "scanning")}
-    from . import dicom_seg
+    from . import dicom_seg_read
 
-    if len(args.paths) == 1 and dicom_seg.is_seg_file(args.paths[0]):
-        volumes = [dicom_seg.describe_seg(args.paths[0])]
+    if len(args.paths) == 1 and dicom_seg_read.is_seg_file(args.paths[0]):
+        volumes = [dicom_seg_read.describe_seg(args.paths[0])]
     elif any(is_volume_file(path) for path in args.paths):
         from . import operations
 

@@ -23,7 +23,18 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import alignment, dicom_export, dicom_reg, dicom_seg, dicom_series, files, landmarks, mrml, mrml_files, resample
+from . import (
+    alignment,
+    dicom_export,
+    dicom_reg,
+    dicom_seg_read,
+    dicom_series,
+    files,
+    landmarks,
+    mrml,
+    mrml_files,
+    resample,
+)
 from .describe import describe_dicom, summary_line, volume_file_info
 from .dicom_series import DicomVolume
 from .errors import (
@@ -82,11 +93,11 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
     paths = _as_paths(paths)
     if _is_one_volume_file(paths):
         return [mrml_files.load_volume_file(scene, paths[0], labelmap=labelmap)]
-    if len(paths) == 1 and dicom_seg.is_seg_file(paths[0]):
+    if len(paths) == 1 and dicom_seg_read.is_seg_file(paths[0]):
         return [load_seg(scene, paths[0])]
     scan = dicom_series.scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing,
                                    progress=progress)
-    segs = [path for path, _ in scan.skipped if include_segs and dicom_seg.is_seg_file(path)]
+    segs = [path for path, _ in scan.skipped if include_segs and dicom_seg_read.is_seg_file(path)]
     for path, reason in scan.skipped:
         if path not in segs:
             logger.warning("skipped %s: %s", path, reason)
@@ -95,11 +106,11 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
 
 
 def load_seg(scene, path, *, segments=None):
-    """Load a DICOM SEG as a label map node on the grid its frames define (:func:`.dicom_seg.read_seg`).
+    """Load a DICOM SEG as a label map node on the grid its frames define (:func:`.dicom_seg_read.read_seg`).
 
     The node keeps the SEG's segment names (:func:`.exports.label_table_of`) and the reader's warnings.
     """
-    seg = dicom_seg.read_seg(path, segments=segments)
+    seg = dicom_seg_read.read_seg(path, segments=segments)
     node = mrml.add_volume_node(scene, seg.array, seg.geometry, file_stem(path), labelmap=True, copy=False)
     node.SetAttribute(mrml.LABEL_TABLE_ATTRIBUTE, seg.label_table().to_json())
     if seg.frame_of_reference_uid:
@@ -591,7 +602,7 @@ def resample_and_export(scene, input_paths, reference_paths, output, *, transfor
                                "align with: write a volume file (.nrrd, .nii.gz, .mha) and drop --png")
     if slab and crop_to_overlap:
         raise AlignSeriesError("--slab and --crop-to-overlap choose the output grid in two ways: give one")
-    if segments is not None or (len(_as_paths(input_paths)) == 1 and dicom_seg.is_seg_file(_as_paths(input_paths)[0])):
+    if segments is not None:  # a SEG input's chosen segments (a SEG alone is loaded by load_one_volume too)
         input_node = load_seg(scene, _as_paths(input_paths)[0], segments=segments)
     else:
         input_node = load_one_volume(scene, input_paths, index=input_index, role="--input",
