@@ -532,3 +532,17 @@ def test_batch_case_with_a_seg_column(tmp_path, dciodvfy):
     np.testing.assert_array_equal(highdicom_slices(seg_path, series.slices), expected)
     assert [item.SegmentLabel for item in pydicom.dcmread(seg_path).SegmentSequence] == ["outer", "middle", "inner"]
     assert batch.run_case(case, tmp_path / "out")["status"] == "done"  # the batch owns its outputs on a rerun
+
+
+def test_cli_reports_the_seg_writers_warnings(tmp_path, capsys):
+    from conftest import run
+
+    folder = real_folder("mr_siemens_obl_fmap")
+    series = reference_series(folder)
+    ai_mask_nifti(series, tmp_path / "mask.nii.gz")
+    status, out, err = run(capsys, "resample", "--input", tmp_path / "mask.nii.gz", "--reference", folder,
+                           "--labelmap", "--seg", tmp_path / "mask.seg.dcm", "--json")
+    assert status == 0, err
+    codes = [warning["code"] for warning in json.loads(out)["warnings"]]
+    assert codes.count("seg_generic_labels") == 1
+    assert json.loads(out)["output"] == [str(tmp_path / "mask.seg.dcm")]

@@ -137,7 +137,10 @@ class ExportResult:
             For slice outputs of a cropped grid, and everything :func:`write_outputs` raises.
         """
         _check_grid_choice(targets, self.cropped)
-        return write_outputs(self.volume_node, self.reference, targets, self.source, slab=self.slab)
+        before = len(mrml.node_warnings(self.volume_node))
+        written = write_outputs(self.volume_node, self.reference, targets, self.source, slab=self.slab)
+        self.warnings += mrml.node_warnings(self.volume_node)[before:]  # the writers' own (e.g. a SEG's labels)
+        return written
 
 
 def resample_and_write(scene, input_node, reference: Reference, targets: ExportTargets | None = None,
