@@ -109,6 +109,16 @@ def sample_itk(image, points_lps: np.ndarray) -> np.ndarray:
     return values.reshape(points_lps.shape[:-1])
 
 
+def sampled_at_reference_pixels(back, series) -> np.ndarray:
+    """Our reader's label map (nearest voxel) at every reference pixel centre, ``[k, j, i]`` of the reference."""
+    centres = np.array([pixel_centres_lps(header) for header in series.slices])
+    index = np.rint(back.geometry.world_to_ijk(centres.reshape(-1, 3) * [-1, -1, 1])).astype(int)
+    inside = np.all((index >= 0) & (index < back.geometry.dimensions), axis=1)
+    sampled = np.zeros(len(index), dtype=np.uint16)
+    sampled[inside] = back.array[index[inside, 2], index[inside, 1], index[inside, 0]]
+    return sampled.reshape(centres.shape[:-1])
+
+
 def highdicom_slices(seg_path: Path, slices) -> np.ndarray:
     """highdicom's label map per reference slice (by SOPInstanceUID and frame), segment numbers combined."""
     seg = highdicom.seg.segread(seg_path)
@@ -331,12 +341,7 @@ def test_read_seg_places_labels_on_the_reference_pixels(name, tmp_path):
     back = dicom_seg_read.read_seg(written.path)
     assert not back.regularized and back.referenced_series_uids == [series.series_instance_uid]
     assert back.frames == written.frames and back.frame_of_reference_uid == series.frame_of_reference_uid
-    centres = np.array([pixel_centres_lps(header) for header in series.slices])
-    index = np.rint(back.geometry.world_to_ijk(centres.reshape(-1, 3) * [-1, -1, 1])).astype(int)
-    inside = np.all((index >= 0) & (index < back.geometry.dimensions), axis=1)
-    sampled = np.zeros(len(index), dtype=np.uint16)
-    sampled[inside] = back.array[index[inside, 2], index[inside, 1], index[inside, 0]]
-    assert int(np.count_nonzero(sampled.reshape(labels.shape) != labels)) == 0
+    assert int(np.count_nonzero(sampled_at_reference_pixels(back, series) != labels)) == 0
 
 
 def test_read_seg_regularizes_uneven_frames_and_warns(tmp_path):
@@ -546,3 +551,19 @@ def test_cli_reports_the_seg_writers_warnings(tmp_path, capsys):
     codes = [warning["code"] for warning in json.loads(out)["warnings"]]
     assert codes.count("seg_generic_labels") == 1
     assert json.loads(out)["output"] == [str(tmp_path / "mask.seg.dcm")]
+
+
+def test_fractional_seg_is_thresholded_at_half_with_a_warning(tmp_path):
+    series = reference_series(real_folder("mr_siemens_obl_fmap"))
+    probability = np.zeros((len(series.slices), 64, 64), dtype=np.float32)
+    probability[10:20, 20:40, 20:40] = 0.7
+    probability[10:20, 40:50, 20:40] = 0.3  # below one half: background
+    seg = highdicom.seg.Segmentation(
+        dicom_seg._source_images(series.slices), probability, "FRACTIONAL",
+        [highdicom.seg.SegmentDescription(1, "p", _code(), _code(), "AUTOMATIC",
+                                          highdicom.AlgorithmIdentificationSequence("net", _code(), "1"))],
+        highdicom.UID(), 1, highdicom.UID(), 1, "test", "test", "1", "1")
+    seg.save_as(tmp_path / "fractional.seg.dcm")
+    back = dicom_seg_read.read_seg(tmp_path / "fractional.seg.dcm")
+    assert back.seg_type == "FRACTIONAL" and "seg_fractional_thresholded" in {w.code for w in back.warnings}
+    np.testing.assert_array_equal(sampled_at_reference_pixels(back, series), (probability >= 0.5).astype(np.uint16))
