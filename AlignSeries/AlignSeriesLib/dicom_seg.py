@@ -1,6 +1,7 @@
-"""DICOM Segmentation (SEG) objects out of and into label maps, slice for slice with a reference series.
+"""Write a label map as a DICOM Segmentation (SEG) object, slice for slice with its reference series.
 
-highdicom (imported here only, and only when a SEG is written or read) builds and parses the objects.
+highdicom (imported only by this module and :mod:`.dicom_seg_read`, and only when a SEG is written or read)
+builds the object.
 
 Writing (:func:`write_seg`)
 ---------------------------
@@ -16,8 +17,8 @@ DICOM exporter takes it, :mod:`.dicom_export`) becomes one SEG instance:
   are opened once each, only for the patient and study modules and the SOP class;
 * ``seg_type="binary"`` (default; what viewers read today): segment numbers are the label values
   when these run 1..N without gaps, else the labels are renumbered 1..N in ascending order (with a
-  ``seg_segments_renumbered`` warning); ``"labelmap"`` (Label Map Segmentation Storage, highdicom ≥
-  0.23): one frame per slice holding the label values themselves, which need not be consecutive;
+  ``seg_segments_renumbered`` warning); ``"labelmap"`` (Label Map Segmentation Storage, DICOM 2024c,
+  highdicom ≥ 0.24): one frame per slice holding the label values themselves, which need not be consecutive;
 * segments are described from a :class:`~AlignSeriesLib.label_table.LabelTable` (name, SNOMED CT
   category and type, colour); a label it does not list is "Segment N" with the generic code
   :data:`GENERIC_CODE` and a ``seg_generic_labels`` warning. The algorithm is AUTOMATIC with its
@@ -67,7 +68,7 @@ MAX_SEG_LABEL = 65535
 GENERIC_CODE = Code("85756007", "SCT", "Tissue")
 
 #: Pip requirement named when highdicom is missing.
-HIGHDICOM_REQUIREMENT = "highdicom>=0.23"
+HIGHDICOM_REQUIREMENT = "highdicom>=0.24"
 
 #: Type 2 attributes of the patient and study modules that highdicom copies; empty when a reference lacks them.
 _TYPE2_IDENTITY = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
