@@ -653,6 +653,7 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :return: the result: ``volumeNode``, ``written`` (files), ``warnings`` (the inputs' and the resampling's).
         """
         from AlignSeriesLib import export_job, mrml, operations
+        from AlignSeriesLib.errors import MissingDependencyError
 
         interpolation = _checkChoice("interpolation", interpolation, INTERPOLATIONS)
         targets = self._exportTargets(outputPath, dicomFolder, png_folder=pngFolder or None,
@@ -662,9 +663,18 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
                                       seg_type=segType, seg_algorithm=algorithm)
         options = export_job.ExportOptions(interpolation, slab=slab, crop_to_overlap=cropToOverlap)
         reference = operations.reference_of_node(referenceVolume)
-        with mrml.as_labelmap(slicer.mrmlScene, inputVolume) as inputLabelmapOrVolume:
-            return export_job.resample_and_write(slicer.mrmlScene, inputLabelmapOrVolume, reference, targets, options,
-                                                 progressCallback, transform_node=transform, output_node=outputVolume)
+
+        def run():
+            with mrml.as_labelmap(slicer.mrmlScene, inputVolume) as inputLabelmapOrVolume:
+                return export_job.resample_and_write(slicer.mrmlScene, inputLabelmapOrVolume, reference, targets,
+                                                     options, progressCallback, transform_node=transform,
+                                                     output_node=outputVolume)
+
+        try:
+            return run()
+        except MissingDependencyError as error:  # highdicom for a DICOM SEG: installed on first need
+            _installRequirements(error)
+            return run()
 
     def applyTransform(self, movingVolume, transformNode) -> None:
         """Place the moving volume under the transform without hardening it (its own geometry is kept).
