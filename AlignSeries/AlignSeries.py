@@ -1,7 +1,6 @@
 import enum
 import logging
 import os
-import re
 import sys
 from typing import Annotated, Union
 
@@ -739,19 +738,12 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
 
 
 def _installRequirements(error) -> None:
-    """Install the module's requirement that ``error`` names with Slicer's package manager, or re-raise ``error``."""
+    """Install the module's optional Python requirements with Slicer's package manager, or re-raise ``error``."""
     pydeps = getattr(slicer, "pydeps", None)
     if pydeps is None or getattr(slicer, "app", None) is None:
         raise error
     requirements = os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")
-    wanted = _requirementName(error.package)
-    needed = [r for r in pydeps.load_requirements(requirements) if _requirementName(str(r)) == wanted]
-    pydeps.pip_ensure(needed or [error.package], requester="AlignSeries")
-
-
-def _requirementName(requirement: str) -> str:
-    """The package name of a requirement line ("nibabel>=5.4" -> "nibabel")."""
-    return re.split(r"[<>=!~;\[\s]", requirement.strip(), maxsplit=1)[0].lower()
+    pydeps.pip_ensure(pydeps.load_requirements(requirements), requester="AlignSeries")
 
 
 def _checkChoice(name: str, value, choices) -> str:

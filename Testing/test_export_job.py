@@ -307,7 +307,8 @@ def test_the_job_result_carries_the_inputs_warnings_so_nothing_is_silently_parti
 
     positions = stack_positions((-10.0, -12.0, 30.0), ORIENTATIONS["axial"], np.arange(6) * 2.5)
     write_phantom_series(tmp_path / "reference", positions)
-    (tmp_path / "reference" / "notes.txt").write_text("not an image")  # skipped by the reference's scan
+    first_slice = sorted((tmp_path / "reference").iterdir())[0]
+    (tmp_path / "reference" / "cut.dcm").write_bytes(first_slice.read_bytes()[:300])  # a slice cut short: skipped
     moving = positions[[0, 1, 2, 4, 5]]  # the input misses a slice
     write_phantom_series(tmp_path / "input", moving, frame_of_reference_uid="1.2.826.0.1.3680043.8.498.77")
     document = run_json(capsys, "resample", "--input", tmp_path / "input", "--reference", tmp_path / "reference",
@@ -315,4 +316,4 @@ def test_the_job_result_carries_the_inputs_warnings_so_nothing_is_silently_parti
     codes = [warning["code"] for warning in document["warnings"]]
     assert {"skipped_file", "missing_slices", "frame_of_reference_mismatch"} <= set(codes), codes
     skipped = next(warning for warning in document["warnings"] if warning["code"] == "skipped_file")
-    assert "notes.txt" in skipped["message"]
+    assert "cut.dcm" in skipped["message"]

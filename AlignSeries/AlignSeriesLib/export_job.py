@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import mrml, resample
+from . import mrml, mrml_files, resample
 from .choices import INTERPOLATIONS
 from .errors import AlignSeriesError, AlignSeriesWarning, ProgressCallback
 from .exports import ExportSource, ExportTargets, Reference, check_targets, output_grid, write_outputs
@@ -198,6 +198,7 @@ def resample_and_write(scene, input_node, reference: Reference, targets: ExportT
                                 labelmap=labelmap, copy=False)  # a new array: the node takes it
     if labelmap and input_node.GetAttribute(mrml.LABEL_TABLE_ATTRIBUTE):  # label names travel with the labels
         node.SetAttribute(mrml.LABEL_TABLE_ATTRIBUTE, input_node.GetAttribute(mrml.LABEL_TABLE_ATTRIBUTE))
+    mrml_files.mark_derived(node, input_node, transform_node)  # its outputs never replace these files
     mismatch = None if transform_node is not None else frame_of_reference_mismatch(input_node, reference)
     node_warnings = [*resampled.warnings, *([mismatch] if mismatch else [])]
     mrml.set_node_warnings(node, node_warnings)  # resample logged its own already
