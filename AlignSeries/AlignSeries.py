@@ -161,6 +161,7 @@ class AlignSeriesParameterNode:
     cropToOverlap, slabEnabled, slabFirst, slabCount - the output grid: the reference's, its overlap with the
       input, or a slab of its slices.
     pngFolder, previewPath - optional PNG slices and fused preview ("" = none).
+    segPath - optional DICOM SEG file of a label map or segmentation on a DICOM reference ("" = none).
     compressOutput - gzip a .nrrd/.mha volume file (raw by default; .nii.gz always compressed).
     """
 
@@ -185,6 +186,7 @@ class AlignSeriesParameterNode:
     pngFolder: str = ""
     previewPath: str = ""
     compressOutput: bool = False
+    segPath: str = ""
 
 
 #
@@ -199,7 +201,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     #: which stores a pathlib.Path (a trailing "/" dropped, "." for empty) and rewrites the field on every
     #: keystroke (the cursor jumps to the end).
     PATH_FIELDS = {"exportFilePath": "exportFilePathLineEdit", "pngFolder": "pngFolderPathLineEdit",
-                   "previewPath": "previewPathLineEdit"}
+                   "previewPath": "previewPathLineEdit", "segPath": "segPathLineEdit"}
     #: Parameters the widget sets itself (no widget of their own).
     DERIVED_PARAMETERS = ("exportToDicomFolder",)
 
@@ -502,7 +504,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             interpolation=p.interpolation.value, outputVolume=p.exportOutputVolume, progressCallback=progressCallback,
             cropToOverlap=p.cropToOverlap, slab=(p.slabFirst, p.slabCount) if p.slabEnabled else None,
             outputPath=p.exportFilePath, dicomFolder=p.exportToDicomFolder, pngFolder=p.pngFolder,
-            previewPath=p.previewPath, compress=p.compressOutput)
+            previewPath=p.previewPath, compress=p.compressOutput, segPath=p.segPath)
         return result.volumeNode, result.written
 
 
@@ -534,14 +536,16 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :param progressCallback: ``progressCallback(fraction) -> bool``; returning True cancels.
         :param regularizeSpacing: spacing (mm) along the normal of a regularized grid; by default the
           smallest distance between acquired slices.
-        :return: list of new volume nodes, one per volume found, with DICOM UIDs kept as node attributes.
+        :return: list of new volume nodes, one per volume found, with DICOM UIDs kept as node attributes, then
+          one label map per DICOM SEG found (segment numbers as labels, segment names kept).
         """
         from AlignSeriesLib import operations
         from AlignSeriesLib.errors import MissingDependencyError
 
         def load():
             return operations.load_volumes(slicer.mrmlScene, path, regularize=regularize,
-                                           regularize_spacing=regularizeSpacing, progress=progressCallback)
+                                           regularize_spacing=regularizeSpacing, progress=progressCallback,
+                                           include_segs=True)
 
         try:
             return load()
@@ -626,7 +630,8 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
                                     outputVolume=None, progressCallback=None, cropToOverlap: bool = False, slab=None,
                                     outputPath: str = "", dicomFolder=None, pngFolder: str = "",
                                     previewPath: str = "", compress: bool = False, force: bool = False,
-                                    seriesUid=None):
+                                    seriesUid=None, segPath: str = "", segLabels=None, segType: str = "binary",
+                                    algorithm=None):
         """Resample as :func:`exportResampledVolume` and write every requested file, in one job, all or nothing.
 
         Can be used without GUI widget. The same export job as the command line and the Python API.
@@ -640,19 +645,36 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :param force: replace existing outputs.
         :param seriesUid: SeriesInstanceUID of a DICOM output; by default derived from the reference series and
           the input, the same for every slab.
+        :param segPath: a DICOM SEG file of the label map (or segmentation) referencing the reference's slices;
+          empty for none. Segment names, colours and codes come from ``segLabels`` (a label table file), else
+          from the segmentation or DICOM SEG the input is, else "Segment N".
+        :param segType: "binary" or "labelmap".
+        :param algorithm: (name, version) of the algorithm that made the labels; None: MANUAL segments.
         :return: the result: ``volumeNode``, ``written`` (files), ``warnings`` (the inputs' and the resampling's).
         """
         from AlignSeriesLib import export_job, mrml, operations
+        from AlignSeriesLib.errors import MissingDependencyError
 
         interpolation = _checkChoice("interpolation", interpolation, INTERPOLATIONS)
         targets = self._exportTargets(outputPath, dicomFolder, png_folder=pngFolder or None,
                                       preview=previewPath or None, compress=compress, force=force,
-                                      series_uid=seriesUid or None)
+                                      series_uid=seriesUid or None, seg_file=segPath or None,
+                                      labels=operations.as_label_table(segLabels) if segLabels else None,
+                                      seg_type=segType, seg_algorithm=algorithm)
         options = export_job.ExportOptions(interpolation, slab=slab, crop_to_overlap=cropToOverlap)
         reference = operations.reference_of_node(referenceVolume)
-        with mrml.as_labelmap(slicer.mrmlScene, inputVolume) as inputLabelmapOrVolume:
-            return export_job.resample_and_write(slicer.mrmlScene, inputLabelmapOrVolume, reference, targets, options,
-                                                 progressCallback, transform_node=transform, output_node=outputVolume)
+
+        def run():
+            with mrml.as_labelmap(slicer.mrmlScene, inputVolume) as inputLabelmapOrVolume:
+                return export_job.resample_and_write(slicer.mrmlScene, inputLabelmapOrVolume, reference, targets,
+                                                     options, progressCallback, transform_node=transform,
+                                                     output_node=outputVolume)
+
+        try:
+            return run()
+        except MissingDependencyError as error:  # highdicom for a DICOM SEG: installed on first need
+            _installRequirements(error)
+            return run()
 
     def applyTransform(self, movingVolume, transformNode) -> None:
         """Place the moving volume under the transform without hardening it (its own geometry is kept).

@@ -30,7 +30,7 @@ if not slicer_qt_fakes.install():
                 "(see DESIGN.md, 'Real parts, not stand-ins')", allow_module_level=True)
 
 import AlignSeries  # noqa: E402  (needs qt, ctk and Slicer's framework installed first)
-from AlignSeriesLib import dicom_pixels  # noqa: E402
+from AlignSeriesLib import dicom_pixels, dicom_seg  # noqa: E402
 
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "AlignSeries.ui"
 MODULE_FILE = MODULE_DIR / "AlignSeries.py"
@@ -579,6 +579,48 @@ def test_panel_exports_a_segmentation(loaded):
     assert set(np.unique(slicer.util.arrayFromVolume(output))) == {0, 2, 9}
 
 
+def test_panel_writes_a_dicom_seg_of_a_segmentation_with_its_segment_names(loaded, tmp_path):
+    from AlignSeriesLib import mrml, resample
+
+    highdicom = pytest.importorskip("highdicom")
+    p, ui = loaded.parameters, loaded.ui
+    labels = np.zeros((8, 16, 16), dtype=np.uint8)
+    labels[2:6, 4:8, 4:12] = 2
+    labels[2:6, 8:12, 4:12] = 9
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    p.movingVolume.GetIJKToRASMatrix(ijk_to_ras)
+    segmentation = segmentation_from_labels(slicer.mrmlScene, labels, slicer.util.arrayFromVTKMatrix(ijk_to_ras))
+    for index, name in enumerate(("kidney", "cyst")):
+        segmentation.GetSegmentation().GetNthSegment(index).SetName(name)
+    ui.exportInputSelector.setCurrentNode(segmentation)
+    loaded.type_into(ui.segPathLineEdit, str(tmp_path / "panel.seg.dcm"))
+    assert p.segPath == str(tmp_path / "panel.seg.dcm")
+    ui.exportButton.click()
+    assert ui.statusLabel.text.endswith("1 file(s) written."), ui.statusLabel.text
+    seg = highdicom.seg.segread(tmp_path / "panel.seg.dcm")
+    assert [item.SegmentLabel for item in seg.SegmentSequence] == ["kidney", "cyst"]
+    output = slicer.util.arrayFromVolume(p.exportOutputVolume)
+    series = mrml.dicom_series_of(p.exportReferenceVolume)
+    planes = [seg.get_pixels_by_source_instance([uid], combine_segments=True, assert_missing_frames_are_empty=True)[0]
+              for uid in series.sop_instance_uids]
+    numbers = {1: 2, 2: 9}  # segments 1..N in BINARY, label values 2 and 9
+    np.testing.assert_array_equal(np.vectorize(lambda n: numbers.get(int(n), 0))(np.stack(planes)), output)
+    # the DICOM folder load brings the SEG found among the reference's files back as a label map, names kept
+    folder = Path(series.files[0]).parent
+    (tmp_path / "panel.seg.dcm").rename(folder / "panel.seg.dcm")
+    nodes = loaded.widget.logic.loadDicomSeries(str(folder))
+    assert [node.IsA("vtkMRMLLabelMapVolumeNode") for node in nodes] == [False, True]
+    grid = mrml.volume_geometry(nodes[1])  # the SEG's frames span only the slices that hold a segment
+    reference_grid = mrml.volume_geometry(p.exportReferenceVolume)
+    first, count = int(round(reference_grid.world_to_ijk(grid.origin_ras)[2])), grid.dimensions[2]
+    assert resample.slab(reference_grid, first, count).is_close(grid, atol=1e-4)
+    segment_numbers = np.vectorize(lambda n: {2: 1, 9: 2}.get(int(n), 0))(output)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(nodes[1]), segment_numbers[first:first + count])
+    assert np.count_nonzero(np.delete(segment_numbers, range(first, first + count), axis=0)) == 0
+    names = json.loads(nodes[1].GetAttribute(mrml.LABEL_TABLE_ATTRIBUTE))["labels"]
+    assert [entry["name"] for entry in names] == ["kidney", "cyst"]
+
+
 def test_panel_refuses_the_reference_or_the_input_as_output(loaded):
     ui, p = loaded.ui, loaded.parameters
     assert ui.exportButton.enabled
@@ -752,7 +794,8 @@ def test_a_mosaic_without_nibabel_installs_it_from_the_module_requirements_then_
     manager = _PackageManager(lambda: available.update(nibabel=True))
     monkeypatch.setattr(slicer, "pydeps", manager, raising=False)
     nodes = AlignSeries.AlignSeriesLogic().loadDicomSeries(str(tmp_path))
-    assert manager.ensured == [(["nibabel>=5.4", *dicom_pixels.DECODER_REQUIREMENTS], "AlignSeries")]
+    assert manager.ensured == [(["nibabel>=5.4", *dicom_pixels.DECODER_REQUIREMENTS, dicom_seg.HIGHDICOM_REQUIREMENT],
+                                "AlignSeries")]
     assert [node.GetImageData().GetDimensions() for node in nodes] == [(128, 128, 48)]
 
 
@@ -772,7 +815,8 @@ def test_a_compressed_mosaic_without_decoders_installs_them_from_the_module_requ
 
     nodes = AlignSeries.AlignSeriesLogic().loadDicomSeries(str(tmp_path))
 
-    assert manager.ensured == [(["nibabel>=5.4", *dicom_pixels.DECODER_REQUIREMENTS], "AlignSeries")]
+    assert manager.ensured == [(["nibabel>=5.4", *dicom_pixels.DECODER_REQUIREMENTS, dicom_seg.HIGHDICOM_REQUIREMENT],
+                                "AlignSeries")]
     assert [node.GetImageData().GetDimensions() for node in nodes] == [(128, 128, 48)]
 
 

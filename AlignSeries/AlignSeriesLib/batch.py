@@ -15,6 +15,8 @@ transform      optional moving-to-fixed transform file (likewise relative to the
 labelmap       optional ``yes``/``no``: resample the input label-safe
 png            optional folder, relative to ``--output-dir``, for one PNG per reference DICOM slice
 interpolation  optional ``nearest``, ``linear`` (default) or ``cubic``
+seg            optional DICOM SEG file, relative to ``--output-dir``, of the label map on a DICOM reference
+labels         optional label table naming the SEG's segments (relative to the manifest's folder)
 ============== ========================================================================================
 
 Robustness. A failing case is reported and never stops the others. Every output is written
@@ -54,7 +56,7 @@ logger = logging.getLogger(__name__)
 #: Folder inside the output folder that holds one completion record per case.
 RECORD_FOLDER = ".alignseries-batch"
 REQUIRED_COLUMNS = ("input", "reference", "output")
-OPTIONAL_COLUMNS = ("transform", "labelmap", "png", "interpolation")
+OPTIONAL_COLUMNS = ("transform", "labelmap", "png", "interpolation", "seg", "labels")
 _YES = ("yes", "y", "true", "1")
 _NO = ("no", "n", "false", "0", "")
 #: Seconds to wait for an existing cluster's scheduler to answer (``--scheduler``).
@@ -91,6 +93,8 @@ class Case:
     labelmap: str = ""
     png: str | None = None
     interpolation: str = ""
+    seg: str | None = None
+    labels: str | None = None
 
     @property
     def key(self) -> str:
@@ -152,14 +156,14 @@ def _case(folder: Path, line: int, cells: dict) -> Case:
 
     return Case(line, resolved("input") or "", resolved("reference") or "", cells.get("output") or "",
                 resolved("transform"), cells.get("labelmap") or "", cells.get("png") or None,
-                cells.get("interpolation") or "")
+                cells.get("interpolation") or "", cells.get("seg") or None, resolved("labels"))
 
 
 def _check_outputs(path: Path, cases: list[Case]) -> None:
     """Every output and PNG folder is a new place inside the output folder, given to one case only."""
     owners: dict[str, int] = {}
     for case in cases:
-        for column, text in (("output", case.output), ("png", case.png)):
+        for column, text in (("output", case.output), ("png", case.png), ("seg", case.seg)):
             if text is None:
                 continue
             relative = PurePosixPath(text.replace("\\", "/"))
@@ -288,7 +292,8 @@ def _case_options(case: Case) -> dict:
 def _output_targets(case: Case, output_dir: Path) -> dict:
     """Absolute output and PNG folder of a case (a DICOM output keeps its trailing ``/``)."""
     output = str(output_dir / case.output) + ("/" if case.output.endswith(("/", "\\")) else "")
-    return {"output": output, "png": str(output_dir / case.png) if case.png else None}
+    return {"output": output, "png": str(output_dir / case.png) if case.png else None,
+            "seg": str(output_dir / case.seg) if case.seg else None}
 
 
 def _resample_and_export(case: Case, targets: dict, options: dict, *, force: bool) -> dict:
@@ -302,7 +307,8 @@ def _resample_and_export(case: Case, targets: dict, options: dict, *, force: boo
     try:
         export = operations.resample_and_export(
             scene, case.input, case.reference,
-            ExportTargets.for_output(targets["output"], png_folder=targets["png"], force=force),
+            ExportTargets.for_output(targets["output"], png_folder=targets["png"], force=force, seg_file=targets["seg"],
+                                     labels=operations.as_label_table(case.labels) if case.labels else None),
             ExportOptions(**options), transform=case.transform)
         return {"outputs": [str(path) for path in export.outputs], "extras": [str(path) for path in export.extras],
                 "warnings": [warning.to_dict() for warning in export.warnings]}
@@ -311,7 +317,7 @@ def _resample_and_export(case: Case, targets: dict, options: dict, *, force: boo
 
 
 def _refuse_existing(targets: dict) -> None:
-    for path in filter(None, (targets["output"], targets["png"])):
+    for path in filter(None, (targets["output"], targets["png"], targets["seg"])):
         if Path(path).exists() and not (Path(path).is_dir() and not any(Path(path).iterdir())):
             raise OutputExistsError(f"{Path(path)} exists and was not written by this batch: not replaced "
                                     "(use --force to replace it)")
@@ -319,7 +325,7 @@ def _refuse_existing(targets: dict) -> None:
 
 def _remove_leftovers(targets: dict, *, writers_stopped: bool = False) -> None:
     """Remove the temporary files and folders that an interrupted writer of these outputs left behind."""
-    for path in filter(None, (targets["output"], targets["png"])):
+    for path in filter(None, (targets["output"], targets["png"], targets["seg"])):
         remove_stale_temporaries(path, writers_stopped=writers_stopped)
 
 

@@ -150,7 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     resample.add_argument("--compress", action="store_true",
                           help="gzip a .nrrd/.mha output (smaller, about ten times slower to write); raw by "
                                "default, .nii.gz always compressed")
-    _add_output_argument(resample, "volume file (.nrrd, .nii.gz, .mha) or a folder (ending in /) for DICOM")
+    resample.add_argument("--seg", metavar="OUT.dcm",
+                          help="also (or only) write a DICOM SEG of the label map, referencing the DICOM reference's "
+                               "slices (highdicom)")
+    resample.add_argument("--labels", metavar="TABLE",
+                          help="label names for the SEG: CSV/TSV value,name[,category code,type code][,colour] or a "
+                               "Slicer colour table (.ctbl/.txt); default a SEG input's own")
+    resample.add_argument("--seg-type", choices=("binary", "labelmap"), default="binary",
+                          help="SEG encoding (default %(default)s; labelmap keeps the label values)")
+    resample.add_argument("--algorithm", metavar="NAME[,VERSION]", type=_algorithm,
+                          help="the algorithm that made the labels (SEG segments AUTOMATIC; MANUAL without it)")
+    resample.add_argument("--segments", metavar="N,N,…", type=_segment_numbers,
+                          help="segments of a DICOM SEG input to read (overlapping segments cannot share a label map)")
+    _add_output_argument(resample, "volume file (.nrrd, .nii.gz, .mha) or a folder (ending in /) for DICOM",
+                         required=False)
     resample.set_defaults(handler=run_resample)
 
     batch = commands.add_parser("batch", parents=[common], help="many resample jobs from a CSV manifest, on Dask",
@@ -194,6 +207,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _algorithm(text: str) -> tuple[str, str]:
+    name, _, version = text.partition(",")
+    if not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME[,VERSION], got {text!r}")
+    return name.strip(), version.strip()
+
+
+def _segment_numbers(text: str) -> list[int]:
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"expected segment numbers like 1,3, got {text!r}")
+    return numbers
+
+
 def _finite_float(text: str) -> float:
     try:
         value = float(text)
@@ -212,8 +242,8 @@ def _dicom_uid(text: str) -> str:
     return text
 
 
-def _add_output_argument(parser, what: str) -> None:
-    parser.add_argument("--output", required=True, metavar="FILE", help=what)
+def _add_output_argument(parser, what: str, *, required: bool = True) -> None:
+    parser.add_argument("--output", required=required, metavar="FILE", help=what)
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
 
 
@@ -227,8 +257,12 @@ def run_info(args) -> dict:
 
     options = {"regularize": args.regularize, "regularize_spacing": args.regularize_spacing,
                "progress": _progress_bar(args, "scanning")}
+    from . import dicom_seg_read
+
     scan: dict = {"skipped": [], "warnings": []}
-    if any(is_volume_file(path) for path in args.paths):
+    if len(args.paths) == 1 and dicom_seg_read.is_seg_file(args.paths[0]):
+        volumes = [dicom_seg_read.describe_seg(args.paths[0])]
+    elif any(is_volume_file(path) for path in args.paths):
         from . import operations
 
         _capture_vtk_messages()
@@ -287,14 +321,19 @@ def run_resample(args) -> dict:
     from .exports import ExportTargets
 
     _capture_vtk_messages()
+    if not args.output and not args.seg:
+        raise UsageError("resample: give --output FILE|DIR and/or --seg FILE")
     targets = ExportTargets.for_output(args.output, png_folder=args.png, preview=args.preview, force=args.force,
                                        png_window=args.png_window, series_uid=args.series_uid,
-                                       preview_at_ras=args.preview_at, compress=args.compress)
+                                       preview_at_ras=args.preview_at, compress=args.compress, seg_file=args.seg,
+                                       labels=operations.as_label_table(args.labels) if args.labels else None,
+                                       seg_type=args.seg_type, seg_algorithm=args.algorithm)
     options = ExportOptions(args.interpolation, args.labelmap or None, args.background, args.slab,
                             args.crop_to_overlap)
     result = operations.resample_and_export(
         mrml.new_scene(), args.input, args.reference, targets, options, transform=args.transform,
-        input_index=args.input_volume, reference_index=args.reference_volume, progress=_progress_bar(args, "resample"))
+        input_index=args.input_volume, reference_index=args.reference_volume, progress=_progress_bar(args, "resample"),
+        segments=args.segments)
     outputs, extras = [str(path) for path in result.outputs], [str(path) for path in result.extras]
     return {"output": outputs, "extras": extras, "geometry": mrml.volume_geometry(result.volume_node).to_dict(),
             "warnings": [warning.to_dict() for warning in result.warnings],

@@ -108,6 +108,9 @@ def volume_text(number: int, info: dict) -> str:
         lines.append(f"    mosaic: {mosaic['tiles']} tiles of {mosaic['tile_columns']}x{mosaic['tile_rows']} "
                      f"(from {mosaic['mosaic_columns']}x{mosaic['mosaic_rows']} images)")
     lines += [f"    {line}" for line in info.get("origin_lines", [])]
+    if info.get("segments"):  # a DICOM SEG
+        lines.append(f"    {info['seg_frames']} frames referencing series {', '.join(info['referenced_series_uids'])}")
+        lines += [f"    segment {s['number']}: {s['name']} ({s['type']['meaning']})" for s in info["segments"]]
     lines += [f"    warning [{w['code']}]: {w['message']}" for w in info["warnings"]]
     return "\n".join(lines)
 

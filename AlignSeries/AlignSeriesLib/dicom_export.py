@@ -62,7 +62,7 @@ import io
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -351,8 +351,13 @@ def write_png_files(
     labelmap: bool = False,
     window: tuple[float, float] | None = None,
     first_k: int = 0,
+    label_names: Callable[[int], str] | None = None,
 ) -> list[Path]:
-    """Write the pictures and index of :func:`export_png_slices` into an existing folder (no atomic rename)."""
+    """Write the pictures and index of :func:`export_png_slices` into an existing folder (no atomic rename).
+
+    ``label_names(value)`` names a label map's labels: ``index.csv`` then lists each slice's labels
+    (``value=name;…``) in a ``labels`` column.
+    """
     array = _checked_array(array_kji, reference_slices)
     label_dtype = label_png_dtype(array) if labelmap else None
     shown_window = window or window_of(array)
@@ -366,8 +371,8 @@ def write_png_files(
         path.write_bytes(png_bytes(picture))
         paths.append(path)
     index = folder / PNG_INDEX_NAME
-    index.write_text(_png_index(reference_slices, paths, first_k, None if labelmap else shown_window),
-                     encoding="utf-8")
+    index.write_text(_png_index(reference_slices, paths, first_k, None if labelmap else shown_window,
+                                array if labelmap and label_names else None, label_names), encoding="utf-8")
     logger.info("wrote %d PNG slices to %s (%s)", len(paths), folder,
                 f"label values as {label_dtype}" if labelmap else f"window {shown_window[0]:g} to {shown_window[1]:g}")
     return [*paths, index]
@@ -391,16 +396,21 @@ def label_png_dtype(labels) -> np.dtype:
 
 
 def _png_index(reference_slices: Sequence[SliceHeader], paths: list[Path], first_k: int,
-               window: tuple[float, float] | None) -> str:
+               window: tuple[float, float] | None, labels_kji: np.ndarray | None = None,
+               label_names: Callable[[int], str] | None = None) -> str:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(PNG_INDEX_COLUMNS)
+    writer.writerow(PNG_INDEX_COLUMNS + (("labels",) if labels_kji is not None else ()))
     center, width = ("", "") if window is None else (f"{(window[0] + window[1]) / 2:.6g}",
                                                      f"{window[1] - window[0]:.6g}")
     for k, (reference, path) in enumerate(zip(reference_slices, paths, strict=True)):
         position = "\\".join(f"{value:.6g}" for value in reference.position_lps)
-        writer.writerow([path.name, reference.sop_instance_uid, reference.instance_number or "", first_k + k, position,
-                         center, width])
+        row = [path.name, reference.sop_instance_uid, reference.instance_number or "", first_k + k, position,
+               center, width]
+        if labels_kji is not None and label_names is not None:
+            present = [int(value) for value in np.unique(labels_kji[k]) if value]
+            row.append(";".join(f"{value}={label_names(value)}" for value in present))
+        writer.writerow(row)
     return text.getvalue()
 
 

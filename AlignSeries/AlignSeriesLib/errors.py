@@ -27,7 +27,8 @@ class AlignSeriesWarning:
     ``single_slice``, ``skipped_file``, ``regularized``, ``duplicate_sop_instance_uid``, ``no_overlap``,
     ``dtype_widened``, ``labels_nearest``, ``reflection``, ``leave_one_out``, ``ambiguous_match``,
     ``registration_matrix_type``, ``vtk``, ``frame_of_reference_mismatch``, ``labels_disagree_with_order``,
-    ``pre_alignment``, ``substituted_uid``, ``unknown_frame_of_reference``.
+    ``pre_alignment``, ``substituted_uid``, ``unknown_frame_of_reference``, ``seg_generic_labels``,
+    ``seg_segments_renumbered``, ``seg_fractional_thresholded``.
     """
 
     code: str

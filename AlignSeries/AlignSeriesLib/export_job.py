@@ -137,7 +137,10 @@ class ExportResult:
             For slice outputs of a cropped grid, and everything :func:`write_outputs` raises.
         """
         _check_grid_choice(targets, self.cropped)
-        return write_outputs(self.volume_node, self.reference, targets, self.source, slab=self.slab)
+        before = len(mrml.node_warnings(self.volume_node))
+        written = write_outputs(self.volume_node, self.reference, targets, self.source, slab=self.slab)
+        self.warnings += mrml.node_warnings(self.volume_node)[before:]  # the writers' own (e.g. a SEG's labels)
+        return written
 
 
 def resample_and_write(scene, input_node, reference: Reference, targets: ExportTargets | None = None,
@@ -193,6 +196,8 @@ def resample_and_write(scene, input_node, reference: Reference, targets: ExportT
         progress=part_of(progress, 0.0, RESAMPLE_SHARE))
     node = mrml.add_volume_node(scene, resampled.array, grid, f"{input_node.GetName()}_resampled",
                                 labelmap=labelmap, copy=False)  # a new array: the node takes it
+    if labelmap and input_node.GetAttribute(mrml.LABEL_TABLE_ATTRIBUTE):  # label names travel with the labels
+        node.SetAttribute(mrml.LABEL_TABLE_ATTRIBUTE, input_node.GetAttribute(mrml.LABEL_TABLE_ATTRIBUTE))
     mrml_files.mark_derived(node, input_node, transform_node)  # its outputs never replace these files
     mismatch = None if transform_node is not None else frame_of_reference_mismatch(input_node, reference)
     node_warnings = [*resampled.warnings, *([mismatch] if mismatch else [])]

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import dicom_export, files, mrml, mrml_files, preview, resample
+from . import dicom_export, dicom_seg, files, mrml, mrml_files, preview, resample
 from .dicom_series import DicomVolume
 from .errors import AlignSeriesError, OutputExistsError
 from .geometry import VolumeGeometry, lps_to_ras_matrix
+from .label_table import LabelTable, label_table_from_json
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,15 @@ class ExportTargets:
     compress : bool
         Gzip a ``.nrrd``/``.mha`` volume file (off by default, to keep the job fast: raw files write ten
         times faster); a ``.nii.gz`` file is compressed by its name (:func:`mrml_files.save_node`).
+    seg_file : path, optional
+        A DICOM Segmentation of a label map, referencing the DICOM reference's slices (:mod:`.dicom_seg`).
+    labels : LabelTable, optional
+        Names, codes and colours of a label map's labels: the SEG's segments, a ``labels`` column in the PNGs'
+        ``index.csv``, and a ``<name>.labels.json`` sidecar of a volume file. By default the table the label
+        map node carries (:func:`label_table_of`: from a DICOM SEG or a segmentation).
+    seg_type : {"binary", "labelmap"}
+    seg_algorithm : (name, version), optional
+        The algorithm that made the labels (segments AUTOMATIC; MANUAL without it).
     """
 
     volume_file: Path | str | None = None
@@ -118,6 +128,10 @@ class ExportTargets:
     series_uid: str | None = None
     preview_at_ras: tuple[float, float, float] | None = None
     compress: bool = False
+    seg_file: Path | str | None = None
+    labels: LabelTable | None = None
+    seg_type: str = "binary"
+    seg_algorithm: tuple[str, str] | None = None
 
     @classmethod
     def for_output(cls, output=None, **fields) -> ExportTargets:
@@ -130,7 +144,7 @@ class ExportTargets:
     @property
     def slices(self) -> bool:
         """True when a target is aligned slice for slice with the reference's DICOM slices."""
-        return bool(self.dicom_folder or self.png_folder)
+        return bool(self.dicom_folder or self.png_folder or self.seg_file)
 
 
 @dataclass(frozen=True)
@@ -247,7 +261,10 @@ def _check_targets(reference: Reference, targets: ExportTargets, slab: tuple[int
     if targets.volume_file and slab and reference.series is not None and reference.series.regularized:
         raise AlignSeriesError(f"--slab of the irregular reference '{reference.name}' counts its acquired slices, "
                                "which a volume file cannot hold: write DICOM or PNG slices, or drop --slab")
-    for path in (targets.volume_file, targets.preview):
+    if targets.seg_file:
+        _reference_slices(reference, slab, targets.seg_file)
+    sidecar = labels_sidecar_path(targets.volume_file) if targets.volume_file else None
+    for path in (targets.volume_file, targets.preview, targets.seg_file, sidecar):
         if path and Path(path).exists() and not targets.force:
             raise OutputExistsError(f"output exists, not overwritten (use --force): {path}")
     return merge
@@ -279,13 +296,20 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets, sl
     """Write every target into ``staging``; returns the staged paths."""
     written = []
     labelmap = volume_node.IsA("vtkMRMLLabelMapVolumeNode")
+    table = _labels(volume_node, targets)
     if targets.volume_file:
         written.append(mrml_files.save_node(volume_node, staging.file(targets.volume_file), force=True,
                                             compress=targets.compress))
+        if table is not None:  # the label names travel beside the voxels
+            sidecar = staging.file(labels_sidecar_path(targets.volume_file))
+            sidecar.write_text(table.to_json(), encoding="utf-8")
+            written.append(sidecar)
     first_k = (slab or (0, 0))[0]
-    if targets.dicom_folder or targets.png_folder:
-        slices = _reference_slices(reference, slab, targets.dicom_folder or targets.png_folder)
+    if targets.slices:
+        slices = _reference_slices(reference, slab, targets.dicom_folder or targets.png_folder or targets.seg_file)
         array = _slice_array(volume_node, reference, slab, export.source)
+    if targets.seg_file:
+        written.append(_write_seg(array, slices, volume_node, targets, staging.file(targets.seg_file)))
     if targets.dicom_folder:
         folder = staging.folder(targets.dicom_folder, merge=export.merge_dicom)
         description, timestamp = _existing_series(targets, export)
@@ -297,13 +321,43 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets, sl
     if targets.png_folder:
         window = None if targets.png_window is None else _window_of_center_width(*targets.png_window)
         written += dicom_export.write_png_files(array, slices, staging.folder(targets.png_folder), labelmap=labelmap,
-                                                window=window, first_k=first_k)
+                                                window=window, first_k=first_k,
+                                                label_names=None if table is None else table.name_of)
     if targets.preview:
-        written.append(_write_preview(volume_node, reference, targets, staging.file(targets.preview)))
+        written.append(_write_preview(volume_node, reference, targets, staging.file(targets.preview), table))
     return written
 
 
-def _write_preview(volume_node, reference: Reference, targets: ExportTargets, path: Path) -> Path:
+def label_table_of(node) -> LabelTable | None:
+    """The label table a label map node carries (from a DICOM SEG or a segmentation), or None."""
+    text = node.GetAttribute(mrml.LABEL_TABLE_ATTRIBUTE) if node is not None else None
+    return label_table_from_json(text, node.GetName()) if text else None
+
+
+def _labels(volume_node, targets: ExportTargets) -> LabelTable | None:
+    if not volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        return None
+    return targets.labels if targets.labels is not None else label_table_of(volume_node)
+
+
+def labels_sidecar_path(volume_file) -> Path:
+    """``<folder>/<stem>.labels.json`` beside a volume file (``mask.nii.gz`` → ``mask.labels.json``)."""
+    return Path(volume_file).with_name(f"{files.file_stem(volume_file)}.labels.json")
+
+
+def _write_seg(array: np.ndarray, slices: Sequence, volume_node, targets: ExportTargets, path: Path) -> Path:
+    if not volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise AlignSeriesError(f"{targets.seg_file}: a DICOM SEG holds a label map; resample the input as one "
+                               "(--labelmap, a label map node or a segmentation)")
+    written = dicom_seg.write_seg(array, slices, path, labels=_labels(volume_node, targets), seg_type=targets.seg_type,
+                                  algorithm=targets.seg_algorithm,
+                                  series_description=f"{volume_node.GetName()} (AlignSeries SEG)")
+    mrml.set_node_warnings(volume_node, [*mrml.node_warnings(volume_node), *written.warnings])
+    return path
+
+
+def _write_preview(volume_node, reference: Reference, targets: ExportTargets, path: Path,
+                   table: LabelTable | None = None) -> Path:
     """The fused picture of the volume and the reference voxels of its grid (a part of the reference's grid)."""
     grid = mrml.volume_geometry(volume_node)
     i, j, k = (int(index) for index in np.rint(reference.geometry.world_to_ijk(grid.origin_ras)))
@@ -312,7 +366,7 @@ def _write_preview(volume_node, reference: Reference, targets: ExportTargets, pa
     return preview.write_fusion_png(
         reference_voxels, mrml.volume_array(volume_node), grid, path, force=True,
         names=(reference.name, volume_node.GetName()), at_ras=targets.preview_at_ras,
-        labelmap=volume_node.IsA("vtkMRMLLabelMapVolumeNode"))
+        labelmap=volume_node.IsA("vtkMRMLLabelMapVolumeNode"), label_names=None if table is None else table.name_of)
 
 
 def _window_of_center_width(center: float, width: float) -> tuple[float, float]:
@@ -376,7 +430,7 @@ def _slice_array(volume_node, reference: Reference, slab: tuple[int, int] | None
 def _reference_slices(reference: Reference, slab: tuple[int, int] | None, path) -> Sequence:
     """The reference DICOM slices of a slab, in k order, or why there are none."""
     if reference.series is None:
-        raise AlignSeriesError(f"{path}: DICOM slices and PNGs are aligned with a DICOM reference series; "
+        raise AlignSeriesError(f"{path}: DICOM slices, PNGs and SEGs are aligned with a DICOM reference series; "
                                "the reference was not loaded from DICOM files")
     slices = reference.series.slices
     first, count = slab or (0, len(slices))

@@ -39,6 +39,7 @@ from .errors import (
     TransformFileError,
 )
 from .geometry import VolumeGeometry, as_matrix4
+from .label_table import Code, Label, LabelTable
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ WARNINGS_ATTRIBUTE = "AlignSeries.warnings"
 SOURCE_FILES_ATTRIBUTE = "AlignSeries.sourceFiles"
 #: JSON list of DICOM Spatial Registration files found beside the volume's files.
 REGISTRATIONS_ATTRIBUTE = "AlignSeries.registrations"
+#: JSON label table (:mod:`.label_table`) of a label map: from a DICOM SEG or a segmentation's segments.
+LABEL_TABLE_ATTRIBUTE = "AlignSeries.LabelTable"
 
 
 # -- scene --------------------------------------------------------------------------------------
@@ -376,11 +379,32 @@ def as_labelmap(scene, node) -> Iterator:
         if not converted:
             raise AlignSeriesError(f"the segmentation '{node.GetName()}' could not be converted to a label map")
         labelmap.SetAndObserveTransformNodeID(node.GetTransformNodeID())
+        labelmap.SetAttribute(LABEL_TABLE_ATTRIBUTE, _segment_label_table(segmentation, values).to_json())
         yield labelmap
     finally:
         for added in temporary:
             if added is not None and added.GetScene() is not None:
                 scene.RemoveNode(added)
+
+
+def _segment_label_table(segmentation, values: list[int]) -> LabelTable:
+    """The segments' names, colours and terminology codes (Slicer's ``TerminologyEntry`` tag), by label value."""
+    labels = []
+    for index, value in enumerate(values):
+        segment = segmentation.GetNthSegment(index)
+        color = tuple(int(round(255 * channel)) for channel in segment.GetColor())
+        entry = vtk.reference("")
+        category = kind = None
+        if segment.GetTag("TerminologyEntry", entry):  # "context~SCT^value^meaning~SCT^value^meaning~…"
+            parts = str(entry).split("~")
+            category, kind = (_terminology_code(part) for part in (parts + ["", ""])[1:3])
+        labels.append(Label(value, segment.GetName(), category, kind, color))  # type: ignore[arg-type]
+    return LabelTable(labels, "segmentation")
+
+
+def _terminology_code(text: str) -> Code | None:
+    scheme, value, meaning = (text.split("^") + ["", "", ""])[:3]
+    return Code(value, scheme, meaning) if scheme and value and meaning else None
 
 
 def _node_ids(scene) -> set:

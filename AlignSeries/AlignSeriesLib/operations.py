@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import alignment, dicom_reg, dicom_series, files, landmarks, mrml, mrml_files
+from . import alignment, dicom_reg, dicom_seg_read, dicom_series, files, landmarks, mrml, mrml_files
 from .describe import describe_dicom, summary_line, volume_file_info
 from .dicom_series import DicomVolume
 from .errors import (
@@ -37,6 +37,7 @@ from .export_job import ExportOptions, ExportResult, part_of, resample_and_write
 from .exports import ExportTargets, Reference
 from .files import file_stem, is_volume_file
 from .geometry import VolumeGeometry
+from .label_table import LabelTable, read_label_table
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool = True,
                  regularize_spacing: float | None = None, progress: ProgressCallback | None = None,
-                 chosen: tuple[int | None, str] | None = None) -> list:
+                 chosen: tuple[int | None, str] | None = None, include_segs: bool = False) -> list:
     """Load every volume that ``paths`` hold: one volume file, or DICOM folders and files.
 
     Parameters
@@ -65,6 +66,9 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
     chosen : (index, role), optional
         Load only volume number ``index`` (1-based; None: the only one) of those found, as
         :func:`load_one_volume` does; the others are never read.
+    include_segs : bool
+        Also load the DICOM SEG files found among the DICOM files, as label maps (:func:`load_seg`),
+        after the volumes. A single SEG file given alone is always loaded.
 
     Returns
     -------
@@ -76,15 +80,35 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
         if chosen is not None:
             _chosen_index([file_stem(paths[0])], *chosen)
         return [mrml_files.load_volume_file(scene, paths[0], labelmap=labelmap)]
+    if len(paths) == 1 and dicom_seg_read.is_seg_file(paths[0]):
+        if chosen is not None:
+            _chosen_index([file_stem(paths[0])], *chosen)
+        return [load_seg(scene, paths[0])]
     scan = dicom_series.scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing,
                                    progress=progress)
+    segs = [path for path, _ in scan.skipped if include_segs and dicom_seg_read.is_seg_file(path)]
     skipped = scan.skipped_warning()
     if skipped is not None:  # once, grouped, whatever the number of volumes
         logger.warning("%s", skipped.message)
     volumes = scan.volumes
     if chosen is not None:
         volumes = [volumes[_chosen_index([volume.name for volume in volumes], *chosen)]]
-    return [mrml.load_dicom_volume(scene, volume, registrations=scan.registrations) for volume in volumes]
+    return ([mrml.load_dicom_volume(scene, volume, registrations=scan.registrations) for volume in volumes]
+            + [load_seg(scene, path) for path in segs])
+
+
+def load_seg(scene, path, *, segments=None):
+    """Load a DICOM SEG as a label map node on the grid its frames define (:func:`.dicom_seg_read.read_seg`).
+
+    The node keeps the SEG's segment names (:func:`.exports.label_table_of`) and the reader's warnings.
+    """
+    seg = dicom_seg_read.read_seg(path, segments=segments)
+    node = mrml.add_volume_node(scene, seg.array, seg.geometry, file_stem(path), labelmap=True, copy=False)
+    node.SetAttribute(mrml.LABEL_TABLE_ATTRIBUTE, seg.label_table().to_json())
+    if seg.frame_of_reference_uid:
+        node.SetAttribute(mrml.FRAME_OF_REFERENCE_ATTRIBUTE, seg.frame_of_reference_uid)
+    mrml.set_node_warnings(node, seg.warnings)
+    return node
 
 
 def load_one_volume(scene, paths, *, index: int | None = None, role: str = "--input",
@@ -447,7 +471,7 @@ def resample_volume(scene, input_node, grid: VolumeGeometry, *, transform_node=N
 def resample_and_export(scene, input_paths, reference_paths, targets: ExportTargets,
                         options: ExportOptions | None = None, *, transform=None, input_index: int | None = None,
                         reference_index: int | None = None,
-                        progress: ProgressCallback | None = None) -> ExportResult:
+                        progress: ProgressCallback | None = None, segments=None) -> ExportResult:
     """Load an input and a reference from paths, then run the export job (:func:`export_job.resample_and_write`).
 
     The whole job of ``alignseries resample``, for the command line and the batch runner alike: the input is
@@ -469,6 +493,8 @@ def resample_and_export(scene, input_paths, reference_paths, targets: ExportTarg
         Which volume (1-based) of paths that hold several.
     progress : callable, optional
         ``progress(fraction) -> bool`` over the whole job (the input's DICOM scan, then the job); True cancels.
+    segments : sequence of int, optional
+        For a DICOM SEG input: the segments to read (they must not overlap; :func:`load_seg`).
 
     Raises
     ------
@@ -480,8 +506,11 @@ def resample_and_export(scene, input_paths, reference_paths, targets: ExportTarg
                                                                            targets.png_folder, targets.preview))
     options = options or ExportOptions()
     options.check_against(targets)
-    input_node = load_one_volume(scene, input_paths, index=input_index, role="--input",
-                                 labelmap=options.labelmap or None, progress=part_of(progress, 0.0, LOAD_SHARE))
+    if segments is not None:  # a SEG input's chosen segments (a SEG alone is loaded by load_one_volume too)
+        input_node = load_seg(scene, _as_paths(input_paths)[0], segments=segments)
+    else:
+        input_node = load_one_volume(scene, input_paths, index=input_index, role="--input",
+                                     labelmap=options.labelmap or None, progress=part_of(progress, 0.0, LOAD_SHARE))
     reference = load_reference(scene, reference_paths, index=reference_index)
     transform_node = None
     if transform:  # a FLIRT .mat is relative to the two grids: -in = the input, -ref = the reference
@@ -489,3 +518,8 @@ def resample_and_export(scene, input_paths, reference_paths, targets: ExportTarg
                                         fixed_geometry=reference.geometry)
     return resample_and_write(scene, input_node, reference, targets, options, part_of(progress, LOAD_SHARE, 1.0),
                               transform_node=transform_node)
+
+
+def as_label_table(labels) -> LabelTable:
+    """A label table given as itself or as a file (CSV/TSV or a Slicer colour table)."""
+    return labels if isinstance(labels, LabelTable) else read_label_table(labels)

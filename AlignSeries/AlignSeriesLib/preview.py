@@ -14,6 +14,7 @@ VTK's FreeType renderer (no PIL in the core).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,7 +148,7 @@ class Pane:
 
 def write_fusion_png(reference_array, resampled_array, geometry: VolumeGeometry, path, force: bool = False, *,
                      style: str = "overlay", names: tuple[str, str] = ("reference", "resampled"),
-                     at_ras=None, labelmap: bool = False) -> Path:
+                     at_ras=None, labelmap: bool = False, label_names: Callable[[int], str] | None = None) -> Path:
     """Write one PNG showing a reference and a resampled volume fused on axial, coronal and sagittal panes.
 
     Each pane cuts through ``at_ras`` (the grid's centre by default) along the patient's axes, is
@@ -176,6 +177,9 @@ def write_fusion_png(reference_array, resampled_array, geometry: VolumeGeometry,
         RAS point (mm) the three panes cut through.
     labelmap : bool
         ``resampled_array`` is a label map: outlines instead of the magenta overlay.
+    label_names : callable, optional
+        ``label_names(value) -> name`` of a label map's labels: a second legend line names the labels the
+        panes show, each in its outline colour (at most :data:`LEGEND_MAX_LABELS`).
 
     Returns
     -------
@@ -190,7 +194,7 @@ def write_fusion_png(reference_array, resampled_array, geometry: VolumeGeometry,
         If ``path`` exists and ``force`` is False.
     """
     picture, _ = fusion_picture(reference_array, resampled_array, geometry, style=style, names=names, at_ras=at_ras,
-                                labelmap=labelmap)
+                                labelmap=labelmap, label_names=label_names)
     with atomic_output(path, force=force) as temporary:
         temporary.write_bytes(png_bytes(picture))
     logger.info("wrote fused preview %s (%d x %d pixels)", path, picture.shape[1], picture.shape[0])
@@ -199,7 +203,8 @@ def write_fusion_png(reference_array, resampled_array, geometry: VolumeGeometry,
 
 def fusion_picture(reference_array, resampled_array, geometry: VolumeGeometry, *, style: str = "overlay",
                    names: tuple[str, str] = ("reference", "resampled"), at_ras=None,
-                   labelmap: bool = False) -> tuple[np.ndarray, list[Pane]]:
+                   labelmap: bool = False, label_names: Callable[[int], str] | None = None
+                   ) -> tuple[np.ndarray, list[Pane]]:
     """The picture of :func:`write_fusion_png` ``(rows, columns, 3)`` uint8, and where its panes are."""
     reference_array, resampled_array = (_checked_volume(a, geometry, name) for a, name in
                                         ((reference_array, "reference_array"), (resampled_array, "resampled_array")))
@@ -208,17 +213,36 @@ def fusion_picture(reference_array, resampled_array, geometry: VolumeGeometry, *
     at_ras = geometry.center_ras if at_ras is None else np.asarray(at_ras, dtype=float).reshape(3)
     windows = window_of(reference_array), (None if labelmap else window_of(resampled_array))
     pixel = _pane_pixel_size(geometry)
-    images, panes, left = [], [], 0
+    images, panes, left, shown = [], [], 0, set()
     for name, across, down, letters in PANES:
         plane = _pane_geometry(geometry, at_ras, np.array(across), np.array(down), pixel)
         reference_plane, resampled_plane = (_sampled(volume, geometry, plane, nearest) for volume, nearest in
                                             ((reference_array, False), (resampled_array, labelmap)))
         image = _fused_pane(reference_plane, resampled_plane, windows, style, labelmap)
+        shown |= {int(value) for value in np.unique(resampled_plane) if value} if labelmap else set()
         images.append(image)
         panes.append(Pane(name, (_MARGIN, left + _MARGIN, *image.shape[:2]), letters, tuple(at_ras.tolist())))
         left += image.shape[1] + 2 * _MARGIN
     picture = _compose(images, panes, names, labelmap)
+    if label_names is not None and shown:
+        picture = _with_label_legend(picture, sorted(shown), label_names)
     return picture, panes
+
+
+def _with_label_legend(picture: np.ndarray, values: list[int], label_names: Callable[[int], str]) -> np.ndarray:
+    """The picture with a line below it naming ``values`` in their outline colours."""
+    line = np.zeros((_FONT_SIZE + 10, picture.shape[1], 3), dtype=np.uint8)
+    column = 4
+    for value in values[:LEGEND_MAX_LABELS]:
+        color = tuple(int(c) for c in label_colored(np.array([value]))[0])
+        column = _draw_text(line, f"{value} {label_names(value)}", (4, column), color) + 12
+    if len(values) > LEGEND_MAX_LABELS:
+        _draw_text(line, f"+{len(values) - LEGEND_MAX_LABELS} more", (4, column), (200, 200, 200))
+    return np.concatenate([picture, line])
+
+
+#: Most labels the preview's legend names (the first, by value).
+LEGEND_MAX_LABELS = 12
 
 
 def _pane_pixel_size(geometry: VolumeGeometry) -> float:

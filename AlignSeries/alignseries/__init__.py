@@ -18,6 +18,7 @@ An AI mask (NIfTI) on the slices of the CT it was made from, as PNGs and as a DI
 >>> mask_on_ct = alignseries.resample(mask, ct)                         # doctest: +SKIP
 >>> alignseries.write_pngs(mask_on_ct, ct, "mask_png")                  # doctest: +SKIP
 >>> alignseries.write_dicom(mask_on_ct, ct, "mask_dicom")               # doctest: +SKIP
+>>> alignseries.write_seg(mask_on_ct, ct, "mask.seg.dcm", labels="names.csv")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .volume import Volume
 __all__ = [
     "GEOMETRY_MODES", "INTERPOLATIONS", "LANDMARK_MODES", "MATCH_METHODS", "AlignSeriesError", "AlignSeriesWarning",
     "TransformResult", "Volume", "__version__", "landmarks", "load", "load_all", "resample", "transform",
-    "write_dicom", "write_pngs",
+    "write_dicom", "write_pngs", "write_seg",
 ]
 
 PathLike = str | Path
@@ -304,6 +305,45 @@ def write_pngs(volume: Volume, reference, folder: PathLike, *, force: bool = Fal
         The PNG files written, in k order, then ``index.csv``.
     """
     return _export(volume, reference, exports.ExportTargets(png_folder=folder, force=force, png_window=window))
+
+
+def write_seg(volume: Volume, reference, path: PathLike, *, labels=None, seg_type: str = "binary",
+              algorithm: tuple[str, str] | None = None, force: bool = False) -> Path:
+    """Write a label map that lies on a DICOM reference's grid as a DICOM Segmentation (SEG) referencing it.
+
+    One frame per reference slice and segment present, each naming its reference slice and carrying its
+    plane position; the SEG joins the reference's study and frame of reference (highdicom).
+
+    Parameters
+    ----------
+    volume : Volume
+        A label map (``labelmap=True``) on ``reference``'s grid or a slab of it (as :func:`resample` made it).
+    reference : Volume
+        Loaded from DICOM.
+    path : str or Path
+    labels : str, Path or LabelTable, optional
+        Names, SNOMED CT codes and colours of the labels (CSV/TSV or a Slicer colour table); by default
+        those of a SEG the volume was read from, else "Segment N".
+    seg_type : {"binary", "labelmap"}
+    algorithm : (name, version), optional
+        The algorithm that made the labels (segments AUTOMATIC; MANUAL without it).
+    force : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    AlignSeriesError
+        If ``reference`` is not a DICOM series, ``volume`` is not a label map on its grid, or holds labels a
+        SEG cannot (negative, fractional, above 65535).
+    """
+    table = None if labels is None else operations.as_label_table(labels)  # None: the node's own
+    targets = exports.ExportTargets(seg_file=path, force=force, labels=table, seg_type=seg_type,
+                                    seg_algorithm=algorithm)
+    return _export(volume, reference, targets)[0]
 
 
 def _export(volume: Volume, reference, targets: exports.ExportTargets) -> list[Path]:
