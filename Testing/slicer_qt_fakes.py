@@ -20,7 +20,9 @@ Each fake copies the C++ behaviour the panel relies on, from the source named in
   property documentation: "Setting this property ... moves the cursor to the end of the line");
 - :class:`QAbstractButton`: ``click()`` does nothing on a disabled button (Qt ``qabstractbutton.cpp``);
 - :class:`ctkPathLineEdit`: ``currentPath`` is the line edit's text; ``setCurrentPath`` sets that text;
-  every text change emits ``currentPathChanged``; ``browse()`` opens a save-*file* dialog when the filters
+  CTK's validator (pattern ``.+``) makes an empty field not acceptable: ``currentPathChanged`` is emitted only
+  for acceptable text, ``validInputChanged`` when that changes (:class:`QRegularExpressionValidator` copies
+  qtbase's verdicts); ``browse()`` opens a save-*file* dialog when the filters
   have ``Files`` and ``Writable``, an open-file dialog with ``Files`` only, else a directory dialog
   (CTK ``Libs/Widgets/ctkPathLineEdit.cpp``: ``browse``, ``setCurrentPath``, ``updateHasValidInput``);
 - :class:`qMRMLNodeComboBox`: lists scene nodes that ``IsA`` one of ``nodeTypes``, only the exact class when
@@ -493,7 +495,11 @@ class QComboBox(QWidget):
 
 
 class QLineEdit(QWidget):
-    """``setText`` puts the cursor at the end; typing inserts at the cursor (Qt ``QLineEdit``)."""
+    """``setText`` puts the cursor at the end; typing inserts at the cursor (Qt ``QLineEdit``).
+
+    With a validator, ``hasAcceptableInput`` is its verdict on the text (Qt ``qlineedit.cpp``
+    ``QLineEdit::hasAcceptableInput``); ``setText`` is never validated (Qt's documentation of ``text``).
+    """
 
     textChanged = signal()
     textEdited = signal()
@@ -502,6 +508,13 @@ class QLineEdit(QWidget):
         super().__init__(parent)
         self._text = ""
         self.cursorPosition = 0
+        self._validator = None
+
+    def setValidator(self, validator):
+        self._validator = validator
+
+    def hasAcceptableInput(self):
+        return self._validator is None or self._validator.validate(self._text) == QValidator.Acceptable
 
     @property
     def text(self):
@@ -524,10 +537,42 @@ class QLineEdit(QWidget):
     def insert(self, typed):
         """What typing ``typed`` does: inserted at the cursor, which moves after it."""
         position = self.cursorPosition
-        self._text = self._text[:position] + typed + self._text[position:]
-        self.cursorPosition = position + len(typed)
+        self._edit(self._text[:position] + typed + self._text[position:], position + len(typed))
+
+    def backspace(self):
+        """What the Backspace key does: the character before the cursor goes (Qt ``QLineEdit::backspace``)."""
+        if self.cursorPosition > 0:
+            self._edit(self._text[:self.cursorPosition - 1] + self._text[self.cursorPosition:], self.cursorPosition - 1)
+
+    def _edit(self, text, cursor):
+        """A user's edit: the validator never makes it Invalid here (see :class:`QRegularExpressionValidator`)."""
+        self._text, self.cursorPosition = text, cursor
         self.textChanged.emit(self._text)
         self.textEdited.emit(self._text)
+
+
+class QValidator:
+    Invalid, Intermediate, Acceptable = 0, 1, 2
+
+
+class QRegularExpressionValidator(QValidator):
+    """Acceptable when the whole input matches; an empty input that does not is Intermediate (qtbase
+    ``src/gui/util/qvalidator.cpp``, ``QRegularExpressionValidator::validate``: ``input.isEmpty() ||
+    m.hasPartialMatch()``). The one pattern the panel meets is CTK's ``.+`` (see :class:`ctkPathLineEdit`),
+    which every non-empty single-line text matches: no input is ever Invalid, which this fake relies on.
+    """
+
+    def __init__(self, pattern):
+        self.pattern = pattern
+
+    def validate(self, text):
+        import re
+
+        if re.fullmatch(self.pattern, text):
+            return self.Acceptable
+        if text == "":
+            return self.Intermediate
+        raise NotImplementedError(f"partial matching of {self.pattern!r} is not faked: the panel never needs it")
 
 
 class QPlainTextEdit(QWidget):
@@ -709,7 +754,16 @@ class ctkCollapsibleGroupBox(QGroupBox):
 
 
 class ctkPathLineEdit(QWidget):
-    """A line edit whose text is the path (CTK ``ctkPathLineEdit.cpp``)."""
+    """A line edit whose text is the path, behind CTK's validator (CTK ``Libs/Widgets/ctkPathLineEdit.cpp``).
+
+    - ``init``/``createPathLineEditWidget``: the line edit gets a ``QRegularExpressionValidator`` whose pattern
+      ``updateFilter`` takes from ``ctk::nameFiltersToRegularExpression`` (``Libs/Core/ctkUtils.cpp``,
+      ``nameFiltersToRegExpPattern``): ``.+`` when there are no name filters (the panel sets none);
+    - ``updateHasValidInput`` (on every ``textChanged``): emits ``currentPathChanged`` only when the text is
+      acceptable, and ``validInputChanged`` when acceptability changes; so emptying the field emits
+      ``validInputChanged(false)`` and no ``currentPathChanged``;
+    - ``currentPath`` is the line edit's text, acceptable or not; ``setCurrentPath`` sets that text.
+    """
 
     Dirs, Files, Drives, NoSymLinks, Readable, Writable, Executable = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40
     currentPathChanged = signal()
@@ -718,11 +772,21 @@ class ctkPathLineEdit(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.filters = self.Files | self.Dirs | self.Drives | self.NoSymLinks | self.Readable  # CTK's default
-        self.nameFilters = []
         self.showBrowseButton = True
         self.label = ""
+        self._hasValidInput = False  # ctkPathLineEditPrivate's constructor
         self._lineEdit = QLineEdit(self)
+        self._lineEdit.setValidator(QRegularExpressionValidator(".+"))
         self._lineEdit.textChanged.connect(self._updateHasValidInput)
+
+    @property
+    def nameFilters(self):
+        return []
+
+    @nameFilters.setter
+    def nameFilters(self, filters):
+        if filters:
+            raise NotImplementedError("name filters change CTK's validator pattern; the panel sets none")
 
     def lineEdit(self):
         return self._lineEdit
@@ -739,7 +803,11 @@ class ctkPathLineEdit(QWidget):
         self._lineEdit.setText(path)
 
     def _updateHasValidInput(self, text):
-        self.currentPathChanged.emit(self.currentPath)  # no validator set: every input is acceptable
+        wasValid, self._hasValidInput = self._hasValidInput, self._lineEdit.hasAcceptableInput()
+        if self._hasValidInput:
+            self.currentPathChanged.emit(self.currentPath)
+        if self._hasValidInput != wasValid:
+            self.validInputChanged.emit(self._hasValidInput)
 
     def browse(self):
         if self.filters & self.Files:
