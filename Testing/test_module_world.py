@@ -51,7 +51,8 @@ def ijk_to_ras(volume) -> np.ndarray:
     return slicer.util.arrayFromVTKMatrix(matrix)
 
 
-def center_ras(volume, to_world=np.eye(4)) -> np.ndarray:
+def center_ras(volume, to_world=None) -> np.ndarray:
+    to_world = np.eye(4) if to_world is None else to_world
     dimensions = np.array(volume.GetImageData().GetDimensions())
     return (to_world @ ijk_to_ras(volume) @ [*((dimensions - 1) / 2), 1])[:3]
 
@@ -65,7 +66,8 @@ def put_under_chain(volume):
 
 
 def independent_resampling(moving, fixed, moving_to_fixed_world):
-    """The moving voxels at each fixed voxel through a world transform (scipy, linear), and where all 8 neighbours exist."""
+    """The moving voxels at each fixed voxel through a world transform (scipy, linear), and where all 8
+    neighbours exist."""
     fixed_ijk_to_moving_ijk = np.linalg.inv(moving_to_fixed_world @ ijk_to_ras(moving)) @ ijk_to_ras(fixed)
     shape_kji = slicer.util.arrayFromVolume(fixed).shape
     k, j, i = np.indices(shape_kji).reshape(3, -1)
@@ -259,7 +261,8 @@ def test_crop_to_overlap_with_a_dicom_folder_is_refused_before_any_work(loaded, 
     ui.cropToOverlapCheckBox.click()
     nodes = slicer.mrmlScene.GetNumberOfNodes()
     assert not ui.exportButton.enabled
-    assert '"Crop to overlap"' in ui.exportButton.toolTip and 'DICOM folder in "Also write to"' in ui.exportButton.toolTip
+    tooltip = ui.exportButton.toolTip
+    assert '"Crop to overlap"' in tooltip and 'DICOM folder in "Also write to"' in tooltip
     ui.exportButton.click()
     assert slicer.mrmlScene.GetNumberOfNodes() == nodes and not (tmp_path / "series").exists()
     ui.cropToOverlapCheckBox.click()
