@@ -311,6 +311,7 @@ def test_the_default_fixed_volume_is_one_its_selector_shows(app):
 def test_messages_name_the_panels_controls_which_do_what_they_say(loaded, tmp_path):
     ui, p = loaded.ui, loaded.parameters
     set_up_landmarks(ui, p.movingVolume, fixed_order=(1, 0, 2, 3, 4))  # the labels pair them, the order does not
+    ui.landmarkModeComboBox.currentIndex = 2  # Affine: fits the wrong pairs too (a rigid fit calls them a mirror)
     ui.computeButton.click()
     assert '"Pair points by: Labels"' in ui.warningsLabel.text and "--" not in ui.warningsLabel.text
     assert not ui.errorLabel.text.startswith("RMS error: 0.000 mm")
