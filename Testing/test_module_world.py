@@ -240,16 +240,18 @@ def test_slabs_exported_into_one_dicom_folder_make_one_series(loaded, tmp_path):
     loaded.type_into(ui.exportFilePathLineEdit, str(folder) + "/")
     ui.slabCheckBox.click()
     ui.slabCountSpinBox.value = 6
-    assert ui.seriesUidLineEdit.text == ""
     export_new(ui)
-    uid = ui.seriesUidLineEdit.text
-    assert uid and p.dicomSeriesUid == uid, "the panel shows the series UID it wrote"
     ui.slabFirstSpinBox.value = 6
     export_new(ui)  # a new output node, whose name differs: the series stays
-    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in sorted(folder.glob("*.dcm"))]
-    assert len(headers) == 12 and {str(h.SeriesInstanceUID) for h in headers} == {uid}
-    assert len({float(h.ImagePositionPatient[2]) for h in headers}) == 12
     assert slicer_qt_fakes.ctkMessageBox.shown == []
+    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in sorted(folder.glob("*.dcm"))]
+    assert len(headers) == 12 and len({str(h.SeriesInstanceUID) for h in headers}) == 1
+    assert len({float(h.ImagePositionPatient[2]) for h in headers}) == 12
+    uid = str(headers[0].SeriesInstanceUID)
+    assert ui.seriesUidLineEdit.text == uid == p.dicomSeriesUid, "the panel shows the series UID it wrote"
+    ui.seriesUidLineEdit.text = "not a UID"
+    with pytest.raises(ValueError, match="not a valid UID"):
+        export_new(ui)
 
 
 # -- finding 5: crop to overlap with a DICOM folder refused before any work --------------------------
