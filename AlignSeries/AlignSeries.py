@@ -947,6 +947,23 @@ class AlignSeriesTest(ScriptedLoadableModuleTest):
         movingCenter = np.array([4.0, 4.0, 4.0])
         np.testing.assert_allclose(self._toParent(transformNode)[:3, 3], fixedCenter - movingCenter, atol=1e-9)
 
+    def test_computeGeometryTransform_centersWhereTheViewsShowThem(self):
+        """Under a parent transform, centers are compared in world coordinates, and applying aligns them."""
+        import numpy as np
+
+        fixed = self._addVolume(np.zeros((11, 21, 31)), np.diag([1.0, 1.0, 2.0, 1.0]), "fixed")
+        moving = self._addVolume(np.zeros((5, 5, 5)), np.diag([2.0, 2.0, 2.0, 1.0]), "moving")
+        manual = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "manual")
+        manualToParent = np.array([[0, -1.0, 0, -8], [1.0, 0, 0, 6], [0, 0, 1.0, -15], [0, 0, 0, 1]])  # 90 deg about S
+        slicer.util.updateTransformMatrixFromArray(manual, manualToParent)
+        moving.SetAndObserveTransformNodeID(manual.GetID())
+        logic = AlignSeriesLogic()
+        transformNode = logic.computeGeometryTransform(fixed, moving, mode="centers")
+        logic.applyTransform(moving, transformNode)
+        movingCenterWorld = slicer.util.arrayFromTransformMatrix(manual, toWorld=True) @ [4.0, 4.0, 4.0, 1.0]
+        np.testing.assert_allclose(movingCenterWorld[:3], [15.0, 10.0, 10.0], atol=1e-9)  # the fixed center
+        self.assertEqual(moving.GetParentTransformNode(), manual)
+
     def test_computeGeometryTransform_moments(self):
         """Moments mode moves the moving volume's bright blob onto the fixed volume's blob."""
         import numpy as np
