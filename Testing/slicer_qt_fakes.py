@@ -93,10 +93,6 @@ class Signal:
             count = _accepted_argument_count(slot)
             slot(*(args if count is None else args[:count]))
 
-    @property
-    def connectionCount(self) -> int:
-        return len(self._slots)
-
 
 class signal:  # noqa: N801  (reads like Qt's Signal declaration)
     """Class-level declaration; each object gets its own :class:`Signal`."""
@@ -271,11 +267,6 @@ class QLayout(QObject):
     def addLayout(self, layout, *args):
         self._adopt(layout)
 
-    def addRow(self, *items):
-        for item in items:
-            if not isinstance(item, str):
-                self._adopt(item)
-
     def count(self):
         return len(self._items)
 
@@ -327,9 +318,6 @@ class QWidget(QObject):
     def hide(self):
         self._hidden = True
 
-    def isHidden(self):
-        return self._hidden
-
     def isVisible(self):
         widget = self
         while widget is not None:
@@ -341,19 +329,6 @@ class QWidget(QObject):
     @property
     def visible(self):
         return self.isVisible()
-
-    @visible.setter
-    def visible(self, value):
-        self._hidden = not value
-
-    def setEnabled(self, value):
-        self.enabled = bool(value)
-
-    def isEnabled(self):
-        return self.enabled
-
-    def setToolTip(self, text):
-        self.toolTip = text
 
 
 class QStatusBar(QWidget):
@@ -384,9 +359,6 @@ class QLabel(QWidget):
         self.text = text
         self.wordWrap = False
 
-    def setText(self, text):
-        self.text = text
-
 
 class QAbstractButton(QWidget):
     """``click()`` emits ``clicked`` only on an enabled button (Qt ``QAbstractButton::click``)."""
@@ -414,12 +386,6 @@ class QAbstractButton(QWidget):
 
     def _state_changed(self, value):
         pass
-
-    def setChecked(self, value):
-        self.checked = value
-
-    def isChecked(self):
-        return self._checked
 
     def click(self):
         if not self.enabled:
@@ -485,9 +451,6 @@ class QComboBox(QWidget):
             self._index = index
             self.currentIndexChanged.emit(index)
             self.currentTextChanged.emit(self.currentText)
-
-    def setCurrentIndex(self, index):
-        self.currentIndex = index
 
     @property
     def currentText(self):
@@ -583,13 +546,6 @@ class QPlainTextEdit(QWidget):
         self.plainText = ""
         self.readOnly = False
 
-    def setPlainText(self, text):
-        self.plainText = text
-        self.textChanged.emit()
-
-    def toPlainText(self):
-        return self.plainText
-
 
 class QTextEdit(QPlainTextEdit):
     pass
@@ -654,19 +610,12 @@ class _SpinBox(QWidget):
             self._value = value
             self.valueChanged.emit(value)
 
-    def setValue(self, value):
-        self.value = value
-
     def setMinimum(self, value):
         self.minimum = value
         self.value = self._value
 
     def setMaximum(self, value):
         self.maximum = value
-        self.value = self._value
-
-    def setRange(self, minimum, maximum):
-        self.minimum, self.maximum = minimum, maximum
         self.value = self._value
 
 
@@ -794,10 +743,6 @@ class ctkPathLineEdit(QWidget):
     @property
     def currentPath(self):
         return self._lineEdit.text
-
-    @currentPath.setter
-    def currentPath(self, path):
-        self.setCurrentPath(path)
 
     def setCurrentPath(self, path):
         self._lineEdit.setText(path)
@@ -929,9 +874,6 @@ class qMRMLNodeComboBox(QWidget):
         listed = (scene_nodes.GetItemAsObject(n) for n in range(scene_nodes.GetNumberOfItems()))
         return [node for node in listed if self._accepts(node)]
 
-    def nodeCount(self):
-        return len(self.nodes())
-
     # scene
     def setMRMLScene(self, scene):
         for observed, tag in self._observations:
@@ -969,14 +911,8 @@ class qMRMLNodeComboBox(QWidget):
         node = self._scene.GetNodeByID(self._currentID) if self._scene is not None and self._currentID else None
         return node if self._accepts(node) else None
 
-    def currentNodeID(self):
-        return self._currentID or ""
-
     def setCurrentNode(self, node):
         self._setCurrent(node if self._accepts(node) and node in self.nodes() else None)
-
-    def setCurrentNodeID(self, nodeID):
-        self.setCurrentNode(self._scene.GetNodeByID(nodeID) if self._scene is not None and nodeID else None)
 
     def _setCurrent(self, node):
         newID = node.GetID() if node is not None else None
@@ -1122,15 +1058,6 @@ class SlicerApplication(QApplication):
 
     def layoutManager(self):
         return None
-
-    def settings(self):
-        return self._settings
-
-    def userSettings(self):
-        return self._settings
-
-    def keyboardModifiers(self):
-        return Qt.NoModifier
 
 
 class LoadableModule:
