@@ -392,12 +392,18 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @staticmethod
     def _exportPathDescription(p) -> str:
-        if not p.exportFilePath:
-            return ""
-        where = os.path.abspath(p.exportFilePath)
-        if p.exportToDicomFolder:
-            return _("Writes a DICOM series into the folder {path} (created if absent).").format(path=where)
-        return _("Writes the file {path}.").format(path=where)
+        """Every file or folder the next export writes, as absolute paths (relative ones resolve against Slicer's
+        working directory, which the user does not see)."""
+        lines = []
+        if p.exportFilePath:
+            where = os.path.abspath(p.exportFilePath)
+            lines.append(_("Writes a DICOM series into the folder {path} (created if absent).").format(path=where)
+                         if p.exportToDicomFolder else _("Writes the file {path}.").format(path=where))
+        if p.pngFolder:
+            lines.append(_("Writes PNG slices into the folder {path}.").format(path=os.path.abspath(p.pngFolder)))
+        if p.previewPath:
+            lines.append(_("Writes the preview {path}.").format(path=os.path.abspath(p.previewPath)))
+        return "\n".join(lines)
 
     def _missingForCompute(self, p) -> str:
         if p.method == Method.landmarks:

@@ -218,6 +218,7 @@ def test_emptied_path_fields_mean_no_output(loaded, tmp_path, monkeypatch):
     monkeypatch.chdir(working)
     ui, p = loaded.ui, loaded.parameters
     loaded.type_into(ui.pngFolderPathLineEdit, "png")
+    assert ui.exportPathKindLabel.text == f"Writes PNG slices into the folder {working / 'png'}."
     for _ in "png":
         ui.pngFolderPathLineEdit.lineEdit().backspace()
     assert p.pngFolder == ""
