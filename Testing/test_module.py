@@ -638,8 +638,8 @@ def test_panel_cancel_ends_quietly_with_a_status_message(loaded, tmp_path):
 
 def test_panel_buttons_are_disabled_while_a_job_runs_and_a_double_click_exports_once(loaded, monkeypatch):
     calls, states = [], []
-    export = loaded.widget.logic.exportResampledVolume
-    monkeypatch.setattr(loaded.widget.logic, "exportResampledVolume",
+    export = loaded.widget.logic.exportResampledVolumeResult
+    monkeypatch.setattr(loaded.widget.logic, "exportResampledVolumeResult",
                         lambda *args, **kwargs: calls.append(args) or export(*args, **kwargs))
     ui = loaded.ui
 

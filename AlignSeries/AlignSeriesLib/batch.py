@@ -1,7 +1,7 @@
 """``alignseries batch``: many resample/export jobs from a CSV manifest, run on Dask.
 
 Each manifest row is one case, run by :func:`run_case` exactly as ``alignseries resample`` runs
-(:func:`AlignSeriesLib.operations.resample_and_export`). Cases run on a Dask ``distributed``
+(:func:`AlignSeriesLib.operations.resample_and_export`, the export job). Cases run on a Dask ``distributed``
 cluster: a local one by default (one single-threaded worker process per core), or an existing one
 (``--scheduler tcp://HOST:PORT``). Dask is imported here only, never by the core or the Slicer module.
 
@@ -218,7 +218,8 @@ def run_case(case: Case, output_dir: str | Path, force: bool = False) -> dict:
 
 
 def _case_options(case: Case) -> dict:
-    """The resample options of a case's text cells, or what is wrong with them."""
+    """The export options of a case's text cells (:class:`~AlignSeriesLib.export_job.ExportOptions`' fields), or what
+    is wrong with them."""
     interpolation = case.interpolation.lower() or "linear"
     if interpolation not in INTERPOLATIONS:
         raise AlignSeriesError(f"interpolation {case.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
@@ -239,15 +240,18 @@ def _output_targets(case: Case, output_dir: Path) -> dict:
 def _resample_and_export(case: Case, targets: dict, options: dict, *, force: bool) -> dict:
     """The case's outputs, made by the same use case as ``alignseries resample``."""
     from . import mrml, operations
+    from .export_job import ExportOptions
+    from .exports import ExportTargets
 
     mrml.capture_vtk_messages()
     scene = mrml.new_scene()  # the writers create the missing folders (and remove them if the case fails)
     try:
-        export = operations.resample_and_export(scene, case.input, case.reference, targets["output"],
-                                                transform=case.transform, png_folder=targets["png"], force=force,
-                                                **options)
+        export = operations.resample_and_export(
+            scene, case.input, case.reference,
+            ExportTargets.for_output(targets["output"], png_folder=targets["png"], force=force),
+            ExportOptions(**options), transform=case.transform)
         return {"outputs": [str(path) for path in export.outputs], "extras": [str(path) for path in export.extras],
-                "warnings": [warning.to_dict() for warning in mrml.node_warnings(export.volume_node)]}
+                "warnings": [warning.to_dict() for warning in export.warnings]}
     finally:
         scene.Clear(1)  # a worker runs many cases: free this one's voxels now
 

@@ -252,18 +252,21 @@ def _transform_document(result, args) -> dict:
 def run_resample(args) -> dict:
     """``alignseries resample``: the input on the reference grid, as a file or a DICOM series."""
     from . import mrml, operations
+    from .export_job import ExportOptions
+    from .exports import ExportTargets
 
     _capture_vtk_messages()
+    targets = ExportTargets.for_output(args.output, png_folder=args.png, preview=args.preview, force=args.force,
+                                       png_window=args.png_window, series_uid=args.series_uid,
+                                       preview_at_ras=args.preview_at, compress=args.compress)
+    options = ExportOptions(args.interpolation, args.labelmap or None, args.background, args.slab,
+                            args.crop_to_overlap)
     result = operations.resample_and_export(
-        mrml.new_scene(), args.input, args.reference, args.output, transform=args.transform,
-        interpolation=args.interpolation, labelmap=args.labelmap or None, background=args.background,
-        crop_to_overlap=args.crop_to_overlap, slab=args.slab, png_folder=args.png, preview=args.preview,
-        force=args.force, input_index=args.input_volume, reference_index=args.reference_volume,
-        png_window=args.png_window, series_uid=args.series_uid, preview_at_ras=args.preview_at,
-        compress=args.compress, progress=_progress_bar(args, "resample"))
+        mrml.new_scene(), args.input, args.reference, targets, options, transform=args.transform,
+        input_index=args.input_volume, reference_index=args.reference_volume, progress=_progress_bar(args, "resample"))
     outputs, extras = [str(path) for path in result.outputs], [str(path) for path in result.extras]
     return {"output": outputs, "extras": extras, "geometry": mrml.volume_geometry(result.volume_node).to_dict(),
-            "warnings": [warning.to_dict() for warning in mrml.node_warnings(result.volume_node)],
+            "warnings": [warning.to_dict() for warning in result.warnings],
             "text": "\n".join(f"wrote {path}" for path in outputs + extras)}
 
 

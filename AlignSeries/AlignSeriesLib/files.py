@@ -214,8 +214,8 @@ class StagedOutputs:
                 moves = _files_of(temporary, destination) if kind == "merge" else [(temporary, destination)]
                 for source, target in moves:
                     backup = _set_aside(target, self.force)
+                    undo.append((target, backup))  # before the move: a failed move puts back what was set aside
                     os.replace(source, target) if source.is_file() else os.rename(source, target)
-                    undo.append((target, backup))
                     finish.append(backup)
         except BaseException:
             for target, backup in reversed(undo):

@@ -415,41 +415,6 @@ def as_labelmap(scene, node) -> Iterator:
                 scene.RemoveNode(added)
 
 
-@contextlib.contextmanager
-def restored_on_failure(scene, kept_node=None) -> Iterator[None]:
-    """Within this block, an exception leaves the scene as it was, then goes on.
-
-    Every node added in the block is removed; ``kept_node`` (a volume the block may refill) gets its
-    voxels, grid, parent transform and warnings back.
-    """
-    before = _node_ids(scene)
-    saved = None
-    if kept_node is not None:
-        image = vtk.vtkImageData()
-        if kept_node.GetImageData() is not None:
-            image.DeepCopy(kept_node.GetImageData())
-        ijk_to_ras = vtk.vtkMatrix4x4()
-        kept_node.GetIJKToRASMatrix(ijk_to_ras)
-        saved = (image if kept_node.GetImageData() is not None else None, ijk_to_ras,
-                 kept_node.GetTransformNodeID(), kept_node.GetAttribute(WARNINGS_ATTRIBUTE))
-    try:
-        yield
-    except BaseException:
-        for node_id in _node_ids(scene) - before:
-            added = scene.GetNodeByID(node_id)
-            if added is not None and added.GetScene() is not None:
-                scene.RemoveNode(added)
-        if saved is not None:
-            kept_node.SetIJKToRASMatrix(saved[1])
-            kept_node.SetAndObserveImageData(saved[0])
-            kept_node.SetAndObserveTransformNodeID(saved[2])
-            if saved[3] is None:
-                kept_node.RemoveAttribute(WARNINGS_ATTRIBUTE)
-            else:
-                kept_node.SetAttribute(WARNINGS_ATTRIBUTE, saved[3])
-        raise
-
-
 def _node_ids(scene) -> set:
     nodes = scene.GetNodes()
     return {nodes.GetItemAsObject(n).GetID() for n in range(nodes.GetNumberOfItems())}
