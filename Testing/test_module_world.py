@@ -333,3 +333,26 @@ def test_messages_name_the_panels_controls_which_do_what_they_say(loaded, tmp_pa
     ui.replaceExistingCheckBox.click()
     ui.exportButton.click()
     assert existing.read_bytes().startswith(b"NRRD")
+
+
+# -- computing again after Apply: the transform is not counted in its own computation -----------------
+
+
+@pytest.mark.parametrize("method", ["centers", "landmarks"])
+def test_computing_again_after_apply_gives_the_same_transform(loaded, method):
+    p, ui = loaded.parameters, loaded.ui
+    t0, _ = put_under_chain(p.movingVolume)
+    if method == "landmarks":  # the moving points hang from T0 too, so Apply moves them with the volume
+        set_up_landmarks(ui, p.movingVolume)
+        p.movingPoints.SetAndObserveTransformNodeID(t0.GetID())
+        for n, point in enumerate(MOVING_LOCAL_POINTS):
+            p.movingPoints.SetNthControlPointPosition(n, vtk.vtkVector3d(*point))
+    else:
+        ui.geometryModeComboBox.currentIndex = 1
+    ui.computeButton.click()
+    first = to_parent(p.outputTransform)
+    ui.applyTransformButton.click()
+    ui.computeButton.click()
+    np.testing.assert_allclose(to_parent(p.outputTransform), first, atol=1e-9)
+    if method == "landmarks":
+        np.testing.assert_allclose(first, DISPLAYED_TO_FIXED, atol=1e-9)
