@@ -264,6 +264,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelRequested = False
         self._busy = False
         self._summaryCache = {}
+        self._derivedSeriesUid = ""  # the series UID the panel filled in itself (not typed by the user)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -586,9 +587,11 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         transform only while the input is not under it yet: exactly once, before and after Apply.
         """
         p = self._parameterNode
-        toDicomFolder = bool(p.exportFilePath) and p.exportToDicomFolder
-        seriesUid = (p.dicomSeriesUid or self.logic.dicomSeriesUid(p.exportInputVolume, p.exportReferenceVolume)
-                     if toDicomFolder else None)
+        seriesUid = None
+        if p.exportFilePath and p.exportToDicomFolder:  # a UID the panel filled in follows the input and reference
+            derived = self.logic.dicomSeriesUid(p.exportInputVolume, p.exportReferenceVolume)
+            typed = p.dicomSeriesUid and p.dicomSeriesUid != self._derivedSeriesUid
+            seriesUid = p.dicomSeriesUid if typed else derived
         result = self.logic.exportResampledVolumeResult(
             p.exportInputVolume, p.exportReferenceVolume, transform=p.outputTransform,
             interpolation=p.interpolation.value, outputVolume=p.exportOutputVolume, progressCallback=progressCallback,
@@ -596,6 +599,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             outputPath=p.exportFilePath, dicomFolder=p.exportToDicomFolder, pngFolder=p.pngFolder,
             previewPath=p.previewPath, compress=p.compressOutput, force=p.replaceExisting, seriesUid=seriesUid)
         if seriesUid:
+            self._derivedSeriesUid = derived if seriesUid == derived else self._derivedSeriesUid
             p.dicomSeriesUid = seriesUid  # shown, and kept for the next slab into this folder
         return result.volume_node, result.written
 

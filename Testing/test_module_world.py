@@ -250,6 +250,16 @@ def test_slabs_exported_into_one_dicom_folder_make_one_series(loaded, tmp_path):
     assert len({float(h.ImagePositionPatient[2]) for h in headers}) == 12
     uid = str(headers[0].SeriesInstanceUID)
     assert ui.seriesUidLineEdit.text == uid == p.dicomSeriesUid, "the panel shows the series UID it wrote"
+    ui.exportInputSelector.setCurrentNode(p.fixedVolume)  # another input: another series
+    ui.exportFilePathLineEdit.setCurrentPath(str(tmp_path / "other") + "/")
+    export_new(ui)
+    other = pydicom.dcmread(next((tmp_path / "other").glob("*.dcm")), stop_before_pixels=True)
+    assert str(other.SeriesInstanceUID) == ui.seriesUidLineEdit.text != uid
+    ui.seriesUidLineEdit.text = uid  # typed by the user: kept
+    ui.exportFilePathLineEdit.setCurrentPath(str(tmp_path / "typed") + "/")
+    export_new(ui)
+    typed = pydicom.dcmread(next((tmp_path / "typed").glob("*.dcm")), stop_before_pixels=True)
+    assert str(typed.SeriesInstanceUID) == uid
     ui.seriesUidLineEdit.text = "not a UID"
     with pytest.raises(ValueError, match="not a valid UID"):
         export_new(ui)
