@@ -703,15 +703,18 @@ class ctkCollapsibleGroupBox(QGroupBox):
 
 
 class ctkPathLineEdit(QWidget):
-    """A line edit whose text is the path, behind CTK's validator (CTK ``Libs/Widgets/ctkPathLineEdit.cpp``).
+    """A line edit whose text is the path, behind CTK's validator (CTK ``Libs/Widgets/ctkPathLineEdit.cpp``;
+    line numbers at commontk/CTK 868d56c).
 
-    - ``init``/``createPathLineEditWidget``: the line edit gets a ``QRegularExpressionValidator`` whose pattern
-      ``updateFilter`` takes from ``ctk::nameFiltersToRegularExpression`` (``Libs/Core/ctkUtils.cpp``,
-      ``nameFiltersToRegExpPattern``): ``.+`` when there are no name filters (the panel sets none);
-    - ``updateHasValidInput`` (on every ``textChanged``): emits ``currentPathChanged`` only when the text is
+    - ``init`` (l. 224-235) and ``createPathLineEditWidget`` (l. 280, 296-298): the line edit gets a
+      ``QRegularExpressionValidator`` whose pattern ``updateFilter`` (l. 388-394) takes from
+      ``ctk::nameFiltersToRegularExpression`` (``Libs/Core/ctkUtils.cpp``, ``nameFiltersToRegExpPattern``,
+      l. 153-184): ``.+`` when there are no name filters (the panel sets none);
+    - ``updateHasValidInput`` (l. 730-757, on every ``textChanged``): emits ``currentPathChanged`` only when the text is
       acceptable, and ``validInputChanged`` when acceptability changes; so emptying the field emits
       ``validInputChanged(false)`` and no ``currentPathChanged``;
-    - ``currentPath`` is the line edit's text, acceptable or not; ``setCurrentPath`` sets that text.
+    - ``currentPath`` (l. 702-706) is the line edit's text, acceptable or not; ``setCurrentPath`` (l. 709-720)
+      sets that text.
     """
 
     Dirs, Files, Drives, NoSymLinks, Readable, Writable, Executable = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40
