@@ -601,7 +601,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if seriesUid:
             self._derivedSeriesUid = derived if seriesUid == derived else self._derivedSeriesUid
             p.dicomSeriesUid = seriesUid  # shown, and kept for the next slab into this folder
-        return result.volume_node, result.written
+        return result.volumeNode, result.written
 
 
 #
@@ -718,7 +718,7 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :return: the output volume node.
         """
         return self.exportResampledVolumeResult(inputVolume, referenceVolume, transform, interpolation, outputVolume,
-                                                progressCallback, cropToOverlap, slab).volume_node
+                                                progressCallback, cropToOverlap, slab).volumeNode
 
     def exportResampledVolumeResult(self, inputVolume, referenceVolume, transform=None, interpolation: str = "linear",
                                     outputVolume=None, progressCallback=None, cropToOverlap: bool = False, slab=None,
@@ -738,7 +738,7 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :param force: replace existing outputs.
         :param seriesUid: SeriesInstanceUID of a DICOM output; by default derived from the reference series and
           the input, the same for every slab.
-        :return: the result: ``volume_node``, ``written`` (files), ``warnings`` (the inputs' and the resampling's).
+        :return: the result: ``volumeNode``, ``written`` (files), ``warnings`` (the inputs' and the resampling's).
         """
         from AlignSeriesLib import export_job, mrml, operations
 

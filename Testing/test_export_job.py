@@ -300,3 +300,20 @@ def test_the_api_reads_a_reference_path_header_only_and_writes_through_the_job_t
     other = alignseries.Volume.from_array(np.ones(grid.shape, np.uint8), grid.transformed(SHIFT).ijk_to_ras)
     with pytest.raises(alignseries.AlignSeriesError, match="was resampled onto .* not onto"):
         alignseries.write_dicom(on_reference, other, tmp_path / "dicom")
+
+
+def test_the_job_result_carries_the_inputs_warnings_so_nothing_is_silently_partial(capsys, tmp_path):
+    from conftest import run_json
+
+    positions = stack_positions((-10.0, -12.0, 30.0), ORIENTATIONS["axial"], np.arange(6) * 2.5)
+    write_phantom_series(tmp_path / "reference", positions)
+    first_slice = sorted((tmp_path / "reference").iterdir())[0]
+    (tmp_path / "reference" / "cut.dcm").write_bytes(first_slice.read_bytes()[:300])  # a slice cut short: skipped
+    moving = positions[[0, 1, 2, 4, 5]]  # the input misses a slice
+    write_phantom_series(tmp_path / "input", moving, frame_of_reference_uid="1.2.826.0.1.3680043.8.498.77")
+    document = run_json(capsys, "resample", "--input", tmp_path / "input", "--reference", tmp_path / "reference",
+                        "--output", tmp_path / "out.nrrd")
+    codes = [warning["code"] for warning in document["warnings"]]
+    assert {"skipped_file", "missing_slices", "frame_of_reference_mismatch"} <= set(codes), codes
+    skipped = next(warning for warning in document["warnings"] if warning["code"] == "skipped_file")
+    assert "cut.dcm" in skipped["message"]

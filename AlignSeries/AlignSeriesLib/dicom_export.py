@@ -81,6 +81,7 @@ from pydicom.valuerep import DSfloat
 
 from . import __version__
 from .dicom_headers import SliceHeader
+from .dicom_identity import used_uids
 from .errors import AlignSeriesError, DicomError, OutputExistsError
 from .files import safe_name, staged_outputs
 from .preview import png_bytes, window_of, windowed
@@ -198,8 +199,8 @@ def write_dicom_series(
     Raises
     ------
     DicomError
-        If a reference file is unreadable or lacks plane geometry, does not match the array's
-        shape, or the labels cannot be stored.
+        If the reference file read for the identity is unreadable or has no FrameOfReferenceUID, the slices do
+        not match the array's shape, or the labels cannot be stored.
     OutputExistsError, AlignSeriesError
         If ``output_dir`` exists and is not empty (without ``force``), or cannot be written.
     """
@@ -234,6 +235,8 @@ def write_dicom_files(
     """
     array = _checked_array(array_kji, reference_slices)
     first = _read_header(reference_slices[0].path)  # patient, study and frame of reference: one file per export
+    for keyword, uid in used_uids(reference_slices[0]).items():  # anonymized files: the UIDs the scan used
+        setattr(first, keyword, uid)
     encoding = encoding or pixel_encoding(array, labelmap=labelmap)
     identity = _SeriesIdentity(
         series_instance_uid=series_instance_uid or generate_uid(),

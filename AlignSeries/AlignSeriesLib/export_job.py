@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import mrml, resample
+from . import mrml, mrml_files, resample
 from .choices import INTERPOLATIONS
 from .errors import AlignSeriesError, AlignSeriesWarning, ProgressCallback
 from .exports import ExportSource, ExportTargets, Reference, check_targets, output_grid, write_outputs
@@ -108,6 +108,9 @@ class ExportResult:
     warnings: list[AlignSeriesWarning]
     written: list[Path] = field(default_factory=list)
     targets: ExportTargets = field(default_factory=ExportTargets)
+
+    # Slicer's camelCase view, for console users of the module's logic
+    volumeNode = property(lambda self: self.volume_node)
 
     @property
     def outputs(self) -> list[Path]:
@@ -190,6 +193,7 @@ def resample_and_write(scene, input_node, reference: Reference, targets: ExportT
         progress=part_of(progress, 0.0, RESAMPLE_SHARE))
     node = mrml.add_volume_node(scene, resampled.array, grid, f"{input_node.GetName()}_resampled",
                                 labelmap=labelmap, copy=False)  # a new array: the node takes it
+    mrml_files.mark_derived(node, input_node, transform_node)  # its outputs never replace these files
     mismatch = None if transform_node is not None else frame_of_reference_mismatch(input_node, reference)
     node_warnings = [*resampled.warnings, *([mismatch] if mismatch else [])]
     mrml.set_node_warnings(node, node_warnings)  # resample logged its own already

@@ -79,6 +79,10 @@ def output_grid(reference: Reference, *, slab: tuple[int, int] | None = None) ->
 class ExportTargets:
     """Where one export writes, and how; every field is optional.
 
+    One more kind of output (e.g. a DICOM SEG aligned with the reference's slices) is one more field here, its
+    check in ``_check_targets`` and one more branch in ``_write_targets``, which already has the reference
+    slices of the export and their voxels (sampled from the export source on an irregular reference).
+
     Attributes
     ----------
     volume_file : path, optional
@@ -185,6 +189,8 @@ def write_outputs(volume_node, reference: Reference, targets: ExportTargets, sou
         The files written (a DICOM or PNG folder's files each).
     """
     series_uid = _series_uid(source, reference, targets)
+    files.check_outputs_spare_inputs(_input_places(volume_node, reference, source), (
+        targets.volume_file, targets.dicom_folder, targets.png_folder, targets.preview))
     merge = _check_targets(reference, targets, slab, series_uid)  # every output checked before any is written
     with files.staged_outputs(force=targets.force, create_folders=True) as staging:
         staged = _write_targets(volume_node, reference, targets, slab, staging,
@@ -197,6 +203,16 @@ def check_targets(reference: Reference, targets: ExportTargets, source: ExportSo
     """Refuse an export before any work (outputs that exist, slices that do not fit); written outputs are checked
     again by :func:`write_outputs`."""
     _check_targets(reference, targets, slab, _series_uid(source, reference, targets))
+
+
+def _input_places(volume_node, reference: Reference | None, source: ExportSource | None) -> list[Path]:
+    """Every file and DICOM folder the export was made from, which its outputs must never touch."""
+    nodes = (volume_node,) + ((source.input_node,) if source else ())  # the node names its transform's file
+    if reference is not None:
+        nodes += (reference.node,)
+    series_files = reference.series.files if reference is not None and reference.series is not None else []
+    reference_file = reference.path if reference is not None else None
+    return files.protected_places([reference_file, *series_files, *mrml_files.source_paths(*nodes)])
 
 
 @dataclass

@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool = True,
-                 regularize_spacing: float | None = None, progress: ProgressCallback | None = None) -> list:
+                 regularize_spacing: float | None = None, progress: ProgressCallback | None = None,
+                 chosen: tuple[int | None, str] | None = None) -> list:
     """Load every volume that ``paths`` hold: one volume file, or DICOM folders and files.
 
     Parameters
@@ -61,6 +62,9 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
         Spacing (mm) along the normal of a regularized grid; by default the smallest acquired gap.
     progress : callable, optional
         ``progress(fraction) -> bool`` during the DICOM header scan; True cancels.
+    chosen : (index, role), optional
+        Load only volume number ``index`` (1-based; None: the only one) of those found, as
+        :func:`load_one_volume` does; the others are never read.
 
     Returns
     -------
@@ -69,12 +73,18 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
     """
     paths = _as_paths(paths)
     if _is_one_volume_file(paths):
+        if chosen is not None:
+            _chosen_index([file_stem(paths[0])], *chosen)
         return [mrml_files.load_volume_file(scene, paths[0], labelmap=labelmap)]
     scan = dicom_series.scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing,
                                    progress=progress)
-    for path, reason in scan.skipped:
-        logger.warning("skipped %s: %s", path, reason)
-    return [mrml.load_dicom_volume(scene, volume, registrations=scan.registrations) for volume in scan.volumes]
+    skipped = scan.skipped_warning()
+    if skipped is not None:  # once, grouped, whatever the number of volumes
+        logger.warning("%s", skipped.message)
+    volumes = scan.volumes
+    if chosen is not None:
+        volumes = [volumes[_chosen_index([volume.name for volume in volumes], *chosen)]]
+    return [mrml.load_dicom_volume(scene, volume, registrations=scan.registrations) for volume in volumes]
 
 
 def load_one_volume(scene, paths, *, index: int | None = None, role: str = "--input",
@@ -87,8 +97,7 @@ def load_one_volume(scene, paths, *, index: int | None = None, role: str = "--in
         If ``paths`` hold no volume, or several and ``index`` does not choose one; the message
         lists the volumes found.
     """
-    nodes = load_volumes(scene, paths, labelmap=labelmap, progress=progress)
-    return nodes[_chosen_index([node.GetName() for node in nodes], index, role)]
+    return load_volumes(scene, paths, labelmap=labelmap, progress=progress, chosen=(index, role))[0]
 
 
 def load_reference(scene, paths, *, index: int | None = None, role: str = "--reference") -> Reference:
@@ -344,10 +353,12 @@ def _labels_pair_otherwise(fixed, moving, fixed_labels, moving_labels, pairing, 
         return []
     label_rms = landmarks.register_landmarks(fixed, by_labels.reorder(moving), mode=mode, weights=weights).rms_error
     differing = int(np.count_nonzero(by_labels.moving_order != pairing.moving_order))
-    return [AlignSeriesWarning("labels_disagree_with_order", (
+    warning = AlignSeriesWarning("labels_disagree_with_order", (
         f"points were paired by list order, but their labels pair {differing} of {len(fixed)} points differently "
         f"(expected: the same pairs): RMS error {rms_error:.2f} mm by order, {label_rms:.2f} mm by labels; "
-        "use --match labels if the labels are right"))]
+        "use --match labels if the labels are right"))
+    logger.warning("%s", warning.message)  # on stderr too, beside the text output
+    return [warning]
 
 
 def points_and_labels(scene, source, role: str, *, below=None) -> tuple[np.ndarray, list[str]]:
@@ -359,6 +370,7 @@ def points_and_labels(scene, source, role: str, *, below=None) -> tuple[np.ndarr
     if isinstance(source, str | Path):
         return mrml_files.load_points_file(scene, source)
     if hasattr(source, "IsA") and source.IsA("vtkMRMLMarkupsNode"):
+        mrml_files.refuse_undefined_points(f"{role} '{source.GetName()}'", source)
         count = source.GetNumberOfControlPoints()
         if mrml.is_under(source, below):
             local = np.array([source.GetNthControlPointPosition(n) for n in range(count)]).reshape(-1, 3)
@@ -511,6 +523,9 @@ def resample_and_export(scene, input_paths, reference_paths, targets: ExportTarg
     AlignSeriesError
         For contradictory options (before loading), and everything that loading, resampling and writing raise.
     """
+    files.check_outputs_spare_inputs(files.protected_places([*_as_paths(input_paths), *_as_paths(reference_paths),
+                                                             transform]), (targets.volume_file, targets.dicom_folder,
+                                                                           targets.png_folder, targets.preview))
     options = options or ExportOptions()
     options.check_against(targets)
     input_node = load_one_volume(scene, input_paths, index=input_index, role="--input",
