@@ -1,3 +1,13 @@
+"""AlignSeries: the Slicer module (descriptor, parameter node, panel, logic, self-test).
+
+One rule for every computation and export: everything works in **world** coordinates. A volume's position
+is its grid through its whole chain of parent transforms; geometry modes (frame of reference, centers,
+moments), landmarks (points as displayed) and exports all follow that chain, and every transform is
+applied exactly once. "Apply" puts the computed transform above the moving volume's current chain, never
+in place of it, and an export passes the output transform only while the input is not already under it:
+exporting before and after Apply gives the same voxels.
+"""
+
 import enum
 import logging
 import os
@@ -88,6 +98,17 @@ class LandmarkMode(enum.Enum):
         return {"rigid": _("Rigid"), "similarity": _("Similarity"), "affine": _("Affine")}[self.name]
 
 
+class LandmarkMatch(enum.Enum):
+    """How ``AlignSeriesLogic.computeLandmarkTransform`` pairs the two point lists."""
+
+    order = "order"
+    labels = "labels"
+    auto = "auto"
+
+    def label(self):
+        return {"order": _("List order"), "labels": _("Labels"), "auto": _("Automatic")}[self.name]
+
+
 class Interpolation(enum.Enum):
     """Interpolations of ``AlignSeriesLogic.exportResampledVolume``."""
 
@@ -97,6 +118,29 @@ class Interpolation(enum.Enum):
 
     def label(self):
         return {"nearest": _("Nearest neighbour"), "linear": _("Linear"), "cubic": _("Cubic")}[self.name]
+
+
+#: What the library's messages (written for the command line) say, and what the panel calls it: a message shown
+#: in the panel names the panel's own controls.
+PANEL_WORDING = (
+    ("(use --force)", '(tick "Replace existing outputs")'),
+    ("use --force to", 'tick "Replace existing outputs" to'),
+    ("even with --force", 'even with "Replace existing outputs"'),
+    ("use --match labels", 'choose "Pair points by: Labels"'),
+    ("drop --slab", 'untick "Slab of slices"'),
+    ("--slab of", '"Slab of slices" of'),
+    ("(alignseries landmarks)", '(Method: "From landmarks")'),
+    ("(--registration REG)", "(a REG file among the series' DICOM files)"),
+    ("(--mode centers)", '(Mode: "Centers")'),
+    ("(--mode moments)", '(Mode: "Intensity moments")'),
+)
+
+
+def panelWording(message: str) -> str:
+    """A library message as the panel shows it: command-line options replaced by the panel's controls."""
+    for commandLine, panel in PANEL_WORDING:
+        message = message.replace(commandLine, panel)
+    return message
 
 
 GEOMETRY_MODES = tuple(mode.value for mode in GeometryMode)
@@ -152,7 +196,7 @@ class AlignSeriesParameterNode:
     fixedVolume, movingVolume - the reference volume and the volume to align to it.
     method - geometry (from headers) or landmarks (from point lists).
     geometryMode - frameOfReference, centers or moments.
-    fixedPoints, movingPoints, landmarkMode - landmark registration inputs.
+    fixedPoints, movingPoints, landmarkMode, landmarkMatch - landmark registration inputs and their pairing.
     outputTransform - the moving-to-fixed transform (created when empty).
     exportInputVolume - volume, label map or segmentation to resample.
     exportReferenceVolume, interpolation, exportOutputVolume - resampling.
@@ -163,6 +207,9 @@ class AlignSeriesParameterNode:
     pngFolder, previewPath - optional PNG slices and fused preview ("" = none).
     segPath - optional DICOM SEG file of a label map or segmentation on a DICOM reference ("" = none).
     compressOutput - gzip a .nrrd/.mha volume file (raw by default; .nii.gz always compressed).
+    replaceExisting - replace outputs written earlier (never an input).
+    dicomSeriesUid - SeriesInstanceUID of the DICOM output, kept so that slabs exported into one folder make one
+      series ("" = derived from the reference series and the input on the next DICOM export).
     """
 
     fixedVolume: vtkMRMLScalarVolumeNode
@@ -172,6 +219,7 @@ class AlignSeriesParameterNode:
     fixedPoints: vtkMRMLMarkupsFiducialNode
     movingPoints: vtkMRMLMarkupsFiducialNode
     landmarkMode: LandmarkMode = LandmarkMode.rigid
+    landmarkMatch: LandmarkMatch = LandmarkMatch.order
     outputTransform: vtkMRMLLinearTransformNode
     exportInputVolume: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, None]  # noqa: UP007 (Python 3.9)
     exportReferenceVolume: vtkMRMLScalarVolumeNode
@@ -187,6 +235,8 @@ class AlignSeriesParameterNode:
     previewPath: str = ""
     compressOutput: bool = False
     segPath: str = ""
+    replaceExisting: bool = False
+    dicomSeriesUid: str = ""
 
 
 #
@@ -199,7 +249,9 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     #: Path parameters kept in step with their ctkPathLineEdit here rather than by the wrapper's connector,
     #: which stores a pathlib.Path (a trailing "/" dropped, "." for empty) and rewrites the field on every
-    #: keystroke (the cursor jumps to the end).
+    #: keystroke (the cursor jumps to the end). CTK's validator makes an empty field not acceptable: the field
+    #: then emits validInputChanged(false) and no currentPathChanged, so both signals are followed, and an
+    #: empty field means "no output".
     PATH_FIELDS = {"exportFilePath": "exportFilePathLineEdit", "pngFolder": "pngFolderPathLineEdit",
                    "previewPath": "previewPathLineEdit", "segPath": "segPathLineEdit"}
     #: Parameters the widget sets itself (no widget of their own).
@@ -214,6 +266,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelRequested = False
         self._busy = False
         self._summaryCache = {}
+        self._derivedSeriesUid = ""  # the series UID the panel filled in itself (not typed by the user)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -241,8 +294,10 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportFolderButton.connect("clicked(bool)", self.onExportFolderButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         for name, widgetName in self.PATH_FIELDS.items():
-            getattr(self.ui, widgetName).connect(
-                "currentPathChanged(QString)", lambda path, name=name: self.onPathEdited(name, path))
+            field = getattr(self.ui, widgetName)
+            field.connect("currentPathChanged(QString)", lambda path, name=name: self.onPathEdited(name, path))
+            field.connect("validInputChanged(bool)",
+                          lambda valid, name=name, field=field: self.onPathEdited(name, field.currentPath))
         self.ui.progressBar.hide()
         self.ui.cancelButton.hide()
 
@@ -275,9 +330,15 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.onReload(self)
 
     def initializeParameterNode(self) -> None:
+        """Bind the parameter node; by default the fixed volume is the first volume its selector lists.
+
+        (``GetFirstNodeByClass`` would also match label maps, which the selector does not show.)
+        """
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.fixedVolume:
-            self._parameterNode.fixedVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            shown = self.ui.fixedVolumeSelector.nodes()
+            if shown:
+                self._parameterNode.fixedVolume = shown[0]
 
     def setParameterNode(self, inputParameterNode) -> None:
         """Bind the widgets to a parameter node (None unbinds them: after that no widget reads or writes it)."""
@@ -333,12 +394,18 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @staticmethod
     def _exportPathDescription(p) -> str:
-        if not p.exportFilePath:
-            return ""
-        where = os.path.abspath(p.exportFilePath)
-        if p.exportToDicomFolder:
-            return _("Writes a DICOM series into the folder {path} (created if absent).").format(path=where)
-        return _("Writes the file {path}.").format(path=where)
+        """Every file or folder the next export writes, as absolute paths (relative ones resolve against Slicer's
+        working directory, which the user does not see)."""
+        lines = []
+        if p.exportFilePath:
+            where = os.path.abspath(p.exportFilePath)
+            lines.append(_("Writes a DICOM series into the folder {path} (created if absent).").format(path=where)
+                         if p.exportToDicomFolder else _("Writes the file {path}.").format(path=where))
+        if p.pngFolder:
+            lines.append(_("Writes PNG slices into the folder {path}.").format(path=os.path.abspath(p.pngFolder)))
+        if p.previewPath:
+            lines.append(_("Writes the preview {path}.").format(path=os.path.abspath(p.previewPath)))
+        return "\n".join(lines)
 
     def _missingForCompute(self, p) -> str:
         if p.method == Method.landmarks:
@@ -347,11 +414,20 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @staticmethod
     def _missingForExport(p) -> str:
+        """Why Export cannot run as set (checked before any work), or ""."""
         if not (p.exportInputVolume and p.exportReferenceVolume):
             return _("Select input and reference volumes")
         output = p.exportOutputVolume
         if output is not None and output.GetID() in (p.exportInputVolume.GetID(), p.exportReferenceVolume.GetID()):
             return _("The output volume must be a new volume: never the input or the reference")
+        if p.cropToOverlap and p.slabEnabled:
+            return _('"Crop to overlap" and "Slab of slices" choose the output grid in two ways: untick one of them')
+        slices = [name for name, wanted in ((_('a DICOM folder in "Also write to"'), p.exportFilePath
+                                             and p.exportToDicomFolder), (_('"PNG folder"'), p.pngFolder)) if wanted]
+        if p.cropToOverlap and slices:
+            return _('"Crop to overlap" gives a grid smaller than the reference, which {outputs} cannot follow slice '
+                     'for slice: untick "Crop to overlap", or write a volume file (.nrrd, .nii.gz, .mha)').format(
+                outputs=_(" or ").join(slices))
         return ""
 
     @staticmethod
@@ -397,7 +473,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         :return: what ``function`` returned, or None when cancelled (or already running).
         """
-        from AlignSeriesLib.errors import OperationCancelledError
+        from AlignSeriesLib.errors import AlignSeriesError, OperationCancelledError
 
         if self._busy:
             return None
@@ -416,6 +492,10 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 except OperationCancelledError:
                     self._setStatus(_("Cancelled: nothing was written."))
                     return None
+                except AlignSeriesError as error:
+                    if panelWording(str(error)) == str(error):
+                        raise
+                    raise AlignSeriesError(panelWording(str(error))) from error
         finally:
             self._busy = False
             self.ui.progressBar.hide()
@@ -452,7 +532,8 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p.method == Method.landmarks:
             result = self._runJob(_("Failed to compute the transform."), self.logic.computeLandmarkTransform,
                                   p.fixedPoints, p.movingPoints, mode=p.landmarkMode.value,
-                                  outputTransform=p.outputTransform, fixedVolume=p.fixedVolume)
+                                  outputTransform=p.outputTransform, match=p.landmarkMatch.value,
+                                  fixedVolume=p.fixedVolume)
         else:
             result = self._runJob(_("Failed to compute the transform."), self.logic.computeGeometryTransformResult,
                                   p.fixedVolume, p.movingVolume, mode=p.geometryMode.value,
@@ -478,11 +559,16 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.residualsTableWidget.setItem(row, 0, qt.QTableWidgetItem(label))
             self.ui.residualsTableWidget.setItem(row, 1, qt.QTableWidgetItem(movingLabel))
             self.ui.residualsTableWidget.setItem(row, 2, qt.QTableWidgetItem(f"{residual:.3f}"))
-        self.ui.warningsLabel.text = "\n".join(warning.message for warning in result.warnings)
+        self.ui.warningsLabel.text = "\n".join(panelWording(warning.message) for warning in result.warnings)
 
     def onApplyTransformButton(self) -> None:
+        """Place the output transform above the moving volume's chain (its own transforms are kept)."""
         p = self._parameterNode
         self._runJob(_("Failed to apply the transform."), self.logic.applyTransform, p.movingVolume, p.outputTransform)
+        if self.logic.transformNotYetApplied(p.movingVolume, p.outputTransform) is None:
+            self._setStatus(_("{volume} is now under {transform}: {chain}.").format(
+                volume=p.movingVolume.GetName(), transform=p.outputTransform.GetName(),
+                chain=" \u2192 ".join(self.logic.transformChainNames(p.movingVolume))))
 
     def onExportButton(self) -> None:
         p = self._parameterNode
@@ -497,14 +583,27 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          foregroundOpacity=0.5)
 
     def _export(self, progressCallback=None):
-        """Resample and write the requested files in one logic call; returns (output node, files written)."""
+        """Resample and write the requested files in one logic call, all or nothing; returns (output node, files).
+
+        The export job places the input where the views show it (its world chain) and applies the output
+        transform only while the input is not under it yet: exactly once, before and after Apply.
+        """
         p = self._parameterNode
+        seriesUid = None
+        if p.exportFilePath and p.exportToDicomFolder:  # a UID the panel filled in follows the input and reference
+            derived = self.logic.dicomSeriesUid(p.exportInputVolume, p.exportReferenceVolume)
+            typed = p.dicomSeriesUid and p.dicomSeriesUid != self._derivedSeriesUid
+            seriesUid = p.dicomSeriesUid if typed else derived
         result = self.logic.exportResampledVolumeResult(
             p.exportInputVolume, p.exportReferenceVolume, transform=p.outputTransform,
             interpolation=p.interpolation.value, outputVolume=p.exportOutputVolume, progressCallback=progressCallback,
             cropToOverlap=p.cropToOverlap, slab=(p.slabFirst, p.slabCount) if p.slabEnabled else None,
             outputPath=p.exportFilePath, dicomFolder=p.exportToDicomFolder, pngFolder=p.pngFolder,
-            previewPath=p.previewPath, compress=p.compressOutput, segPath=p.segPath)
+            previewPath=p.previewPath, compress=p.compressOutput, force=p.replaceExisting, seriesUid=seriesUid,
+            segPath=p.segPath)
+        if seriesUid:
+            self._derivedSeriesUid = derived if seriesUid == derived else self._derivedSeriesUid
+            p.dicomSeriesUid = seriesUid  # shown, and kept for the next slab into this folder
         return result.volumeNode, result.written
 
 
@@ -656,6 +755,9 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         from AlignSeriesLib.errors import MissingDependencyError
 
         interpolation = _checkChoice("interpolation", interpolation, INTERPOLATIONS)
+        if seriesUid and not pydicomUidValid(seriesUid):
+            raise ValueError(f"the DICOM series UID '{seriesUid}' is not a valid UID (digits and dots, at most 64 "
+                             "characters): correct it, or clear it for a new one")
         targets = self._exportTargets(outputPath, dicomFolder, png_folder=pngFolder or None,
                                       preview=previewPath or None, compress=compress, force=force,
                                       series_uid=seriesUid or None, seg_file=segPath or None,
@@ -677,13 +779,42 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
             return run()
 
     def applyTransform(self, movingVolume, transformNode) -> None:
-        """Place the moving volume under the transform without hardening it (its own geometry is kept).
+        """Place the transform above the moving volume's current chain of parent transforms, without hardening.
 
-        Can be used without GUI widget.
+        Can be used without GUI widget. The volume's own geometry and its transforms are kept (the topmost
+        of them gets ``transformNode`` as parent); applying again changes nothing.
         """
+        from AlignSeriesLib import operations
+
         if movingVolume is None or transformNode is None:
             raise ValueError("applyTransform needs a moving volume and a transform node")
-        movingVolume.SetAndObserveTransformNodeID(transformNode.GetID())
+        operations.apply_transform(movingVolume, transformNode)
+
+    @staticmethod
+    def transformNotYetApplied(node, transformNode):
+        """``transformNode``, or None when ``node`` is already under it (so that it is applied exactly once)."""
+        from AlignSeriesLib import mrml
+
+        return None if transformNode is None or mrml.is_under(node, transformNode) else transformNode
+
+    @staticmethod
+    def transformChainNames(node) -> list:
+        """Names of the transforms above a node, nearest first."""
+        from AlignSeriesLib import mrml
+
+        return [transform.GetName() for transform in mrml.transform_chain(node)]
+
+    @staticmethod
+    def dicomSeriesUid(inputVolume, referenceVolume) -> str:
+        """The SeriesInstanceUID of a DICOM export of the input on the reference, whatever the output node's name.
+
+        Derived from the reference's SeriesInstanceUID and the input's name: every slab of one input on one
+        reference gets the same UID, so slabs exported into one folder make one series.
+        """
+        from AlignSeriesLib import dicom_export, mrml
+
+        referenceUid = referenceVolume.GetAttribute(mrml.SERIES_UID_ATTRIBUTE) or referenceVolume.GetName()
+        return dicom_export.derived_series_uid(referenceUid, inputVolume.GetName())
 
     def writeVolume(self, volumeNode, path: str, referenceVolume=None, dicomFolder=None,
                     compress: bool = False) -> list:
@@ -744,6 +875,13 @@ def _installRequirements(error) -> None:
         raise error
     requirements = os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")
     pydeps.pip_ensure(pydeps.load_requirements(requirements), requester="AlignSeries")
+
+
+def pydicomUidValid(uid: str) -> bool:
+    """True for a valid DICOM UID (pydicom's check: digits and dots, at most 64 characters)."""
+    import pydicom.uid
+
+    return pydicom.uid.UID(uid).is_valid
 
 
 def _checkChoice(name: str, value, choices) -> str:
@@ -824,6 +962,23 @@ class AlignSeriesTest(ScriptedLoadableModuleTest):
         fixedCenter = np.array([50 - 15, 20 - 10, -10 + 10])
         movingCenter = np.array([4.0, 4.0, 4.0])
         np.testing.assert_allclose(self._toParent(transformNode)[:3, 3], fixedCenter - movingCenter, atol=1e-9)
+
+    def test_computeGeometryTransform_centersWhereTheViewsShowThem(self):
+        """Under a parent transform, centers are compared in world coordinates, and applying aligns them."""
+        import numpy as np
+
+        fixed = self._addVolume(np.zeros((11, 21, 31)), np.diag([1.0, 1.0, 2.0, 1.0]), "fixed")
+        moving = self._addVolume(np.zeros((5, 5, 5)), np.diag([2.0, 2.0, 2.0, 1.0]), "moving")
+        manual = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "manual")
+        manualToParent = np.array([[0, -1.0, 0, -8], [1.0, 0, 0, 6], [0, 0, 1.0, -15], [0, 0, 0, 1]])  # 90 deg about S
+        slicer.util.updateTransformMatrixFromArray(manual, manualToParent)
+        moving.SetAndObserveTransformNodeID(manual.GetID())
+        logic = AlignSeriesLogic()
+        transformNode = logic.computeGeometryTransform(fixed, moving, mode="centers")
+        logic.applyTransform(moving, transformNode)
+        movingCenterWorld = slicer.util.arrayFromTransformMatrix(manual, toWorld=True) @ [4.0, 4.0, 4.0, 1.0]
+        np.testing.assert_allclose(movingCenterWorld[:3], [15.0, 10.0, 10.0], atol=1e-9)  # the fixed center
+        self.assertEqual(moving.GetParentTransformNode(), manual)
 
     def test_computeGeometryTransform_moments(self):
         """Moments mode moves the moving volume's bright blob onto the fixed volume's blob."""
@@ -920,7 +1075,7 @@ class AlignSeriesTest(ScriptedLoadableModuleTest):
         self.assertEqual(volumeNodes[0].GetAttribute("DICOM.FrameOfReferenceUID"), "1.2.826.0.1.3680043.8.498.1")
 
     def test_applyTransform_keepsMovingGeometry(self):
-        """Applying places the moving volume under the transform without hardening it."""
+        """Applying places the transform above the moving volume's own transforms, without hardening anything."""
         import numpy as np
 
         moving = self._addVolume(np.arange(27, dtype=np.int16).reshape(3, 3, 3), np.eye(4), "moving")
@@ -930,3 +1085,10 @@ class AlignSeriesTest(ScriptedLoadableModuleTest):
         ijkToRas = vtk.vtkMatrix4x4()
         moving.GetIJKToRASMatrix(ijkToRas)
         np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(ijkToRas), np.eye(4))
+        manual = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "manual")
+        other = self._addVolume(np.zeros((3, 3, 3), dtype=np.int16), np.eye(4), "other")
+        other.SetAndObserveTransformNodeID(manual.GetID())
+        AlignSeriesLogic().applyTransform(other, transformNode)
+        AlignSeriesLogic().applyTransform(other, transformNode)  # once is enough: nothing changes
+        self.assertEqual(other.GetParentTransformNode(), manual)  # the user's transform is kept
+        self.assertEqual(manual.GetParentTransformNode(), transformNode)

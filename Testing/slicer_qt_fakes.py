@@ -20,7 +20,9 @@ Each fake copies the C++ behaviour the panel relies on, from the source named in
   property documentation: "Setting this property ... moves the cursor to the end of the line");
 - :class:`QAbstractButton`: ``click()`` does nothing on a disabled button (Qt ``qabstractbutton.cpp``);
 - :class:`ctkPathLineEdit`: ``currentPath`` is the line edit's text; ``setCurrentPath`` sets that text;
-  every text change emits ``currentPathChanged``; ``browse()`` opens a save-*file* dialog when the filters
+  CTK's validator (pattern ``.+``) makes an empty field not acceptable: ``currentPathChanged`` is emitted only
+  for acceptable text, ``validInputChanged`` when that changes (:class:`QRegularExpressionValidator` copies
+  qtbase's verdicts); ``browse()`` opens a save-*file* dialog when the filters
   have ``Files`` and ``Writable``, an open-file dialog with ``Files`` only, else a directory dialog
   (CTK ``Libs/Widgets/ctkPathLineEdit.cpp``: ``browse``, ``setCurrentPath``, ``updateHasValidInput``);
 - :class:`qMRMLNodeComboBox`: lists scene nodes that ``IsA`` one of ``nodeTypes``, only the exact class when
@@ -90,10 +92,6 @@ class Signal:
         for slot in list(self._slots):
             count = _accepted_argument_count(slot)
             slot(*(args if count is None else args[:count]))
-
-    @property
-    def connectionCount(self) -> int:
-        return len(self._slots)
 
 
 class signal:  # noqa: N801  (reads like Qt's Signal declaration)
@@ -269,11 +267,6 @@ class QLayout(QObject):
     def addLayout(self, layout, *args):
         self._adopt(layout)
 
-    def addRow(self, *items):
-        for item in items:
-            if not isinstance(item, str):
-                self._adopt(item)
-
     def count(self):
         return len(self._items)
 
@@ -325,9 +318,6 @@ class QWidget(QObject):
     def hide(self):
         self._hidden = True
 
-    def isHidden(self):
-        return self._hidden
-
     def isVisible(self):
         widget = self
         while widget is not None:
@@ -339,19 +329,6 @@ class QWidget(QObject):
     @property
     def visible(self):
         return self.isVisible()
-
-    @visible.setter
-    def visible(self, value):
-        self._hidden = not value
-
-    def setEnabled(self, value):
-        self.enabled = bool(value)
-
-    def isEnabled(self):
-        return self.enabled
-
-    def setToolTip(self, text):
-        self.toolTip = text
 
 
 class QStatusBar(QWidget):
@@ -382,9 +359,6 @@ class QLabel(QWidget):
         self.text = text
         self.wordWrap = False
 
-    def setText(self, text):
-        self.text = text
-
 
 class QAbstractButton(QWidget):
     """``click()`` emits ``clicked`` only on an enabled button (Qt ``QAbstractButton::click``)."""
@@ -412,12 +386,6 @@ class QAbstractButton(QWidget):
 
     def _state_changed(self, value):
         pass
-
-    def setChecked(self, value):
-        self.checked = value
-
-    def isChecked(self):
-        return self._checked
 
     def click(self):
         if not self.enabled:
@@ -484,16 +452,17 @@ class QComboBox(QWidget):
             self.currentIndexChanged.emit(index)
             self.currentTextChanged.emit(self.currentText)
 
-    def setCurrentIndex(self, index):
-        self.currentIndex = index
-
     @property
     def currentText(self):
         return self._items[self._index] if self._index >= 0 else ""
 
 
 class QLineEdit(QWidget):
-    """``setText`` puts the cursor at the end; typing inserts at the cursor (Qt ``QLineEdit``)."""
+    """``setText`` puts the cursor at the end; typing inserts at the cursor (Qt ``QLineEdit``).
+
+    With a validator, ``hasAcceptableInput`` is its verdict on the text (Qt ``qlineedit.cpp``
+    ``QLineEdit::hasAcceptableInput``); ``setText`` is never validated (Qt's documentation of ``text``).
+    """
 
     textChanged = signal()
     textEdited = signal()
@@ -502,6 +471,13 @@ class QLineEdit(QWidget):
         super().__init__(parent)
         self._text = ""
         self.cursorPosition = 0
+        self._validator = None
+
+    def setValidator(self, validator):
+        self._validator = validator
+
+    def hasAcceptableInput(self):
+        return self._validator is None or self._validator.validate(self._text) == QValidator.Acceptable
 
     @property
     def text(self):
@@ -524,10 +500,42 @@ class QLineEdit(QWidget):
     def insert(self, typed):
         """What typing ``typed`` does: inserted at the cursor, which moves after it."""
         position = self.cursorPosition
-        self._text = self._text[:position] + typed + self._text[position:]
-        self.cursorPosition = position + len(typed)
+        self._edit(self._text[:position] + typed + self._text[position:], position + len(typed))
+
+    def backspace(self):
+        """What the Backspace key does: the character before the cursor goes (Qt ``QLineEdit::backspace``)."""
+        if self.cursorPosition > 0:
+            self._edit(self._text[:self.cursorPosition - 1] + self._text[self.cursorPosition:], self.cursorPosition - 1)
+
+    def _edit(self, text, cursor):
+        """A user's edit: the validator never makes it Invalid here (see :class:`QRegularExpressionValidator`)."""
+        self._text, self.cursorPosition = text, cursor
         self.textChanged.emit(self._text)
         self.textEdited.emit(self._text)
+
+
+class QValidator:
+    Invalid, Intermediate, Acceptable = 0, 1, 2
+
+
+class QRegularExpressionValidator(QValidator):
+    """Acceptable when the whole input matches; an empty input that does not is Intermediate (qtbase
+    ``src/gui/util/qvalidator.cpp``, ``QRegularExpressionValidator::validate``: ``input.isEmpty() ||
+    m.hasPartialMatch()``). The one pattern the panel meets is CTK's ``.+`` (see :class:`ctkPathLineEdit`),
+    which every non-empty single-line text matches: no input is ever Invalid, which this fake relies on.
+    """
+
+    def __init__(self, pattern):
+        self.pattern = pattern
+
+    def validate(self, text):
+        import re
+
+        if re.fullmatch(self.pattern, text):
+            return self.Acceptable
+        if text == "":
+            return self.Intermediate
+        raise NotImplementedError(f"partial matching of {self.pattern!r} is not faked: the panel never needs it")
 
 
 class QPlainTextEdit(QWidget):
@@ -537,13 +545,6 @@ class QPlainTextEdit(QWidget):
         super().__init__(parent)
         self.plainText = ""
         self.readOnly = False
-
-    def setPlainText(self, text):
-        self.plainText = text
-        self.textChanged.emit()
-
-    def toPlainText(self):
-        return self.plainText
 
 
 class QTextEdit(QPlainTextEdit):
@@ -609,19 +610,12 @@ class _SpinBox(QWidget):
             self._value = value
             self.valueChanged.emit(value)
 
-    def setValue(self, value):
-        self.value = value
-
     def setMinimum(self, value):
         self.minimum = value
         self.value = self._value
 
     def setMaximum(self, value):
         self.maximum = value
-        self.value = self._value
-
-    def setRange(self, minimum, maximum):
-        self.minimum, self.maximum = minimum, maximum
         self.value = self._value
 
 
@@ -709,7 +703,19 @@ class ctkCollapsibleGroupBox(QGroupBox):
 
 
 class ctkPathLineEdit(QWidget):
-    """A line edit whose text is the path (CTK ``ctkPathLineEdit.cpp``)."""
+    """A line edit whose text is the path, behind CTK's validator (CTK ``Libs/Widgets/ctkPathLineEdit.cpp``;
+    line numbers at commontk/CTK 868d56c).
+
+    - ``init`` (l. 224-235) and ``createPathLineEditWidget`` (l. 280, 296-298): the line edit gets a
+      ``QRegularExpressionValidator`` whose pattern ``updateFilter`` (l. 388-394) takes from
+      ``ctk::nameFiltersToRegularExpression`` (``Libs/Core/ctkUtils.cpp``, ``nameFiltersToRegExpPattern``,
+      l. 153-184): ``.+`` when there are no name filters (the panel sets none);
+    - ``updateHasValidInput`` (l. 730-757, on every ``textChanged``): emits ``currentPathChanged`` only when the text is
+      acceptable, and ``validInputChanged`` when acceptability changes; so emptying the field emits
+      ``validInputChanged(false)`` and no ``currentPathChanged``;
+    - ``currentPath`` (l. 702-706) is the line edit's text, acceptable or not; ``setCurrentPath`` (l. 709-720)
+      sets that text.
+    """
 
     Dirs, Files, Drives, NoSymLinks, Readable, Writable, Executable = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40
     currentPathChanged = signal()
@@ -718,11 +724,21 @@ class ctkPathLineEdit(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.filters = self.Files | self.Dirs | self.Drives | self.NoSymLinks | self.Readable  # CTK's default
-        self.nameFilters = []
         self.showBrowseButton = True
         self.label = ""
+        self._hasValidInput = False  # ctkPathLineEditPrivate's constructor
         self._lineEdit = QLineEdit(self)
+        self._lineEdit.setValidator(QRegularExpressionValidator(".+"))
         self._lineEdit.textChanged.connect(self._updateHasValidInput)
+
+    @property
+    def nameFilters(self):
+        return []
+
+    @nameFilters.setter
+    def nameFilters(self, filters):
+        if filters:
+            raise NotImplementedError("name filters change CTK's validator pattern; the panel sets none")
 
     def lineEdit(self):
         return self._lineEdit
@@ -731,15 +747,15 @@ class ctkPathLineEdit(QWidget):
     def currentPath(self):
         return self._lineEdit.text
 
-    @currentPath.setter
-    def currentPath(self, path):
-        self.setCurrentPath(path)
-
     def setCurrentPath(self, path):
         self._lineEdit.setText(path)
 
     def _updateHasValidInput(self, text):
-        self.currentPathChanged.emit(self.currentPath)  # no validator set: every input is acceptable
+        wasValid, self._hasValidInput = self._hasValidInput, self._lineEdit.hasAcceptableInput()
+        if self._hasValidInput:
+            self.currentPathChanged.emit(self.currentPath)
+        if self._hasValidInput != wasValid:
+            self.validInputChanged.emit(self._hasValidInput)
 
     def browse(self):
         if self.filters & self.Files:
@@ -861,9 +877,6 @@ class qMRMLNodeComboBox(QWidget):
         listed = (scene_nodes.GetItemAsObject(n) for n in range(scene_nodes.GetNumberOfItems()))
         return [node for node in listed if self._accepts(node)]
 
-    def nodeCount(self):
-        return len(self.nodes())
-
     # scene
     def setMRMLScene(self, scene):
         for observed, tag in self._observations:
@@ -901,14 +914,8 @@ class qMRMLNodeComboBox(QWidget):
         node = self._scene.GetNodeByID(self._currentID) if self._scene is not None and self._currentID else None
         return node if self._accepts(node) else None
 
-    def currentNodeID(self):
-        return self._currentID or ""
-
     def setCurrentNode(self, node):
         self._setCurrent(node if self._accepts(node) and node in self.nodes() else None)
-
-    def setCurrentNodeID(self, nodeID):
-        self.setCurrentNode(self._scene.GetNodeByID(nodeID) if self._scene is not None and nodeID else None)
 
     def _setCurrent(self, node):
         newID = node.GetID() if node is not None else None
@@ -1054,15 +1061,6 @@ class SlicerApplication(QApplication):
 
     def layoutManager(self):
         return None
-
-    def settings(self):
-        return self._settings
-
-    def userSettings(self):
-        return self._settings
-
-    def keyboardModifiers(self):
-        return Qt.NoModifier
 
 
 class LoadableModule:

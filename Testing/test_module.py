@@ -79,13 +79,19 @@ class Panel:
         self.ui.loadDicomButton.click()
 
 
-@pytest.fixture
-def panel(app):
-    """The module entered in the application: descriptor, widget representation (setup), enter()."""
+def enter_panel():
+    """The module entered in the running application: descriptor, widget representation (setup), enter()."""
     module = slicer.modules.alignseries
     AlignSeries.AlignSeries(module)
     representation = module.widgetRepresentation()
     representation.enter()
+    return representation
+
+
+@pytest.fixture
+def panel(app):
+    """The module entered in the application."""
+    representation = enter_panel()
     yield Panel(representation)
     if representation.isEntered:
         representation.exit()
@@ -292,7 +298,9 @@ def test_parameter_node_round_trips_every_field_through_a_real_scripted_module_n
               "geometryMode": AlignSeries.GeometryMode.moments, "landmarkMode": AlignSeries.LandmarkMode.affine,
               "interpolation": AlignSeries.Interpolation.cubic, "exportFilePath": "/data/new series/",
               "exportToDicomFolder": True, "cropToOverlap": True, "slabEnabled": True, "slabFirst": 3,
-              "slabCount": 4, "pngFolder": "/data/png", "previewPath": "/data/preview.png"}
+              "slabCount": 4, "pngFolder": "/data/png", "previewPath": "/data/preview.png",
+              "landmarkMatch": AlignSeries.LandmarkMatch.labels, "replaceExisting": True,
+              "dicomSeriesUid": "1.2.826.0.1.3680043.8.498.5"}
     for name, value in values.items():
         setattr(parameters, name, value)
     again = logic.getParameterNode()  # a new wrapper on the same singleton node

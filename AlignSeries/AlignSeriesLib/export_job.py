@@ -234,20 +234,14 @@ def input_to_world_ras(input_node, transform_node=None) -> np.ndarray:
     parents_to_world = mrml.parent_to_world_matrix(input_node)
     if transform_node is None:
         return parents_to_world
-    if _is_above(transform_node, input_node):
+    if mrml.is_under(input_node, transform_node):
         logger.info("'%s' is already above '%s': applied once, as part of its parents", transform_node.GetName(),
                     input_node.GetName())
         return parents_to_world
-    return mrml.transform_to_parent_matrix(transform_node) @ parents_to_world
-
-
-def _is_above(transform_node, node) -> bool:
-    parent = node.GetParentTransformNode()
-    while parent is not None:
-        if parent.GetID() == transform_node.GetID():
-            return True
-        parent = parent.GetParentTransformNode()
-    return False
+    # the transform where it sits: with its own parents, if any (mrml.set_linear_transform keeps it world to world)
+    transform_to_world_ras = mrml.parent_to_world_matrix(transform_node) @ mrml.transform_to_parent_matrix(
+        transform_node)
+    return transform_to_world_ras @ parents_to_world
 
 
 def source_name(input_node) -> str:

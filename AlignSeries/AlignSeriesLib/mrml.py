@@ -164,28 +164,61 @@ def volume_geometry(volume_node, *, world: bool = True) -> VolumeGeometry:
     return VolumeGeometry(image.GetDimensions(), matrix)
 
 
-def parent_to_world_matrix(node) -> np.ndarray:
+def parent_to_world_matrix(node, *, below=None) -> np.ndarray:
     """4x4 RAS matrix of all linear transforms above ``node`` (identity when it has none).
+
+    Parameters
+    ----------
+    node : vtkMRMLTransformableNode
+    below : vtkMRMLTransformNode, optional
+        When this transform is above ``node``, only the transforms between ``node`` and it count: the
+        matrix then maps ``node``'s coordinates to the frame that ``below`` maps from. A transform being
+        computed into ``below`` is so computed from where the node lies without it (never counted twice).
 
     Raises
     ------
     GeometryError
-        If a transform above the node is not linear.
+        If a transform that counts is not linear.
     """
-    parent = node.GetParentTransformNode()
-    if parent is None:
-        return np.eye(4)
-    if not parent.IsTransformToWorldLinear():
-        non_linear = parent
-        while non_linear.IsLinear():  # name the culprit, which may sit higher than the direct parent
-            non_linear = non_linear.GetParentTransformNode()
+    chain = transform_chain(node)
+    ids = [transform.GetID() for transform in chain]
+    if below is not None and below.GetID() in ids:
+        chain = chain[:ids.index(below.GetID())]
+    elif chain:  # the whole chain, as MRML composes it
+        _check_linear(node, chain)
+        to_world = vtk.vtkMatrix4x4()
+        chain[0].GetMatrixTransformToWorld(to_world)
+        return numpy_matrix(to_world)
+    _check_linear(node, chain)
+    matrix = np.eye(4)
+    for transform in chain:  # nearest first: each one maps into the next one's frame
+        matrix = transform_to_parent_matrix(transform) @ matrix
+    return matrix
+
+
+def transform_chain(node) -> list:
+    """The transform nodes above ``node``, nearest first (its parent, that one's parent, ...)."""
+    chain = []
+    parent = node.GetParentTransformNode() if node is not None else None
+    while parent is not None:
+        chain.append(parent)
+        parent = parent.GetParentTransformNode()
+    return chain
+
+
+def is_under(node, transform_node) -> bool:
+    """True when ``transform_node`` is one of the transforms above ``node`` (it moves the node already)."""
+    return transform_node is not None and transform_node.GetID() in [t.GetID() for t in transform_chain(node)]
+
+
+def _check_linear(node, chain: list) -> None:
+    """Raise GeometryError naming the first non-linear transform of ``chain`` above ``node``."""
+    non_linear = next((transform for transform in chain if not transform.IsLinear()), None)
+    if non_linear is not None:
         raise GeometryError(
             f"'{node_name(node)}' is under the non-linear transform '{non_linear.GetName()}': "
             "harden it or remove it from the transform hierarchy first"
         )
-    to_world = vtk.vtkMatrix4x4()
-    parent.GetMatrixTransformToWorld(to_world)
-    return numpy_matrix(to_world)
 
 
 def set_volume_geometry(volume_node, geometry: VolumeGeometry) -> None:
@@ -486,8 +519,9 @@ def set_linear_transform(scene, moving_to_fixed_ras, *, moving_volume=None, fixe
                          transform_node=None, name: str = "AlignSeriesTransform"):
     """Store a moving-to-fixed RAS matrix in a linear transform node.
 
-    The matrix becomes the node's "to parent" matrix, so placing the moving volume under the node
-    aligns it with the fixed one. The Moving/Fixed node references are set when volumes are given.
+    The matrix maps world RAS to world RAS: it becomes the node's "to parent" matrix (composed with the
+    inverse of the node's own parent transforms, when it has any), so placing the node above the moving
+    volume's chain aligns it with the fixed one. The Moving/Fixed node references are set when volumes are given.
 
     Parameters
     ----------
@@ -506,6 +540,8 @@ def set_linear_transform(scene, moving_to_fixed_ras, *, moving_volume=None, fixe
     matrix = as_matrix4(moving_to_fixed_ras, "moving_to_fixed_ras")
     if transform_node is None:
         transform_node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", scene.GenerateUniqueName(name))
+    if transform_node.GetParentTransformNode() is not None:
+        matrix = np.linalg.inv(parent_to_world_matrix(transform_node)) @ matrix
     transform_node.SetMatrixTransformToParent(vtk_matrix(matrix))
     if moving_volume is not None:
         transform_node.SetNodeReferenceID(MOVING_VOLUME_REFERENCE_ROLE, moving_volume.GetID())

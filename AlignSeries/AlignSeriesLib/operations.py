@@ -274,8 +274,12 @@ def compute_geometry_transform(scene, fixed_node, moving_node, mode: str, *, reg
                                transform_node=None) -> TransformResult:
     """Moving-to-fixed transform from the two volumes' geometry, stored in a transform node.
 
-    The transform maps the moving volume's own RAS (without its parent transforms) to the fixed
-    volume's world RAS, so that the moving volume placed under it lines up with the fixed one.
+    World coordinates throughout: the transform maps the moving volume's world RAS (where its chain of
+    parent transforms shows it; ``transform_node`` itself left out when it already sits in that chain)
+    to the fixed volume's world RAS, so that placing it above the moving volume's chain
+    (:func:`apply_transform`) lines the two up. "centers" and "moments" compare the two world grids;
+    "frameOfReference" relates the volumes' own coordinates (identity, or a REG's matrix ``R``), so the
+    world transform is ``fixed_to_world @ R @ inv(moving_to_world)``.
 
     Parameters
     ----------
@@ -293,8 +297,13 @@ def compute_geometry_transform(scene, fixed_node, moving_node, mode: str, *, reg
     FrameOfReferenceError
         In "frameOfReference" mode, when the frames differ (or are unknown) and no REG relates them.
     """
+    fixed_to_world_ras = mrml.parent_to_world_matrix(fixed_node, below=transform_node)
+    moving_to_world_ras = mrml.parent_to_world_matrix(moving_node, below=transform_node)
     fixed_geometry = mrml.volume_geometry(fixed_node, world=False)
     moving_geometry = mrml.volume_geometry(moving_node, world=False)
+    if mode != "frameOfReference":
+        fixed_geometry = fixed_geometry.transformed(fixed_to_world_ras)
+        moving_geometry = moving_geometry.transformed(moving_to_world_ras)
     arrays = {}
     if mode == "moments":
         arrays = {"fixed_array_kji": mrml.volume_array(fixed_node, copy=False),
@@ -304,7 +313,9 @@ def compute_geometry_transform(scene, fixed_node, moving_node, mode: str, *, reg
     result = alignment.align_geometries(
         mode, fixed_geometry, moving_geometry, fixed_for_uid=mrml.frame_of_reference_uid(fixed_node),
         moving_for_uid=mrml.frame_of_reference_uid(moving_node), registrations=known_registrations, **arrays)
-    moving_to_fixed_ras = mrml.parent_to_world_matrix(fixed_node) @ result.moving_to_fixed_ras
+    moving_to_fixed_ras = result.moving_to_fixed_ras
+    if mode == "frameOfReference":
+        moving_to_fixed_ras = fixed_to_world_ras @ moving_to_fixed_ras @ np.linalg.inv(moving_to_world_ras)
     node = mrml.set_linear_transform(scene, moving_to_fixed_ras, moving_volume=moving_node, fixed_volume=fixed_node,
                                      transform_node=transform_node,
                                      name=f"{moving_node.GetName()}_to_{fixed_node.GetName()}")
@@ -337,8 +348,8 @@ def compute_landmark_transform(scene, fixed_points, moving_points, mode: str, *,
         With ``rms_error``, ``residuals`` and ``leave_one_out_errors`` in mm, in the fixed list's order,
         and ``target_registration_error`` at ``target_ras``.
     """
-    fixed, fixed_labels = points_and_labels(scene, fixed_points, "fixed points")
-    moving, moving_labels = points_and_labels(scene, moving_points, "moving points")
+    fixed, fixed_labels = points_and_labels(scene, fixed_points, "fixed points", below=transform_node)
+    moving, moving_labels = points_and_labels(scene, moving_points, "moving points", below=transform_node)
     pairing = landmarks.match_points(fixed, moving, by=match, fixed_labels=fixed_labels, moving_labels=moving_labels)
     result = landmarks.register_landmarks(fixed, pairing.reorder(moving), mode=mode, weights=weights)
     disagreement = _labels_pair_otherwise(fixed, moving, fixed_labels, moving_labels, pairing, result.rms_error,
@@ -374,18 +385,55 @@ def _labels_pair_otherwise(fixed, moving, fixed_labels, moving_labels, pairing, 
     return [warning]
 
 
-def points_and_labels(scene, source, role: str) -> tuple[np.ndarray, list[str]]:
-    """(N, 3) RAS points and their labels from a markups node, a points file, or an array."""
+def points_and_labels(scene, source, role: str, *, below=None) -> tuple[np.ndarray, list[str]]:
+    """(N, 3) RAS points and their labels from a markups node, a points file, or an array.
+
+    A markups node gives its points as displayed (world RAS); when it sits under ``below`` (the
+    transform being computed), where it lies without that transform.
+    """
     if isinstance(source, str | Path):
         return mrml_files.load_points_file(scene, source)
     if hasattr(source, "IsA") and source.IsA("vtkMRMLMarkupsNode"):
         mrml_files.refuse_undefined_points(f"{role} '{source.GetName()}'", source)
         count = source.GetNumberOfControlPoints()
-        points = np.array([source.GetNthControlPointPositionWorld(n) for n in range(count)]).reshape(-1, 3)
+        if mrml.is_under(source, below):
+            local = np.array([source.GetNthControlPointPosition(n) for n in range(count)]).reshape(-1, 3)
+            to_world_ras = mrml.parent_to_world_matrix(source, below=below)
+            points = local @ to_world_ras[:3, :3].T + to_world_ras[:3, 3]
+        else:
+            points = np.array([source.GetNthControlPointPositionWorld(n) for n in range(count)]).reshape(-1, 3)
         return points, [source.GetNthControlPointLabel(n) for n in range(count)]
     if source is None:
         raise LandmarkError(f"{role}: no point list given")
     return np.asarray(source, dtype=float), []
+
+
+def apply_transform(moving_node, transform_node) -> None:
+    """Place a computed transform above the moving node's whole chain of parent transforms.
+
+    The transforms the node already has stay as they are (never replaced): the topmost of them (the
+    node itself when it has none) gets ``transform_node`` as its parent. Nothing changes when the node
+    is already under ``transform_node``, so applying twice applies once.
+
+    Raises
+    ------
+    AlignSeriesError
+        If ``transform_node`` sits under the chain's top (a loop), or the transform's fixed volume hangs
+        from that top too (applying would move it with the moving volume).
+    """
+    if mrml.is_under(moving_node, transform_node):
+        return
+    chain = mrml.transform_chain(moving_node)
+    top = chain[-1] if chain else moving_node
+    if chain and (top.GetID() == transform_node.GetID() or mrml.is_under(transform_node, top)):
+        raise AlignSeriesError(f"'{transform_node.GetName()}' sits under '{top.GetName()}', above which it would be "
+                               "placed: move it out of that transform hierarchy first")
+    fixed = transform_node.GetNodeReference(mrml.FIXED_VOLUME_REFERENCE_ROLE)
+    if chain and fixed is not None and mrml.is_under(fixed, top):
+        raise AlignSeriesError(f"the fixed volume '{fixed.GetName()}' is under '{top.GetName()}' too: placing "
+                               f"'{transform_node.GetName()}' above it would move both volumes; give the moving "
+                               "volume a transform of its own first")
+    top.SetAndObserveTransformNodeID(transform_node.GetID())
 
 
 def read_transform(scene, path, *, moving_geometry: VolumeGeometry | None = None,
