@@ -471,7 +471,8 @@ def test_seg_input_resampled_onto_its_reference_and_written_again(tmp_path, caps
     series = reference_series(folder)
     labels = analytic_labels(series.slices)
     table = LabelTable([Label(1, "one"), Label(2, "two"), Label(3, "three")])
-    first = dicom_seg.write_seg(labels, series.slices, tmp_path / "first.seg.dcm", labels=table)
+    (tmp_path / "in").mkdir()  # a DICOM file's folder is an input folder: outputs go elsewhere
+    first = dicom_seg.write_seg(labels, series.slices, tmp_path / "in" / "first.seg.dcm", labels=table)
     status, out, err = run(capsys, "resample", "--input", first.path, "--reference", folder,
                            "--seg", tmp_path / "second.seg.dcm", "--output", tmp_path / "second.nrrd")
     assert status == 0, err
