@@ -152,6 +152,7 @@ class AlignSeriesParameterNode:
     fixedVolume, movingVolume - the reference volume and the volume to align to it.
     method - geometry (from headers) or landmarks (from point lists).
     geometryMode - frameOfReference, centers or moments.
+    refineByIntensity - then refine the geometry transform rigidly by image intensity (mutual information).
     fixedPoints, movingPoints, landmarkMode - landmark registration inputs.
     outputTransform - the moving-to-fixed transform (created when empty).
     exportInputVolume - volume, label map or segmentation to resample.
@@ -168,6 +169,7 @@ class AlignSeriesParameterNode:
     movingVolume: vtkMRMLScalarVolumeNode
     method: Method = Method.geometry
     geometryMode: GeometryMode = GeometryMode.frameOfReference
+    refineByIntensity: bool = False
     fixedPoints: vtkMRMLMarkupsFiducialNode
     movingPoints: vtkMRMLMarkupsFiducialNode
     landmarkMode: LandmarkMode = LandmarkMode.rigid
@@ -305,6 +307,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportPathKindLabel.text = self._exportPathDescription(p)
         landmarks = p.method == Method.landmarks
         self.ui.geometryModeComboBox.enabled = not landmarks
+        self.ui.refineCheckBox.enabled = not landmarks
         self.ui.landmarksGroupBox.enabled = landmarks
         busy = _("Wait for the running job to finish (or cancel it)") if self._busy else ""
         self.ui.loadDicomButton.enabled = not self._busy
@@ -454,7 +457,8 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             result = self._runJob(_("Failed to compute the transform."), self.logic.computeGeometryTransformResult,
                                   p.fixedVolume, p.movingVolume, mode=p.geometryMode.value,
-                                  outputTransform=p.outputTransform)
+                                  outputTransform=p.outputTransform, refine="rigid" if p.refineByIntensity else None,
+                                  withProgress=p.refineByIntensity)
         if result is None:
             return
         p.outputTransform = result.transformNode
@@ -477,6 +481,9 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.residualsTableWidget.setItem(row, 1, qt.QTableWidgetItem(movingLabel))
             self.ui.residualsTableWidget.setItem(row, 2, qt.QTableWidgetItem(f"{residual:.3f}"))
         self.ui.warningsLabel.text = "\n".join(warning.message for warning in result.warnings)
+        if getattr(result, "refinement", None) is not None:  # the report first points to the fused views
+            self.ui.warningsLabel.text = result.refinement.text() + "\n" + _(
+                "Look first: Apply to moving volume, then compare it fused with the fixed volume in the slice views.")
 
     def onApplyTransformButton(self) -> None:
         p = self._parameterNode
@@ -570,18 +577,26 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
                                                    registration).transformNode
 
     def computeGeometryTransformResult(self, fixedVolume, movingVolume, mode: str = "frameOfReference",
-                                       outputTransform=None, registration=None):
+                                       outputTransform=None, registration=None, refine=None, progressCallback=None):
         """As :func:`computeGeometryTransform`, returning the whole result (``transformNode``,
-        ``movingToFixedRas``, ``movingIjkToFixedIjk``, ``warnings``).
+        ``movingToFixedRas``, ``movingIjkToFixedIjk``, ``warnings``, ``refinement``).
 
         Can be used without GUI widget.
+        :param refine: None, or "rigid" / "affine": then refine the transform by image intensity (Mattes mutual
+          information over the overlap); ``result.refinement`` reports how far it moved, whether it converged,
+          the overlap and when to check by eye.
+        :param progressCallback: ``progressCallback(fraction) -> bool`` during the refinement; returning True
+          cancels (no transform is made or changed).
         """
         from AlignSeriesLib import operations
+        from AlignSeriesLib.choices import REFINE_MODELS
 
         mode = _checkChoice("mode", mode, GEOMETRY_MODES)
+        request = None if refine is None else operations.RefineRequest(_checkChoice("refine", refine, REFINE_MODELS),
+                                                                       progress=progressCallback)
         return operations.compute_geometry_transform(
             slicer.mrmlScene, fixedVolume, movingVolume, mode, registrations=[registration] if registration else (),
-            transform_node=outputTransform)
+            transform_node=outputTransform, refine=request)
 
     def computeLandmarkTransform(self, fixedPoints, movingPoints, mode: str = "rigid", outputTransform=None,
                                  match: str = "order", weights=None, fixedVolume=None):
