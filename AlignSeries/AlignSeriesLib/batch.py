@@ -15,6 +15,9 @@ transform      optional moving-to-fixed transform file (likewise relative to the
 labelmap       optional ``yes``/``no``: resample the input label-safe
 png            optional folder, relative to ``--output-dir``, for one PNG per reference DICOM slice
 interpolation  optional ``nearest``, ``linear`` (default) or ``cubic``
+refine         optional ``rigid`` or ``affine``: first refine the transform (or the identity) by image
+               intensity (:func:`AlignSeriesLib.operations.refine_transform`), write it beside the output as
+               ``<output>.refined.h5``, and resample through it; the case's warnings include the refinement's
 ============== ========================================================================================
 
 Robustness. A failing case is reported and never stops the others. Every output is written
@@ -44,7 +47,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
-from .choices import INTERPOLATIONS
+from .choices import INTERPOLATIONS, REFINE_MODELS
 from .errors import AlignSeriesError, OutputExistsError
 from .files import safe_name, write_text_atomic
 
@@ -53,7 +56,7 @@ logger = logging.getLogger(__name__)
 #: Folder inside the output folder that holds one completion record per case.
 RECORD_FOLDER = ".alignseries-batch"
 REQUIRED_COLUMNS = ("input", "reference", "output")
-OPTIONAL_COLUMNS = ("transform", "labelmap", "png", "interpolation")
+OPTIONAL_COLUMNS = ("transform", "labelmap", "png", "interpolation", "refine")
 _YES = ("yes", "y", "true", "1")
 _NO = ("no", "n", "false", "0", "")
 #: Seconds to wait for an existing cluster's scheduler to answer (``--scheduler``).
@@ -76,7 +79,7 @@ class Case:
         Relative to the output folder, as the manifest gives it (a trailing ``/`` means DICOM).
     transform : str or None
         Absolute path.
-    labelmap, interpolation : str
+    labelmap, interpolation, refine : str
         The manifest's text, checked when the case runs (a bad value fails that case only).
     png : str or None
         Folder relative to the output folder.
@@ -90,6 +93,7 @@ class Case:
     labelmap: str = ""
     png: str | None = None
     interpolation: str = ""
+    refine: str = ""
 
     @property
     def key(self) -> str:
@@ -151,7 +155,7 @@ def _case(folder: Path, line: int, cells: dict) -> Case:
 
     return Case(line, resolved("input") or "", resolved("reference") or "", cells.get("output") or "",
                 resolved("transform"), cells.get("labelmap") or "", cells.get("png") or None,
-                cells.get("interpolation") or "")
+                cells.get("interpolation") or "", cells.get("refine") or "")
 
 
 def _check_outputs(path: Path, cases: list[Case]) -> None:
@@ -227,13 +231,16 @@ def _case_options(case: Case) -> dict:
         raise AlignSeriesError(f"labelmap {case.labelmap!r} is neither yes nor no")
     if not case.input or not case.reference:
         raise AlignSeriesError("the row gives no " + ("input" if not case.input else "reference"))
+    if case.refine.lower() not in ("", *REFINE_MODELS):
+        raise AlignSeriesError(f"refine {case.refine!r} is not one of {', '.join(REFINE_MODELS)} (or empty)")
     return {"interpolation": interpolation, "labelmap": True if labelmap in _YES else None}
 
 
 def _output_targets(case: Case, output_dir: Path) -> dict:
     """Absolute output and PNG folder of a case (a DICOM output keeps its trailing ``/``)."""
     output = str(output_dir / case.output) + ("/" if case.output.endswith(("/", "\\")) else "")
-    return {"output": output, "png": str(output_dir / case.png) if case.png else None}
+    refined = str(output_dir / case.output.rstrip("/\\")) + ".refined.h5" if case.refine else None
+    return {"output": output, "png": str(output_dir / case.png) if case.png else None, "refined": refined}
 
 
 def _resample_and_export(case: Case, targets: dict, options: dict, *, force: bool) -> dict:
@@ -243,17 +250,39 @@ def _resample_and_export(case: Case, targets: dict, options: dict, *, force: boo
     mrml.capture_vtk_messages()
     scene = mrml.new_scene()  # the writers create the missing folders (and remove them if the case fails)
     try:
+        refinement = _refine(scene, case, targets["refined"], force=force) if case.refine else None
         export = operations.resample_and_export(scene, case.input, case.reference, targets["output"],
-                                                transform=case.transform, png_folder=targets["png"], force=force,
-                                                **options)
-        return {"outputs": [str(path) for path in export.outputs], "extras": [str(path) for path in export.extras],
-                "warnings": [warning.to_dict() for warning in mrml.node_warnings(export.volume_node)]}
+                                                transform=targets["refined"] if refinement else case.transform,
+                                                png_folder=targets["png"], force=force, **options)
+        warnings = (refinement.warnings if refinement else []) + mrml.node_warnings(export.volume_node)
+        return {"outputs": [str(path) for path in export.outputs],
+                "extras": [str(path) for path in export.extras] + ([targets["refined"]] if refinement else []),
+                "warnings": [warning.to_dict() for warning in warnings]}
     finally:
         scene.Clear(1)  # a worker runs many cases: free this one's voxels now
 
 
+def _refine(scene, case: Case, path: str, *, force: bool):
+    """Refine the case's transform (or the identity) by image intensity; write it to ``path``; its report."""
+    import numpy as np
+
+    from . import mrml, operations
+
+    fixed = operations.load_one_volume(scene, case.reference, role="reference")
+    moving = operations.load_one_volume(scene, case.input, role="input")
+    initial = np.eye(4)
+    if case.transform:
+        node = operations.read_transform(scene, case.transform, moving_geometry=mrml.volume_geometry(moving),
+                                         fixed_geometry=mrml.volume_geometry(fixed))
+        initial = mrml.transform_to_parent_matrix(node)
+    result = operations.refine_transform(scene, fixed, moving, initial, case.refine.lower(),
+                                         mode="file" if case.transform else "identity")
+    result.save(path, force=force)
+    return result.refinement
+
+
 def _refuse_existing(targets: dict) -> None:
-    for path in filter(None, (targets["output"], targets["png"])):
+    for path in filter(None, (targets["output"], targets["png"], targets["refined"])):
         if Path(path).exists() and not (Path(path).is_dir() and not any(Path(path).iterdir())):
             raise OutputExistsError(f"{Path(path)} exists and was not written by this batch: not replaced "
                                     "(use --force to replace it)")
@@ -261,7 +290,7 @@ def _refuse_existing(targets: dict) -> None:
 
 def _remove_leftovers(targets: dict) -> None:
     """Remove the temporary files and folders that an interrupted writer of these outputs left behind."""
-    for text in filter(None, (targets["output"], targets["png"])):
+    for text in filter(None, (targets["output"], targets["png"], targets["refined"])):
         path = Path(text.rstrip("/\\"))
         if not path.parent.is_dir():
             continue

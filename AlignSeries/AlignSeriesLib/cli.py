@@ -166,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run one `resample` job per manifest row on Dask: a local cluster of "
                                             "single-threaded worker processes, or an existing cluster. Columns: input, "
                                             "reference, output (relative to --output-dir; ending in / for DICOM), "
-                                            "optional transform, labelmap (yes/no), png (folder), interpolation. "
+                                            "optional transform, labelmap (yes/no), png (folder), interpolation, "
+                                            "refine (rigid/affine: refine the transform by image intensity "
+                                            "first). "
                                             "A rerun skips the cases done earlier. Exit status 1 when a case failed.")
     batch.add_argument("manifest", metavar="MANIFEST.csv", help="one row per case (input/reference/transform paths "
                                                                 "relative to the manifest's folder)")

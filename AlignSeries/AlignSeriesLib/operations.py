@@ -23,7 +23,18 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import alignment, dicom_export, dicom_reg, dicom_series, files, landmarks, mrml, mrml_files, registration, resample
+from . import (
+    alignment,
+    dicom_export,
+    dicom_reg,
+    dicom_series,
+    files,
+    landmarks,
+    mrml,
+    mrml_files,
+    registration,
+    resample,
+)
 from .describe import describe_dicom, summary_line, volume_file_info
 from .dicom_series import DicomVolume
 from .errors import (

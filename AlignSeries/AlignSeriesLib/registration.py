@@ -62,14 +62,23 @@ SAMPLING_RANGE = (0.01, 0.05)
 SAMPLING_SEED = 1
 #: Threads of the registration (fixed: the metric's sums are then added in the same order every run).
 THREADS = 2
-#: Optimizer: largest and smallest step (mm of physical shift), iterations per level.
-LEARNING_RATE_MM = 2.0
-MINIMUM_STEP_MM = 1e-3
-MAX_ITERATIONS = 200
+#: Stages: (name, transform, optimizer, pyramid levels). The rigid search at the coarsest level uses Powell's
+#: line searches, which turn rotations of 15 degrees that gradient steps (relaxed on a rough metric) crawl
+#: through; gradient descent then polishes on the finer levels; the affine stage follows the rigid one.
+RIGID_STAGES = (("rigid search", "rigid", "powell", (0,)), ("rigid", "rigid", "gradient", (1, 2)))
+AFFINE_STAGES = (("affine", "affine", "gradient", (1, 2)),)
+#: Powell: first step (scaled units: mm of physical shift), tolerance, iterations, line iterations.
+POWELL_STEP_MM = 5.0
+POWELL_TOLERANCE_MM = 0.01
+POWELL_ITERATIONS = 100
+POWELL_LINE_ITERATIONS = 20
+#: Gradient descent: learning rate (its first step at most ``MAX_STEP_MM``), relaxation, smallest step, iterations.
+LEARNING_RATE = 2.0
+MAX_STEP_MM = 3.0
 RELAXATION = 0.5
+MINIMUM_STEP = 1e-3
+MAX_ITERATIONS = 100
 GRADIENT_TOLERANCE = 1e-8
-#: Levels of the affine stage (after the rigid one): the two finest of the pyramid.
-AFFINE_LEVELS = 2
 #: The fixed image is cropped to the moving image's footprint under the initial transform, plus this margin (mm).
 OVERLAP_MARGIN_MM = 20.0
 
@@ -124,6 +133,9 @@ class RegistrationReport:
         How far the refinement moved the fixed volume's 8 corners' partners in the moving image, mm.
     change_degrees : float
         Rotation between the two transforms.
+    overlap_change_mm : float
+        The largest change at the 8 corners of the fixed volume's overlap with the moving one (what the
+        ``large_change`` warning weighs: the fixed volume's own corners may lie far from the moving image).
     levels : list of LevelReport
     metric_initial, metric_final : float
         Mattes MI at full resolution (same samples) at the start and at the end: lower is better; a
@@ -154,6 +166,7 @@ class RegistrationReport:
     stop_condition: str
     converged: bool
     overlap_fraction: float
+    overlap_change_mm: float = 0.0
     warnings: list[AlignSeriesWarning] = field(default_factory=list)
     landmark_check: dict | None = None
     seconds: float = 0.0
@@ -164,7 +177,8 @@ class RegistrationReport:
                 "initial_moving_to_fixed_ras": self.initial_moving_to_fixed_ras,
                 "moving_to_fixed_ras": self.moving_to_fixed_ras,
                 "change_mm_at_fixed_corners": self.change_mm, "max_change_mm": float(np.max(self.change_mm)),
-                "change_degrees": self.change_degrees, "levels": [level.to_dict() for level in self.levels],
+                "change_degrees": self.change_degrees, "overlap_change_mm": self.overlap_change_mm,
+                "levels": [level.to_dict() for level in self.levels],
                 "metric_initial": self.metric_initial, "metric_final": self.metric_final,
                 "iterations": self.iterations, "stop_condition": self.stop_condition, "converged": self.converged,
                 "overlap_fraction": self.overlap_fraction, "landmark_check": self.landmark_check,
@@ -232,7 +246,8 @@ def register(fixed: ImageOnGrid, moving: ImageOnGrid, initial_moving_to_fixed_ra
     initial = as_matrix4(np.eye(4) if initial_moving_to_fixed_ras is None else initial_moving_to_fixed_ras,
                          "initial transform")
     region = _fixed_region(fixed, moving.geometry, initial)
-    fixed_image = to_sitk_image(sitk, region.array.astype(np.float32, copy=False), region.geometry, "fixed image")
+    fixed_image = _isotropic(sitk, to_sitk_image(sitk, region.array.astype(np.float32, copy=False), region.geometry,
+                                                 "fixed image"))
     moving_image = to_sitk_image(sitk, np.asarray(moving.array, dtype=np.float32), moving.geometry, "moving image")
     masks = {role: to_sitk_image(sitk, (np.asarray(mask.array) != 0).astype(np.uint8), mask.geometry, f"{role} mask")
              for role, mask in (("fixed", fixed_mask), ("moving", moving_mask)) if mask is not None}
@@ -240,18 +255,22 @@ def register(fixed: ImageOnGrid, moving: ImageOnGrid, initial_moving_to_fixed_ra
     _set_matrix(initial_lps, itk_fixed_to_moving_lps(initial))
     centre_lps = region.geometry.ijk_to_lps[:3, :3] @ ((np.array(region.geometry.dimensions) - 1) / 2.0) \
         + region.geometry.ijk_to_lps[:3, 3]
-    stages = ["rigid"] + (["affine"] if model == "affine" else [])
+    stages = RIGID_STAGES + (AFFINE_STAGES if model == "affine" else ())
     watcher = _Watcher(progress, len(stages))
     correction = sitk.Euler3DTransform()
     correction.SetCenter(centre_lps.tolist())
     levels: list[LevelReport] = []
     stop_condition = ""
     for stage_index, stage in enumerate(stages):
-        if stage == "affine":
+        if stage[1] == "affine" and not isinstance(correction, sitk.AffineTransform):
             correction = _affine_from(sitk, correction)
         method = _method(sitk, fixed_image, stage, masks, initial_lps, correction)
         watcher.watch(method, stage_index, stage, levels)
-        correction = method.Execute(fixed_image, moving_image)
+        try:
+            correction = _only_transform(sitk, method.Execute(fixed_image, moving_image))
+        except RuntimeError as error:  # ITK's words, e.g. too few samples inside both images and masks
+            raise AlignSeriesError(f"the intensity refinement failed ({_itk_message(error)}): check that the images "
+                                   "and masks overlap under the initial transform") from None
         watcher.raise_if_cancelled()
         stop_condition = method.GetOptimizerStopConditionDescription()
     fixed_to_moving_lps = _matrix_of(initial_lps) @ _matrix_of(correction)
@@ -263,6 +282,9 @@ def register(fixed: ImageOnGrid, moving: ImageOnGrid, initial_moving_to_fixed_ra
         rotation_between_degrees(initial, refined), levels, metrics[0], metrics[1], sum(lv.iterations for lv in levels),
         stop_condition, not _hit_iteration_limit(stop_condition, levels), overlap_fraction(
             fixed.geometry, moving.geometry, refined), seconds=time.perf_counter() - started)
+    overlap = crop_to_overlap(fixed.geometry, moving.geometry, refined) if report.overlap_fraction > 0 else None
+    report.overlap_change_mm = float(np.max(change_at_corners_mm(overlap, initial, refined))) if overlap else float(
+        np.max(report.change_mm))
     report.warnings = report_warnings(report)
     for warning in report.warnings:
         logger.warning("%s", warning.message)
@@ -327,7 +349,7 @@ def _set_matrix(transform, matrix4: np.ndarray) -> None:
 
 def _simpleitk():
     try:
-        import SimpleITK as sitk
+        import SimpleITK as sitk  # noqa: N813 - the name SimpleITK documents
     except ImportError:
         raise MissingDependencyError(
             f"intensity refinement needs SimpleITK, which is not installed: pip install '{SIMPLEITK_REQUIREMENT}'",
@@ -361,22 +383,27 @@ def _translation(offset) -> np.ndarray:
     return matrix
 
 
-def _method(sitk, fixed_image, stage: str, masks: dict, initial_lps, correction):
-    """A SimpleITK registration of the preset, optimizing ``correction`` composed after ``initial_lps``."""
-    first_level = 0 if stage == "rigid" else len(SHRINK_FACTORS) - AFFINE_LEVELS
+def _method(sitk, fixed_image, stage: tuple, masks: dict, initial_lps, correction):
+    """A SimpleITK registration of one stage of the preset, optimizing ``correction`` after ``initial_lps``."""
+    levels = stage[3]
     method = sitk.ImageRegistrationMethod()
     method.SetNumberOfThreads(THREADS)
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentagePerLevel(
-        [_samples_fraction(fixed_image, factor) for factor in SHRINK_FACTORS[first_level:]], SAMPLING_SEED)
+        [_samples_fraction(fixed_image, SHRINK_FACTORS[level]) for level in levels], SAMPLING_SEED)
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=LEARNING_RATE_MM, minStep=MINIMUM_STEP_MM, numberOfIterations=MAX_ITERATIONS,
-        relaxationFactor=RELAXATION, gradientMagnitudeTolerance=GRADIENT_TOLERANCE)
+    if stage[2] == "powell":
+        method.SetOptimizerAsPowell(numberOfIterations=POWELL_ITERATIONS, maximumLineIterations=POWELL_LINE_ITERATIONS,
+                                    stepLength=POWELL_STEP_MM, stepTolerance=POWELL_TOLERANCE_MM, valueTolerance=1e-6)
+    else:
+        method.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=LEARNING_RATE, minStep=MINIMUM_STEP, numberOfIterations=MAX_ITERATIONS,
+            relaxationFactor=RELAXATION, gradientMagnitudeTolerance=GRADIENT_TOLERANCE,
+            estimateLearningRate=method.Once, maximumStepSizeInPhysicalUnits=MAX_STEP_MM)
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS[first_level:]))
-    method.SetSmoothingSigmasPerLevel(list(SMOOTHING_SIGMAS_MM[first_level:]))
+    method.SetShrinkFactorsPerLevel([SHRINK_FACTORS[level] for level in levels])
+    method.SetSmoothingSigmasPerLevel([SMOOTHING_SIGMAS_MM[level] for level in levels])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     if "fixed" in masks:
         method.SetMetricFixedMask(masks["fixed"])
@@ -387,9 +414,38 @@ def _method(sitk, fixed_image, stage: str, masks: dict, initial_lps, correction)
     return method
 
 
+def _itk_message(error: RuntimeError) -> str:
+    """The last line of an ITK exception (its description), without the C++ file and line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _isotropic(sitk, image):
+    """The image on a grid of cubic voxels (the geometric mean of its spacings), same directions and extent.
+
+    The pyramid shrinks every axis alike: on 0.9 x 0.9 x 5 mm voxels its coarsest level would be 3.6 x 3.6 x 20 mm.
+    """
+    spacing = np.array(image.GetSpacing())
+    if spacing.max() / spacing.min() < 1.5:
+        return image
+    cube = float(np.prod(spacing) ** (1.0 / 3.0))
+    size = np.maximum(np.round((np.array(image.GetSize()) - 1) * spacing / cube).astype(int) + 1, 1)
+    return sitk.Resample(image, [int(n) for n in size], sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
+                         [cube] * 3, image.GetDirection(), 0.0, sitk.sitkFloat32)
+
+
 def _samples_fraction(image, shrink_factor: int) -> float:
     voxels = np.prod(np.maximum(np.array(image.GetSize()) // shrink_factor, 1))
     return float(np.clip(TARGET_SAMPLES / voxels, *SAMPLING_RANGE))
+
+
+def _only_transform(sitk, transform):
+    """The one optimized transform that ``Execute`` returns (wrapped in a composite), as its own type."""
+    if isinstance(transform, sitk.CompositeTransform):
+        if transform.GetNumberOfTransforms() != 1:
+            raise AlignSeriesError(f"unexpected registration result: {transform.GetNumberOfTransforms()} transforms")
+        transform = transform.GetNthTransform(0)
+    return transform.Downcast()
 
 
 def _affine_from(sitk, rigid):
@@ -429,37 +485,37 @@ class _Watcher:
     def __init__(self, progress: ProgressCallback | None, stages: int):
         self.progress, self.stages, self.cancelled = progress, stages, False
 
-    def watch(self, method, stage_index: int, stage: str, levels: list[LevelReport]) -> None:
-        first_level = 0 if stage == "rigid" else len(SHRINK_FACTORS) - AFFINE_LEVELS
+    def watch(self, method, stage_index: int, stage: tuple, levels: list[LevelReport]) -> None:
+        name, pyramid_levels = stage[0], stage[3]
         fractions = method.GetMetricSamplingPercentagePerLevel()
 
         def on_iteration():
             level = method.GetCurrentLevel()
             metric = method.GetMetricValue()
-            if len(levels) == 0 or levels[-1].stage != stage or levels[-1].level != first_level + level:
-                pyramid_level = first_level + level
-                levels.append(LevelReport(stage, pyramid_level, SHRINK_FACTORS[pyramid_level],
+            if len(levels) == 0 or levels[-1].stage != name or levels[-1].level != pyramid_levels[level]:
+                pyramid_level = pyramid_levels[level]
+                levels.append(LevelReport(name, pyramid_level, SHRINK_FACTORS[pyramid_level],
                                           SMOOTHING_SIGMAS_MM[pyramid_level], 0, metric, metric, fractions[level]))
             current = levels[-1]
             levels[-1] = LevelReport(current.stage, current.level, current.shrink_factor, current.smoothing_mm,
                                      current.iterations + 1, current.metric_start, metric, current.samples_fraction)
-            self._report(method, stage_index, level, len(fractions), current.iterations + 1)
+            limit = POWELL_ITERATIONS if stage[2] == "powell" else MAX_ITERATIONS
+            self._report(method, stage_index, (level + min(1.0, (current.iterations + 1) / limit)) / len(fractions))
 
         method.AddCommand(self._sitk_iteration_event(), on_iteration)
 
     @staticmethod
     def _sitk_iteration_event():
-        import SimpleITK as sitk
+        import SimpleITK as sitk  # noqa: N813 - the name SimpleITK documents
 
         return sitk.sitkIterationEvent
 
-    def _report(self, method, stage_index: int, level: int, level_count: int, iteration: int) -> None:
+    def _report(self, method, stage_index: int, within_stage: float) -> None:
         if self.cancelled:
             method.StopRegistration()
             return
         if self.progress is None:
             return
-        within_stage = (level + min(1.0, iteration / MAX_ITERATIONS)) / level_count
         if self.progress((stage_index + within_stage) / self.stages):
             self.cancelled = True
             method.StopRegistration()
@@ -488,7 +544,8 @@ def change_at_corners_mm(fixed_geometry: VolumeGeometry, first_moving_to_fixed_r
 
 def rotation_between_degrees(first_moving_to_fixed_ras, second_moving_to_fixed_ras) -> float:
     """Angle (degrees) of the rotation part (polar decomposition) of ``second`` relative to ``first``."""
-    relative = np.asarray(second_moving_to_fixed_ras)[:3, :3] @ np.linalg.inv(np.asarray(first_moving_to_fixed_ras)[:3, :3])
+    first_linear = np.asarray(first_moving_to_fixed_ras)[:3, :3]
+    relative = np.asarray(second_moving_to_fixed_ras)[:3, :3] @ np.linalg.inv(first_linear)
     u, _, vt = np.linalg.svd(relative)
     rotation = u @ vt
     cosine = np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0)
@@ -527,10 +584,10 @@ def report_warnings(report: RegistrationReport) -> list[AlignSeriesWarning]:
         warnings.append(AlignSeriesWarning("metric_not_improved", (
             f"the metric did not improve ({report.metric_initial:.4f} -> {report.metric_final:.4f}, lower is "
             "better): the refinement found nothing better than its start")))
-    change = float(np.max(report.change_mm))
+    change = report.overlap_change_mm
     if change > MAX_CHANGE_MM or report.change_degrees > MAX_CHANGE_DEGREES:
         warnings.append(AlignSeriesWarning("large_change", (
-            f"the refinement moved the transform by up to {change:.1f} mm at the fixed volume's corners and "
+            f"the refinement moved the transform by up to {change:.1f} mm at the corners of the overlap and "
             f"{report.change_degrees:.1f} degrees (limits {MAX_CHANGE_MM:g} mm, {MAX_CHANGE_DEGREES:g} degrees) "
             "from its start: it may have found another structure")))
     if report.model == "affine":
