@@ -77,7 +77,7 @@ LEARNING_RATE = 2.0
 MAX_STEP_MM = 3.0
 RELAXATION = 0.5
 MINIMUM_STEP = 1e-3
-MAX_ITERATIONS = 100
+MAX_ITERATIONS = 300
 GRADIENT_TOLERANCE = 1e-8
 #: The fixed image is cropped to the moving image's footprint under the initial transform, plus this margin (mm).
 OVERLAP_MARGIN_MM = 20.0
@@ -400,7 +400,8 @@ def _method(sitk, fixed_image, stage: tuple, masks: dict, initial_lps, correctio
         method.SetOptimizerAsRegularStepGradientDescent(
             learningRate=LEARNING_RATE, minStep=MINIMUM_STEP, numberOfIterations=MAX_ITERATIONS,
             relaxationFactor=RELAXATION, gradientMagnitudeTolerance=GRADIENT_TOLERANCE,
-            estimateLearningRate=method.Once, maximumStepSizeInPhysicalUnits=MAX_STEP_MM)
+            estimateLearningRate=method.Once,
+            maximumStepSizeInPhysicalUnits=MAX_STEP_MM)
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel([SHRINK_FACTORS[level] for level in levels])
     method.SetSmoothingSigmasPerLevel([SMOOTHING_SIGMAS_MM[level] for level in levels])
