@@ -292,3 +292,19 @@ def test_api_register_from_a_mode_and_cancel_leaves_no_result(phantom_files):
     assert result.refinement is not None and result.mode == "centers"
     with pytest.raises(OperationCancelledError):
         alignseries.register(fixed, moving, progress=lambda fraction: True)
+
+
+def test_batch_case_with_refine_writes_and_uses_the_refined_transform(tmp_path, phantom_files, scene):
+    from AlignSeriesLib import batch, mrml, operations
+
+    case, paths = phantom_files
+    row = batch.Case(2, str(paths["moving"]), str(paths["fixed"]), "moved.nrrd", refine="rigid")
+    result = batch.run_case(row, tmp_path)
+    assert result["status"] == "done", result["error"]
+    refined = tmp_path / "moved.nrrd.refined.h5"
+    assert str(refined) in result["extras"]
+    matrix = mrml.transform_to_parent_matrix(operations.read_transform(scene, refined))
+    assert case.error_mm(matrix) <= 2.0
+    bad = batch.run_case(batch.Case(3, str(paths["moving"]), str(paths["fixed"]), "other.nrrd", refine="elastic"),
+                         tmp_path)
+    assert bad["status"] == "failed" and "refine 'elastic'" in bad["error"]

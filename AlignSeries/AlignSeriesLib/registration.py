@@ -8,8 +8,11 @@ a three-level pyramid. The preset is tuned here, once, for every front end:
 * pyramid: shrink factors 4, 2, 1 with Gaussian smoothing of 2, 1, 0 mm (physical units);
 * Mattes mutual information, random sampling of 1–5 % of the fixed voxels with a fixed seed and a
   fixed number of threads, so the same inputs give the same transform run to run;
-* regular-step gradient descent with scales from physical shifts (a step moves no voxel more than
-  a given number of millimetres), the rotation centred on the overlap;
+* the fixed region put on cubic voxels (the pyramid shrinks every axis alike: 5 mm slices would
+  otherwise become 20 mm at the coarsest level);
+* a Powell search of the rigid correction at the coarsest level, then regular-step gradient descent on
+  the finer ones, with scales from physical shifts (a step moves no voxel more than a given number of
+  millimetres), the rotation centred on the overlap;
 * optional masks (label maps: non-zero voxels count) on either image restrict the metric.
 
 Frames: AlignSeries keeps the moving-to-fixed RAS matrix (Slicer's "to parent"); an ITK registration
