@@ -197,6 +197,7 @@ class AlignSeriesParameterNode:
     method - geometry (from headers) or landmarks (from point lists).
     geometryMode - frameOfReference, centers or moments.
     fixedPoints, movingPoints, landmarkMode, landmarkMatch - landmark registration inputs and their pairing.
+    refineByIntensity - then refine the geometry transform rigidly by image intensity (mutual information).
     outputTransform - the moving-to-fixed transform (created when empty).
     exportInputVolume - volume, label map or segmentation to resample.
     exportReferenceVolume, interpolation, exportOutputVolume - resampling.
@@ -216,6 +217,7 @@ class AlignSeriesParameterNode:
     movingVolume: vtkMRMLScalarVolumeNode
     method: Method = Method.geometry
     geometryMode: GeometryMode = GeometryMode.frameOfReference
+    refineByIntensity: bool = False
     fixedPoints: vtkMRMLMarkupsFiducialNode
     movingPoints: vtkMRMLMarkupsFiducialNode
     landmarkMode: LandmarkMode = LandmarkMode.rigid
@@ -368,6 +370,7 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportPathKindLabel.text = self._exportPathDescription(p)
         landmarks = p.method == Method.landmarks
         self.ui.geometryModeComboBox.enabled = not landmarks
+        self.ui.refineCheckBox.enabled = not landmarks
         self.ui.landmarksGroupBox.enabled = landmarks
         busy = _("Wait for the running job to finish (or cancel it)") if self._busy else ""
         self.ui.loadDicomButton.enabled = not self._busy
@@ -537,7 +540,8 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             result = self._runJob(_("Failed to compute the transform."), self.logic.computeGeometryTransformResult,
                                   p.fixedVolume, p.movingVolume, mode=p.geometryMode.value,
-                                  outputTransform=p.outputTransform)
+                                  outputTransform=p.outputTransform, refine="rigid" if p.refineByIntensity else None,
+                                  withProgress=p.refineByIntensity)
         if result is None:
             return
         p.outputTransform = result.transformNode
@@ -560,6 +564,9 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.residualsTableWidget.setItem(row, 1, qt.QTableWidgetItem(movingLabel))
             self.ui.residualsTableWidget.setItem(row, 2, qt.QTableWidgetItem(f"{residual:.3f}"))
         self.ui.warningsLabel.text = "\n".join(panelWording(warning.message) for warning in result.warnings)
+        if getattr(result, "refinement", None) is not None:  # the report first points to the fused views
+            self.ui.warningsLabel.text = result.refinement.text() + "\n" + _(
+                "Look first: Apply to moving volume, then compare it fused with the fixed volume in the slice views.")
 
     def onApplyTransformButton(self) -> None:
         """Place the output transform above the moving volume's chain (its own transforms are kept)."""
@@ -669,18 +676,26 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
                                                    registration).transformNode
 
     def computeGeometryTransformResult(self, fixedVolume, movingVolume, mode: str = "frameOfReference",
-                                       outputTransform=None, registration=None):
+                                       outputTransform=None, registration=None, refine=None, progressCallback=None):
         """As :func:`computeGeometryTransform`, returning the whole result (``transformNode``,
-        ``movingToFixedRas``, ``movingIjkToFixedIjk``, ``warnings``).
+        ``movingToFixedRas``, ``movingIjkToFixedIjk``, ``warnings``, ``refinement``).
 
         Can be used without GUI widget.
+        :param refine: None, or "rigid" / "affine": then refine the transform by image intensity (Mattes mutual
+          information over the overlap); ``result.refinement`` reports how far it moved, whether it converged,
+          the overlap and when to check by eye.
+        :param progressCallback: ``progressCallback(fraction) -> bool`` during the refinement; returning True
+          cancels (no transform is made or changed).
         """
         from AlignSeriesLib import operations
+        from AlignSeriesLib.choices import REFINE_MODELS
 
         mode = _checkChoice("mode", mode, GEOMETRY_MODES)
+        request = None if refine is None else operations.RefineRequest(_checkChoice("refine", refine, REFINE_MODELS),
+                                                                       progress=progressCallback)
         return operations.compute_geometry_transform(
             slicer.mrmlScene, fixedVolume, movingVolume, mode, registrations=[registration] if registration else (),
-            transform_node=outputTransform)
+            transform_node=outputTransform, refine=request)
 
     def computeLandmarkTransform(self, fixedPoints, movingPoints, mode: str = "rigid", outputTransform=None,
                                  match: str = "order", weights=None, fixedVolume=None):

@@ -836,3 +836,18 @@ def test_without_slicer_package_manager_the_missing_package_is_named(scene, tmp_
     monkeypatch.setattr(dicom_mosaic, "nibabel_available", lambda: False)
     with pytest.raises(MissingDependencyError, match="nibabel"):
         AlignSeries.AlignSeriesLogic().loadDicomSeries(str(tmp_path))
+
+
+def test_panel_refine_checkbox_refines_with_progress_and_cancel_leaves_no_transform(loaded):
+    """"Refine by image intensity": the compute runs with the progress bar; Cancel leaves no transform behind."""
+    ui, p = loaded.ui, loaded.parameters
+    ui.geometryModeComboBox.currentIndex = 1  # Centers
+    ui.refineCheckBox.click()
+    assert p.refineByIntensity
+    transforms_before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLLinearTransformNode")
+    slicer.app.pendingUserActions.append(ui.cancelButton.click)
+    ui.computeButton.click()
+    assert ui.statusLabel.text == "Cancelled: nothing was written."
+    assert p.outputTransform is None
+    assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLLinearTransformNode") == transforms_before
+    assert slicer_qt_fakes.ctkMessageBox.shown == []

@@ -17,6 +17,9 @@ png            optional folder, relative to ``--output-dir``, for one PNG per re
 interpolation  optional ``nearest``, ``linear`` (default) or ``cubic``
 seg            optional DICOM SEG file, relative to ``--output-dir``, of the label map on a DICOM reference
 labels         optional label table naming the SEG's segments (relative to the manifest's folder)
+refine         optional ``rigid`` or ``affine``: first refine the transform (or the identity) by image
+               intensity (:func:`AlignSeriesLib.operations.refine_transform`), write it beside the output as
+               ``<output>.refined.h5``, and resample through it; the case's warnings include the refinement's
 ============== ========================================================================================
 
 Robustness. A failing case is reported and never stops the others. Every output is written
@@ -47,7 +50,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
-from .choices import INTERPOLATIONS
+from .choices import INTERPOLATIONS, REFINE_MODELS
 from .errors import AlignSeriesError, OutputExistsError, one_line
 from .files import remove_stale_temporaries, safe_name, write_text_atomic
 
@@ -56,7 +59,7 @@ logger = logging.getLogger(__name__)
 #: Folder inside the output folder that holds one completion record per case.
 RECORD_FOLDER = ".alignseries-batch"
 REQUIRED_COLUMNS = ("input", "reference", "output")
-OPTIONAL_COLUMNS = ("transform", "labelmap", "png", "interpolation", "seg", "labels")
+OPTIONAL_COLUMNS = ("transform", "labelmap", "png", "interpolation", "seg", "labels", "refine")
 _YES = ("yes", "y", "true", "1")
 _NO = ("no", "n", "false", "0", "")
 #: Seconds to wait for an existing cluster's scheduler to answer (``--scheduler``).
@@ -79,7 +82,7 @@ class Case:
         Relative to the output folder, as the manifest gives it (a trailing ``/`` means DICOM).
     transform : str or None
         Absolute path.
-    labelmap, interpolation : str
+    labelmap, interpolation, refine : str
         The manifest's text, checked when the case runs (a bad value fails that case only).
     png : str or None
         Folder relative to the output folder.
@@ -95,6 +98,7 @@ class Case:
     interpolation: str = ""
     seg: str | None = None
     labels: str | None = None
+    refine: str = ""
 
     @property
     def key(self) -> str:
@@ -156,7 +160,8 @@ def _case(folder: Path, line: int, cells: dict) -> Case:
 
     return Case(line, resolved("input") or "", resolved("reference") or "", cells.get("output") or "",
                 resolved("transform"), cells.get("labelmap") or "", cells.get("png") or None,
-                cells.get("interpolation") or "", cells.get("seg") or None, resolved("labels"))
+                cells.get("interpolation") or "", cells.get("seg") or None, resolved("labels"),
+                cells.get("refine") or "")
 
 
 def _check_outputs(path: Path, cases: list[Case]) -> None:
@@ -233,7 +238,7 @@ def run_case(case: Case, output_dir: str | Path, force: bool = False) -> dict:
 def _check_inside(output_dir: Path, targets: dict) -> None:
     """Every output resolves inside the output folder, symlinks followed (the manifest check is lexical only)."""
     root = output_dir.resolve()
-    for path in filter(None, (targets["output"], targets["png"])):
+    for path in filter(None, (targets["output"], targets["png"], targets["refined"])):
         if not Path(path).resolve().is_relative_to(root):
             raise AlignSeriesError(f"{path} leads outside --output-dir {output_dir} (to {Path(path).resolve()}) "
                                    "through a symbolic link: not written")
@@ -286,14 +291,17 @@ def _case_options(case: Case) -> dict:
         raise AlignSeriesError(f"labelmap {case.labelmap!r} is neither yes nor no")
     if not case.input or not case.reference:
         raise AlignSeriesError("the row gives no " + ("input" if not case.input else "reference"))
+    if case.refine.lower() not in ("", *REFINE_MODELS):
+        raise AlignSeriesError(f"refine {case.refine!r} is not one of {', '.join(REFINE_MODELS)} (or empty)")
     return {"interpolation": interpolation, "labelmap": True if labelmap in _YES else None}
 
 
 def _output_targets(case: Case, output_dir: Path) -> dict:
     """Absolute output and PNG folder of a case (a DICOM output keeps its trailing ``/``)."""
     output = str(output_dir / case.output) + ("/" if case.output.endswith(("/", "\\")) else "")
+    refined = str(output_dir / case.output.rstrip("/\\")) + ".refined.h5" if case.refine else None
     return {"output": output, "png": str(output_dir / case.png) if case.png else None,
-            "seg": str(output_dir / case.seg) if case.seg else None}
+            "seg": str(output_dir / case.seg) if case.seg else None, "refined": refined}
 
 
 def _resample_and_export(case: Case, targets: dict, options: dict, *, force: bool) -> dict:
@@ -305,19 +313,41 @@ def _resample_and_export(case: Case, targets: dict, options: dict, *, force: boo
     mrml.capture_vtk_messages()
     scene = mrml.new_scene()  # the writers create the missing folders (and remove them if the case fails)
     try:
+        refinement = _refine(scene, case, targets["refined"], force=force) if case.refine else None
         export = operations.resample_and_export(
             scene, case.input, case.reference,
             ExportTargets.for_output(targets["output"], png_folder=targets["png"], force=force, seg_file=targets["seg"],
                                      labels=operations.as_label_table(case.labels) if case.labels else None),
-            ExportOptions(**options), transform=case.transform)
-        return {"outputs": [str(path) for path in export.outputs], "extras": [str(path) for path in export.extras],
-                "warnings": [warning.to_dict() for warning in export.warnings]}
+            ExportOptions(**options), transform=targets["refined"] if refinement else case.transform)
+        warnings = (refinement.warnings if refinement else []) + list(export.warnings)
+        return {"outputs": [str(path) for path in export.outputs],
+                "extras": [str(path) for path in export.extras] + ([targets["refined"]] if refinement else []),
+                "warnings": [warning.to_dict() for warning in warnings]}
     finally:
         scene.Clear(1)  # a worker runs many cases: free this one's voxels now
 
 
+def _refine(scene, case: Case, path: str, *, force: bool):
+    """Refine the case's transform (or the identity) by image intensity; write it to ``path``; its report."""
+    import numpy as np
+
+    from . import mrml, operations
+
+    fixed = operations.load_one_volume(scene, case.reference, role="reference")
+    moving = operations.load_one_volume(scene, case.input, role="input")
+    initial = np.eye(4)
+    if case.transform:
+        node = operations.read_transform(scene, case.transform, moving_geometry=mrml.volume_geometry(moving),
+                                         fixed_geometry=mrml.volume_geometry(fixed))
+        initial = mrml.transform_to_parent_matrix(node)
+    result = operations.refine_transform(scene, fixed, moving, initial, case.refine.lower(),
+                                         mode="file" if case.transform else "identity")
+    result.save(path, force=force)
+    return result.refinement
+
+
 def _refuse_existing(targets: dict) -> None:
-    for path in filter(None, (targets["output"], targets["png"], targets["seg"])):
+    for path in filter(None, (targets["output"], targets["png"], targets["seg"], targets["refined"])):
         if Path(path).exists() and not (Path(path).is_dir() and not any(Path(path).iterdir())):
             raise OutputExistsError(f"{Path(path)} exists and was not written by this batch: not replaced "
                                     "(use --force to replace it)")
@@ -325,7 +355,7 @@ def _refuse_existing(targets: dict) -> None:
 
 def _remove_leftovers(targets: dict, *, writers_stopped: bool = False) -> None:
     """Remove the temporary files and folders that an interrupted writer of these outputs left behind."""
-    for path in filter(None, (targets["output"], targets["png"], targets["seg"])):
+    for path in filter(None, (targets["output"], targets["png"], targets["seg"], targets["refined"])):
         remove_stale_temporaries(path, writers_stopped=writers_stopped)
 
 

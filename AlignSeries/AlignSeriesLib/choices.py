@@ -11,3 +11,5 @@ LANDMARK_MODES = ("rigid", "similarity", "affine")
 MATCH_METHODS = ("order", "labels", "auto")
 #: Interpolations of :func:`AlignSeriesLib.resample.resample_to_geometry`.
 INTERPOLATIONS = ("nearest", "linear", "cubic")
+#: Models of the intensity refinement (:func:`AlignSeriesLib.registration.register`).
+REFINE_MODELS = ("rigid", "affine")

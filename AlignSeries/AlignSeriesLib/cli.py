@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .choices import GEOMETRY_MODES, INTERPOLATIONS, LANDMARK_MODES, MATCH_METHODS
+from .choices import GEOMETRY_MODES, INTERPOLATIONS, LANDMARK_MODES, MATCH_METHODS, REFINE_MODELS
 from .errors import AlignSeriesError, one_line
 
 logger = logging.getLogger(__name__)
@@ -96,9 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
     transform = commands.add_parser("transform", parents=[common], help="transform between two volumes' geometry")
     _add_volume_argument(transform, "--fixed", "reference volume")
     _add_volume_argument(transform, "--moving", "volume to align")
-    transform.add_argument("--mode", choices=GEOMETRY_MODES, default="frameOfReference",
-                           help="%(choices)s (default %(default)s)")
+    transform.add_argument("--mode", choices=GEOMETRY_MODES,
+                           help="%(choices)s (default frameOfReference)")
     transform.add_argument("--registration", metavar="REG", help="DICOM Spatial Registration object linking the frames")
+    transform.add_argument("--refine", choices=REFINE_MODELS,
+                           help="then refine by image intensity (Mattes mutual information over the overlap): "
+                                "rigid, or affine after rigid; the report says how far it moved and when to check")
+    transform.add_argument("--initial", metavar="FILE",
+                           help="with --refine: start from this transform file (e.g. from `landmarks`) instead "
+                                "of --mode")
+    transform.add_argument("--fixed-mask", nargs="+", metavar="PATH",
+                           help="with --refine: label map or .seg.nrrd; only its non-zero voxels of the fixed "
+                                "volume count")
+    transform.add_argument("--moving-mask", nargs="+", metavar="PATH",
+                           help="with --refine: likewise for the moving volume")
+    transform.add_argument("--check-landmarks", nargs=2, metavar=("FIXED", "MOVING"),
+                           help="with --refine: corresponding points files, not used by the refinement, whose "
+                                "error after it is reported")
     _add_output_argument(transform, "transform file: .h5/.tfm/.txt (ITK), .json/.mat4 (4x4 RAS to-parent), "
                                     ".mat (FSL FLIRT, -in moving -ref fixed), .dcm (DICOM REG)")
     transform.set_defaults(handler=run_transform)
@@ -170,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run one `resample` job per manifest row on Dask: a local cluster of "
                                             "single-threaded worker processes, or an existing cluster. Columns: input, "
                                             "reference, output (relative to --output-dir; ending in / for DICOM), "
-                                            "optional transform, labelmap (yes/no), png (folder), interpolation. "
+                                            "optional transform, labelmap (yes/no), png (folder), interpolation, "
+                                            "refine (rigid/affine: refine the transform by image intensity "
+                                            "first). "
                                             "A rerun skips the cases done earlier. Exit status 1 when a case failed.")
     batch.add_argument("manifest", metavar="MANIFEST.csv", help="one row per case (input/reference/transform paths "
                                                                 "relative to the manifest's folder)")
@@ -287,8 +303,43 @@ def run_transform(args) -> dict:
     fixed = operations.load_one_volume(scene, args.fixed, index=args.fixed_volume, role="--fixed")
     moving = operations.load_one_volume(scene, args.moving, index=args.moving_volume, role="--moving")
     registrations = [args.registration] if args.registration else ()
-    result = operations.compute_geometry_transform(scene, fixed, moving, args.mode, registrations=registrations)
-    return _transform_document(result, args)
+    refine = _refine_request(args, scene)
+    if args.initial:
+        initial_node = operations.read_transform(scene, args.initial,
+                                                 moving_geometry=mrml.volume_geometry(moving, world=False),
+                                                 fixed_geometry=mrml.volume_geometry(fixed, world=False))
+        initial = mrml.transform_to_parent_matrix(initial_node)
+        scene.RemoveNode(initial_node)
+        result = operations.refine_transform(scene, fixed, moving, initial, refine, mode="file",
+                                             explanation=f"read from {args.initial}")
+    else:
+        result = operations.compute_geometry_transform(scene, fixed, moving, args.mode or "frameOfReference",
+                                                       registrations=registrations, refine=refine)
+    document = _transform_document(result, args)
+    if result.refinement is not None:
+        document["text"] += (f"\n{result.refinement.text()}\nlook at it first: alignseries resample --input "
+                             f"{' '.join(args.moving)} --reference {' '.join(args.fixed)} --transform {args.output} "
+                             "--output moved.nrrd --preview fused.png")
+    return document
+
+
+def _refine_request(args, scene):
+    """The refinement ``transform --refine`` asks for (None without it); its options checked first."""
+    from . import operations
+
+    options = {"--initial": args.initial, "--fixed-mask": args.fixed_mask, "--moving-mask": args.moving_mask,
+               "--check-landmarks": args.check_landmarks}
+    if not args.refine:
+        given = [name for name, value in options.items() if value]
+        if given:
+            raise UsageError(f"{', '.join(given)} go(es) with --refine rigid|affine")
+        return None
+    if args.initial and (args.mode or args.registration):
+        raise UsageError("--initial and --mode/--registration both choose the starting transform: give one")
+    masks = [operations.load_one_volume(scene, paths, role=role, labelmap=True) if paths else None
+             for role, paths in (("--fixed-mask", args.fixed_mask), ("--moving-mask", args.moving_mask))]
+    return operations.RefineRequest(args.refine, masks[0], masks[1], args.check_landmarks,
+                                    _progress_bar(args, "refine"))
 
 
 def run_landmarks(args) -> dict:

@@ -3,7 +3,8 @@
 Steps: write an axial CT-like and an oblique, partial-field MR-like DICOM series of the phantom in
 :mod:`AlignSeriesLib.phantom` (different frames of reference, shuffled files) and two landmark lists;
 then ``info`` on both, the geometry transform (frame of reference: refused, as it must be; centers
-and moments as pre-alignments), the landmark transform, and the export of the MR onto the CT grid
+and moments as pre-alignments, then the centers start refined by image intensity, as
+``transform --mode centers --refine rigid`` does), the landmark transform, and the export of the MR onto the CT grid
 as NRRD, as DICOM aligned slice for slice with the CT, and as a fused PNG. The report compares each
 result with the ground truth in millimetres and states the tolerance it must meet.
 """
@@ -88,6 +89,15 @@ def run(output: Path, *, force: bool = False) -> dict:
                             _mean_distance(outcome.moving_to_fixed_ras, truth_mr_to_ct_ras, mr_landmarks),
                             PRE_ALIGNMENT_TOLERANCE_MM))
         outputs.append(outcome.save(folder / f"mr_to_ct_{mode}.h5", force=True))
+    refined = operations.compute_geometry_transform(scene, ct_node, mr_node, "centers", refine="rigid")
+    start_error = _max_distance(refined.refinement.initial_moving_to_fixed_ras if refined.refinement else np.eye(4),
+                                truth_mr_to_ct_ras, mr_node_corners(mr_node))
+    checks.append(Check(f"centers ({start_error:.0f} mm off) then intensity refinement (--refine rigid), max error "
+                        "over the MR field of view",
+                        _max_distance(refined.moving_to_fixed_ras, truth_mr_to_ct_ras, mr_node_corners(mr_node)),
+                        2.0))
+    notes.append("centers + --refine rigid: " + (refined.refinement.text() if refined.refinement else ""))
+    outputs.append(refined.save(folder / "mr_to_ct_centers_refined.h5", force=True))
 
     landmark = operations.compute_landmark_transform(scene, str(fixed_points), str(moving_points), "rigid",
                                                      match="labels")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import alignment, dicom_reg, dicom_seg_read, dicom_series, files, landmarks, mrml, mrml_files
+from . import alignment, dicom_reg, dicom_seg_read, dicom_series, files, landmarks, mrml, mrml_files, registration
 from .describe import describe_dicom, summary_line, volume_file_info
 from .dicom_series import DicomVolume
 from .errors import (
@@ -36,7 +36,7 @@ from .errors import (
 from .export_job import ExportOptions, ExportResult, part_of, resample_and_write
 from .exports import ExportTargets, Reference
 from .files import file_stem, is_volume_file
-from .geometry import VolumeGeometry
+from .geometry import VolumeGeometry, moving_ijk_to_fixed_ijk
 from .label_table import LabelTable, read_label_table
 
 logger = logging.getLogger(__name__)
@@ -227,6 +227,9 @@ class TransformResult:
         Landmark modes only: expected error (mm, Fitzpatrick's model) at ``target_ras``.
     target_ras : (3,) ndarray or None
         Where that error is estimated: the fixed volume's center, or the fixed points' centroid.
+    refinement : RegistrationReport or None
+        When refined by image intensity: the initial and refined transforms, how far it moved, the
+        optimizer's end, the overlap and the warnings (:class:`registration.RegistrationReport`).
     """
 
     transform_node: object
@@ -241,6 +244,7 @@ class TransformResult:
     leave_one_out_errors: np.ndarray | None = None
     target_registration_error: float | None = None
     target_ras: np.ndarray | None = None
+    refinement: registration.RegistrationReport | None = None
 
     # Slicer's camelCase view (the console contract of DESIGN.md)
     transformNode = property(lambda self: self.transform_node)
@@ -263,6 +267,8 @@ class TransformResult:
                          "leave_one_out_errors_mm": self.leave_one_out_errors,
                          "target_registration_error_mm": self.target_registration_error,
                          "target_ras": self.target_ras}
+        if self.refinement is not None:
+            document["refinement"] = self.refinement.to_dict()
         return document
 
     def save(self, path, *, force: bool = False) -> Path:
@@ -271,7 +277,7 @@ class TransformResult:
 
 
 def compute_geometry_transform(scene, fixed_node, moving_node, mode: str, *, registrations=(),
-                               transform_node=None) -> TransformResult:
+                               transform_node=None, refine: RefineRequest | str | None = None) -> TransformResult:
     """Moving-to-fixed transform from the two volumes' geometry, stored in a transform node.
 
     World coordinates throughout: the transform maps the moving volume's world RAS (where its chain of
@@ -291,11 +297,15 @@ def compute_geometry_transform(scene, fixed_node, moving_node, mode: str, *, reg
         the REG files found beside the volumes' DICOM files are searched too.
     transform_node : vtkMRMLLinearTransformNode, optional
         Node to update; a new node is created when omitted.
+    refine : RefineRequest or {"rigid", "affine"}, optional
+        Refine the transform by image intensity afterwards (:func:`refine_transform`).
 
     Raises
     ------
     FrameOfReferenceError
         In "frameOfReference" mode, when the frames differ (or are unknown) and no REG relates them.
+    OperationCancelledError
+        When a refinement was cancelled (no transform node is made or changed).
     """
     fixed_to_world_ras = mrml.parent_to_world_matrix(fixed_node, below=transform_node)
     moving_to_world_ras = mrml.parent_to_world_matrix(moving_node, below=transform_node)
@@ -316,11 +326,103 @@ def compute_geometry_transform(scene, fixed_node, moving_node, mode: str, *, reg
     moving_to_fixed_ras = result.moving_to_fixed_ras
     if mode == "frameOfReference":
         moving_to_fixed_ras = fixed_to_world_ras @ moving_to_fixed_ras @ np.linalg.inv(moving_to_world_ras)
+    if refine is not None:
+        return refine_transform(scene, fixed_node, moving_node, moving_to_fixed_ras, refine, mode=mode,
+                                transform_node=transform_node, explanation=result.description,
+                                warnings=list(result.warnings))
     node = mrml.set_linear_transform(scene, moving_to_fixed_ras, moving_volume=moving_node, fixed_volume=fixed_node,
                                      transform_node=transform_node,
                                      name=f"{moving_node.GetName()}_to_{fixed_node.GetName()}")
     return TransformResult(node, mode, moving_to_fixed_ras, result.moving_ijk_to_fixed_ijk, result.description,
                            list(result.warnings))
+
+
+@dataclass(frozen=True)
+class RefineRequest:
+    """An intensity refinement to run from an initial transform (:func:`refine_transform`).
+
+    Attributes
+    ----------
+    model : {"rigid", "affine"}
+    fixed_mask, moving_mask : vtkMRMLLabelMapVolumeNode or vtkMRMLSegmentationNode, optional
+        Only voxels inside the mask (non-zero labels, or any segment) count in the metric.
+    check_landmarks : (fixed points, moving points), optional
+        Markups nodes, points files or (N, 3) RAS arrays, paired by label when both lists have usable
+        labels (else by order), used only to report their error after refinement.
+    progress : callable, optional
+        ``progress(fraction) -> bool`` at every optimizer iteration; True cancels.
+    """
+
+    model: str = "rigid"
+    fixed_mask: object = None
+    moving_mask: object = None
+    check_landmarks: tuple | None = None
+    progress: ProgressCallback | None = None
+
+
+def refine_transform(scene, fixed_node, moving_node, initial_moving_to_fixed_ras, refine: RefineRequest | str, *,
+                     mode: str = "initial", transform_node=None, explanation: str = "",
+                     warnings: list[AlignSeriesWarning] | None = None) -> TransformResult:
+    """Refine a moving-to-fixed transform by image intensity (Mattes MI) and store it in a transform node.
+
+    Both volumes are taken where they are shown (world coordinates, their parent transforms included);
+    ``initial_moving_to_fixed_ras`` maps the moving volume's world RAS to the fixed volume's. The node
+    is made (or changed) only when the refinement finished: a cancelled one leaves no transform.
+
+    Parameters
+    ----------
+    scene : vtkMRMLScene
+    fixed_node, moving_node : vtkMRMLScalarVolumeNode
+    initial_moving_to_fixed_ras : (4, 4) array_like
+        The start: from a geometry mode, landmarks, a REG or a transform file.
+    refine : RefineRequest or {"rigid", "affine"}
+    mode : str
+        How the initial transform was obtained (the result's ``mode``).
+    transform_node : vtkMRMLLinearTransformNode, optional
+    explanation : str
+        How the initial transform was obtained, in one sentence.
+    warnings : list of AlignSeriesWarning, optional
+        The initial transform's warnings (a pre-alignment's is dropped: it was refined).
+
+    Returns
+    -------
+    TransformResult
+        With ``refinement`` (:class:`registration.RegistrationReport`); its warnings are the result's too.
+    """
+    request = RefineRequest(refine) if isinstance(refine, str) else refine
+    masks = [_mask_image(scene, node) if node is not None else None
+             for node in (request.fixed_mask, request.moving_mask)]
+    # world grids, ``transform_node`` left out where it already sits in a chain (it is what is being computed)
+    fixed_geometry, moving_geometry = (
+        mrml.volume_geometry(node, world=False).transformed(mrml.parent_to_world_matrix(node, below=transform_node))
+        for node in (fixed_node, moving_node))
+    report = registration.register(
+        registration.ImageOnGrid(mrml.volume_array(fixed_node, copy=False), fixed_geometry),
+        registration.ImageOnGrid(mrml.volume_array(moving_node, copy=False), moving_geometry),
+        initial_moving_to_fixed_ras, model=request.model, fixed_mask=masks[0], moving_mask=masks[1],
+        progress=request.progress)
+    if request.check_landmarks is not None:
+        fixed, fixed_labels = points_and_labels(scene, request.check_landmarks[0], "fixed check points")
+        moving, moving_labels = points_and_labels(scene, request.check_landmarks[1], "moving check points")
+        by = "labels" if landmarks.labels_usable(fixed_labels, moving_labels) else "order"
+        pairing = landmarks.match_points(fixed, moving, by=by, fixed_labels=fixed_labels, moving_labels=moving_labels)
+        report.landmark_check = registration.landmark_check(fixed, pairing.reorder(moving),
+                                                            report.initial_moving_to_fixed_ras,
+                                                            report.moving_to_fixed_ras)
+    node = mrml.set_linear_transform(scene, report.moving_to_fixed_ras, moving_volume=moving_node,
+                                     fixed_volume=fixed_node, transform_node=transform_node,
+                                     name=f"{moving_node.GetName()}_to_{fixed_node.GetName()}")
+    kept = [warning for warning in warnings or [] if warning.code != "pre_alignment"]
+    sentence = f"{explanation or mode}, then refined by image intensity ({request.model}, Mattes mutual information)"
+    return TransformResult(node, mode, report.moving_to_fixed_ras,
+                           moving_ijk_to_fixed_ijk(moving_geometry, fixed_geometry, report.moving_to_fixed_ras),
+                           sentence, kept + report.warnings, refinement=report)
+
+
+def _mask_image(scene, mask_node) -> registration.ImageOnGrid:
+    """A label map or segmentation node as a mask image (non-zero voxels count), in world coordinates."""
+    with mrml.as_labelmap(scene, mask_node) as labelmap:
+        return registration.ImageOnGrid(mrml.volume_array(labelmap), mrml.volume_geometry(labelmap))
 
 
 def compute_landmark_transform(scene, fixed_points, moving_points, mode: str, *, match: str = "order",

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import slicer
 
-from AlignSeriesLib import mrml, mrml_files
+from AlignSeriesLib import mrml, mrml_files, registration
 from AlignSeriesLib.dicom_series import DicomVolume
 from AlignSeriesLib.errors import AlignSeriesWarning, GeometryError
 from AlignSeriesLib.geometry import VolumeGeometry, as_matrix4
@@ -255,16 +255,7 @@ class Volume:
         GeometryError
             For a sheared grid (e.g. gantry tilt), which an ITK image cannot hold.
         """
-        sitk = _require("SimpleITK")
-        geometry = self.geometry
-        if not geometry.is_orthogonal:
-            raise GeometryError(f"'{self.name}' has a sheared grid ({geometry.summary()}), which an ITK image "
-                                "cannot hold: resample it onto an orthogonal grid first")
-        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
-        image.SetOrigin(geometry.origin_lps.tolist())
-        image.SetSpacing(geometry.spacing.tolist())
-        image.SetDirection((geometry.ijk_to_lps[:3, :3] / geometry.spacing).reshape(-1).tolist())
-        return image
+        return registration.to_sitk_image(_require("SimpleITK"), self.array, self.geometry, f"'{self.name}'")
 
 
 _PRIVATE = object()

@@ -1,0 +1,636 @@
+"""Intensity-based refinement of a moving-to-fixed transform: Mattes mutual information with SimpleITK.
+
+Starting from any initial transform (a shared frame of reference, a REG, centers, moments, landmarks,
+a transform file), :func:`register` restricts the fixed image to its overlap with the moving one,
+then optimizes a rigid (and, for ``"affine"``, afterwards an affine) correction of that transform on
+a three-level pyramid. The preset is tuned here, once, for every front end:
+
+* pyramid: shrink factors 4, 2, 1 with Gaussian smoothing of 2, 1, 0 mm (physical units);
+* Mattes mutual information, random sampling of 1–5 % of the fixed voxels with a fixed seed and a
+  fixed number of threads, so the same inputs give the same transform run to run;
+* the fixed region put on cubic voxels (the pyramid shrinks every axis alike: 5 mm slices would
+  otherwise become 20 mm at the coarsest level);
+* a Powell search of the rigid correction at the coarsest level, then regular-step gradient descent on
+  the finer ones, with scales from physical shifts (a step moves no voxel more than a given number of
+  millimetres), the rotation centred on the overlap;
+* optional masks (label maps: non-zero voxels count) on either image restrict the metric.
+
+Frames: AlignSeries keeps the moving-to-fixed RAS matrix (Slicer's "to parent"); an ITK registration
+optimizes the fixed-to-moving LPS transform that resamples the moving image. The two conversions
+(:func:`itk_fixed_to_moving_lps`, :func:`moving_to_fixed_ras_of`) are the only place they meet.
+
+The :class:`RegistrationReport` says what happened and when the result must be checked by eye (not
+converged, little overlap, metric not improved, a large change, an implausible affine). Mutual
+information measures how well intensities predict each other, not distances: it is reported as the
+optimizer's value, never as an accuracy.
+
+SimpleITK is imported only inside :func:`register` (and the image adapter), when refining.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .choices import REFINE_MODELS
+from .errors import (
+    AlignSeriesError,
+    AlignSeriesWarning,
+    GeometryError,
+    MissingDependencyError,
+    OperationCancelledError,
+    ProgressCallback,
+)
+from .geometry import VolumeGeometry, apply_affine, as_matrix4, lps_to_ras_transform, ras_to_lps_transform
+from .resample import crop_to_overlap
+
+logger = logging.getLogger(__name__)
+
+#: The pip requirement of the refinement (Slicer ships SimpleITK).
+SIMPLEITK_REQUIREMENT = "SimpleITK>=2.3"
+
+#: Pyramid: shrink factor per level, coarse to fine.
+SHRINK_FACTORS = (4, 2, 1)
+#: Gaussian smoothing per level, mm.
+SMOOTHING_SIGMAS_MM = (2.0, 1.0, 0.0)
+#: Mattes histogram bins.
+HISTOGRAM_BINS = 50
+#: Samples of the metric per level: this many fixed voxels, kept within 1–5 % of the level's voxels.
+TARGET_SAMPLES = 40_000
+SAMPLING_RANGE = (0.01, 0.05)
+#: Seed of the random sampling (fixed: results reproducible run to run).
+SAMPLING_SEED = 1
+#: Threads of the registration (fixed: the metric's sums are then added in the same order every run).
+THREADS = 2
+#: Stages: (name, transform, optimizer, pyramid levels). The rigid search at the coarsest level uses Powell's
+#: line searches, which turn rotations of 15 degrees that gradient steps (relaxed on a rough metric) crawl
+#: through; gradient descent then polishes on the finer levels; the affine stage follows the rigid one.
+RIGID_STAGES = (("rigid search", "rigid", "powell", (0,)), ("rigid", "rigid", "gradient", (1, 2)))
+AFFINE_STAGES = (("affine", "affine", "gradient", (1, 2)),)
+#: Powell: first step (scaled units: mm of physical shift), tolerance, iterations, line iterations.
+POWELL_STEP_MM = 5.0
+POWELL_TOLERANCE_MM = 0.01
+POWELL_ITERATIONS = 100
+POWELL_LINE_ITERATIONS = 20
+#: Gradient descent: learning rate (its first step at most ``MAX_STEP_MM``), relaxation, smallest step, iterations.
+LEARNING_RATE = 2.0
+MAX_STEP_MM = 3.0
+RELAXATION = 0.5
+MINIMUM_STEP = 1e-3
+MAX_ITERATIONS = 300
+GRADIENT_TOLERANCE = 1e-8
+#: The fixed image is cropped to the moving image's footprint under the initial transform, plus this margin (mm).
+OVERLAP_MARGIN_MM = 20.0
+
+#: Warning limits: overlap (share of the smaller volume inside the other), change from the initial
+#: transform (mm at the fixed volume's corners, degrees), affine scales (singular values).
+MIN_OVERLAP_FRACTION = 0.25
+MAX_CHANGE_MM = 50.0
+MAX_CHANGE_DEGREES = 20.0
+AFFINE_SCALE_RANGE = (0.8, 1.25)
+#: The final metric must be lower than the initial one by at least this fraction of its magnitude.
+METRIC_IMPROVEMENT_RTOL = 1e-3
+
+
+@dataclass(frozen=True)
+class ImageOnGrid:
+    """Voxels and where they lie: ``array`` indexed ``[k, j, i]`` on ``geometry`` (world RAS).
+
+    A mask is an image whose non-zero voxels count.
+    """
+
+    array: np.ndarray
+    geometry: VolumeGeometry
+
+
+@dataclass(frozen=True)
+class LevelReport:
+    """One pyramid level of one stage, as the optimizer reported it (Mattes MI: lower is better)."""
+
+    stage: str
+    level: int
+    shrink_factor: int
+    smoothing_mm: float
+    iterations: int
+    metric_start: float
+    metric_end: float
+    samples_fraction: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RegistrationReport:
+    """What an intensity refinement did, and whether its result needs a look.
+
+    Attributes
+    ----------
+    model : {"rigid", "affine"}
+    initial_moving_to_fixed_ras, moving_to_fixed_ras : (4, 4) ndarray
+        The starting transform and the refined one (world RAS, Slicer's "to parent").
+    change_mm : (8,) ndarray
+        How far the refinement moved the fixed volume's 8 corners' partners in the moving image, mm.
+    change_degrees : float
+        Rotation between the two transforms.
+    overlap_change_mm : float
+        The largest change at the 8 corners of the fixed volume's overlap with the moving one (what the
+        ``large_change`` warning weighs: the fixed volume's own corners may lie far from the moving image).
+    levels : list of LevelReport
+    metric_initial, metric_final : float
+        Mattes MI at full resolution (same samples) at the start and at the end: lower is better; a
+        similarity value, not an accuracy.
+    iterations : int
+        Optimizer iterations, all stages and levels.
+    stop_condition : str
+        The optimizer's own words at the last level.
+    converged : bool
+        False when the last level stopped at its iteration limit.
+    overlap_fraction : float
+        Share of the smaller volume that lies inside the other under the refined transform.
+    landmark_check : dict or None
+        Filled when landmarks are given as a check (:func:`landmark_check`).
+    warnings : list of AlignSeriesWarning
+    seconds : float
+    """
+
+    model: str
+    initial_moving_to_fixed_ras: np.ndarray
+    moving_to_fixed_ras: np.ndarray
+    change_mm: np.ndarray
+    change_degrees: float
+    levels: list[LevelReport]
+    metric_initial: float
+    metric_final: float
+    iterations: int
+    stop_condition: str
+    converged: bool
+    overlap_fraction: float
+    overlap_change_mm: float = 0.0
+    warnings: list[AlignSeriesWarning] = field(default_factory=list)
+    landmark_check: dict | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        """The JSON fields (``refinement`` of ``alignseries transform --json``)."""
+        return {"model": self.model, "metric": "Mattes mutual information (lower is better; not an accuracy)",
+                "initial_moving_to_fixed_ras": self.initial_moving_to_fixed_ras,
+                "moving_to_fixed_ras": self.moving_to_fixed_ras,
+                "change_mm_at_fixed_corners": self.change_mm, "max_change_mm": float(np.max(self.change_mm)),
+                "change_degrees": self.change_degrees, "overlap_change_mm": self.overlap_change_mm,
+                "levels": [level.to_dict() for level in self.levels],
+                "metric_initial": self.metric_initial, "metric_final": self.metric_final,
+                "iterations": self.iterations, "stop_condition": self.stop_condition, "converged": self.converged,
+                "overlap_fraction": self.overlap_fraction, "landmark_check": self.landmark_check,
+                "warnings": [warning.to_dict() for warning in self.warnings], "seconds": self.seconds}
+
+    def text(self) -> str:
+        """The report for people: check by eye first, then what moved and how the optimizer ended."""
+        verdict = ("CHECK BY EYE: " + "; ".join(w.code for w in self.warnings)) if self.warnings else (
+            "no warning; still check the fused preview by eye")
+        lines = [f"intensity refinement ({self.model}, Mattes mutual information): {verdict}",
+                 f"  change from the initial transform: up to {np.max(self.change_mm):.2f} mm at the fixed volume's "
+                 f"corners, {self.change_degrees:.2f} degrees",
+                 f"  overlap: {100 * self.overlap_fraction:.0f} % of the smaller volume",
+                 f"  optimizer: {self.iterations} iterations, {'converged' if self.converged else 'NOT converged'}"
+                 f" ({self.stop_condition}), {self.seconds:.1f} s",
+                 f"  metric (lower is better, not an accuracy): {self.metric_initial:.4f} -> {self.metric_final:.4f}"]
+        lines += [f"    {level.stage} level {level.level} (shrink {level.shrink_factor}, smoothing "
+                  f"{level.smoothing_mm:g} mm): {level.metric_start:.4f} -> {level.metric_end:.4f}, "
+                  f"{level.iterations} iterations" for level in self.levels]
+        if self.landmark_check:
+            check = self.landmark_check
+            lines.append(f"  landmark check ({check['count']} pairs): TRE mean {check['mean_mm_after']:.2f} mm, "
+                         f"max {check['max_mm_after']:.2f} mm (before refinement {check['mean_mm_before']:.2f} / "
+                         f"{check['max_mm_before']:.2f} mm)")
+        lines += [f"  warning: {warning.message}" for warning in self.warnings]
+        return "\n".join(lines)
+
+
+def register(fixed: ImageOnGrid, moving: ImageOnGrid, initial_moving_to_fixed_ras=None, *, model: str = "rigid",
+             fixed_mask: ImageOnGrid | None = None, moving_mask: ImageOnGrid | None = None,
+             progress: ProgressCallback | None = None) -> RegistrationReport:
+    """Refine a moving-to-fixed transform by maximizing the mutual information of the two images.
+
+    Parameters
+    ----------
+    fixed, moving : ImageOnGrid
+        Voxels ``[k, j, i]`` and their world geometry (parent transforms included).
+    initial_moving_to_fixed_ras : (4, 4) array_like, optional
+        The starting transform, moving world RAS to fixed world RAS; identity by default. It may be
+        any affine: the refinement composes a rigid (or affine) correction with it.
+    model : {"rigid", "affine"}
+        ``"affine"`` runs the rigid stage first, then an affine one on the two finest levels.
+    fixed_mask, moving_mask : ImageOnGrid, optional
+        Only voxels where the mask is non-zero count in the metric (any grid).
+    progress : callable, optional
+        ``progress(fraction) -> bool`` at every iteration; True cancels.
+
+    Returns
+    -------
+    RegistrationReport
+
+    Raises
+    ------
+    OperationCancelledError
+        When ``progress`` returned True (no transform results).
+    GeometryError
+        For a sheared grid, images that do not overlap under the initial transform, or too few voxels.
+    MissingDependencyError
+        If SimpleITK is not installed.
+    """
+    if model not in REFINE_MODELS:
+        raise AlignSeriesError(f"unknown refinement model {model!r}; expected one of {', '.join(REFINE_MODELS)}")
+    sitk = _simpleitk()
+    started = time.perf_counter()
+    initial = as_matrix4(np.eye(4) if initial_moving_to_fixed_ras is None else initial_moving_to_fixed_ras,
+                         "initial transform")
+    region = _fixed_region(fixed, moving.geometry, initial)
+    fixed_image = _isotropic(sitk, to_sitk_image(sitk, region.array.astype(np.float32, copy=False), region.geometry,
+                                                 "fixed image"))
+    moving_image = to_sitk_image(sitk, np.asarray(moving.array, dtype=np.float32), moving.geometry, "moving image")
+    masks = {role: to_sitk_image(sitk, (np.asarray(mask.array) != 0).astype(np.uint8), mask.geometry, f"{role} mask")
+             for role, mask in (("fixed", fixed_mask), ("moving", moving_mask)) if mask is not None}
+    initial_lps = sitk.AffineTransform(3)
+    _set_matrix(initial_lps, itk_fixed_to_moving_lps(initial))
+    centre_lps = region.geometry.ijk_to_lps[:3, :3] @ ((np.array(region.geometry.dimensions) - 1) / 2.0) \
+        + region.geometry.ijk_to_lps[:3, 3]
+    stages = RIGID_STAGES + (AFFINE_STAGES if model == "affine" else ())
+    watcher = _Watcher(progress, len(stages))
+    correction = sitk.Euler3DTransform()
+    correction.SetCenter(centre_lps.tolist())
+    levels: list[LevelReport] = []
+    stop_condition = ""
+    for stage_index, stage in enumerate(stages):
+        if stage[1] == "affine" and not isinstance(correction, sitk.AffineTransform):
+            correction = _affine_from(sitk, correction)
+        method = _method(sitk, fixed_image, stage, masks, initial_lps, correction)
+        watcher.watch(method, stage_index, stage, levels)
+        try:
+            correction = _only_transform(sitk, method.Execute(fixed_image, moving_image))
+        except RuntimeError as error:  # ITK's words, e.g. too few samples inside both images and masks
+            raise AlignSeriesError(f"the intensity refinement failed ({_itk_message(error)}): check that the images "
+                                   "and masks overlap under the initial transform") from None
+        watcher.raise_if_cancelled()
+        stop_condition = method.GetOptimizerStopConditionDescription()
+    fixed_to_moving_lps = _matrix_of(initial_lps) @ _matrix_of(correction)
+    refined = moving_to_fixed_ras_of(fixed_to_moving_lps)
+    metrics = [_metric_at(sitk, fixed_image, moving_image, masks, matrix)
+               for matrix in (itk_fixed_to_moving_lps(initial), fixed_to_moving_lps)]
+    report = RegistrationReport(
+        model, initial, refined, change_at_corners_mm(fixed.geometry, initial, refined),
+        rotation_between_degrees(initial, refined), levels, metrics[0], metrics[1], sum(lv.iterations for lv in levels),
+        stop_condition, not _hit_iteration_limit(stop_condition, levels), overlap_fraction(
+            fixed.geometry, moving.geometry, refined), seconds=time.perf_counter() - started)
+    overlap = crop_to_overlap(fixed.geometry, moving.geometry, refined) if report.overlap_fraction > 0 else None
+    report.overlap_change_mm = float(np.max(change_at_corners_mm(overlap, initial, refined))) if overlap else float(
+        np.max(report.change_mm))
+    report.warnings = report_warnings(report)
+    for warning in report.warnings:
+        logger.warning("%s", warning.message)
+    return report
+
+
+# -- frames ---------------------------------------------------------------------------------------
+
+
+def itk_fixed_to_moving_lps(moving_to_fixed_ras) -> np.ndarray:
+    """The ITK transform that resamples the moving image: fixed LPS points to moving LPS points.
+
+    Slicer's "to parent" moving-to-fixed RAS matrix, inverted (ITK maps output to input) and expressed in LPS.
+    """
+    return ras_to_lps_transform(np.linalg.inv(as_matrix4(moving_to_fixed_ras, "moving_to_fixed_ras")))
+
+
+def moving_to_fixed_ras_of(fixed_to_moving_lps) -> np.ndarray:
+    """Inverse of :func:`itk_fixed_to_moving_lps`."""
+    return np.linalg.inv(lps_to_ras_transform(as_matrix4(fixed_to_moving_lps, "fixed_to_moving_lps")))
+
+
+def to_sitk_image(sitk, array_kji: np.ndarray, geometry: VolumeGeometry, name: str):
+    """A ``SimpleITK.Image`` of an array ``[k, j, i]`` on a geometry (origin, spacing, direction in LPS).
+
+    Raises
+    ------
+    GeometryError
+        For a sheared grid (e.g. gantry tilt), which an ITK image cannot hold, or an array that does not
+        match its geometry.
+    """
+    if not geometry.is_orthogonal:
+        raise GeometryError(f"{name} has a sheared grid ({geometry.summary()}), which an ITK image cannot hold: "
+                            "resample it onto an orthogonal grid first")
+    if np.shape(array_kji) != geometry.shape:
+        raise GeometryError(f"{name}: array shape {np.shape(array_kji)} does not match its geometry's (k, j, i) "
+                            f"{geometry.shape}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array_kji))
+    image.SetOrigin(geometry.origin_lps.tolist())
+    image.SetSpacing(geometry.spacing.tolist())
+    image.SetDirection((geometry.ijk_to_lps[:3, :3] / geometry.spacing).reshape(-1).tolist())
+    return image
+
+
+def _matrix_of(transform) -> np.ndarray:
+    """4x4 of a SimpleITK matrix-offset transform (Euler, versor, affine): ``y = A (x - c) + c + t``."""
+    matrix = np.array(transform.GetMatrix()).reshape(3, 3)
+    centre, translation = np.array(transform.GetCenter()), np.array(transform.GetTranslation())
+    result = np.eye(4)
+    result[:3, :3] = matrix
+    result[:3, 3] = translation + centre - matrix @ centre
+    return result
+
+
+def _set_matrix(transform, matrix4: np.ndarray) -> None:
+    transform.SetMatrix(np.asarray(matrix4)[:3, :3].reshape(-1).tolist())
+    transform.SetTranslation(np.asarray(matrix4)[:3, 3].tolist())
+
+
+# -- the registration -----------------------------------------------------------------------------
+
+
+def _simpleitk():
+    try:
+        import SimpleITK as sitk  # noqa: N813 - the name SimpleITK documents
+    except ImportError:
+        raise MissingDependencyError(
+            f"intensity refinement needs SimpleITK, which is not installed: pip install '{SIMPLEITK_REQUIREMENT}'",
+            package=SIMPLEITK_REQUIREMENT) from None
+    return sitk
+
+
+def _fixed_region(fixed: ImageOnGrid, moving_geometry: VolumeGeometry, initial_moving_to_fixed_ras) -> ImageOnGrid:
+    """The fixed image cropped to the moving one's footprint under the initial transform, with a margin."""
+    margin = np.ceil(OVERLAP_MARGIN_MM / moving_geometry.spacing).astype(int)
+    padded = VolumeGeometry(tuple(np.array(moving_geometry.dimensions) + 2 * margin),
+                            moving_geometry.ijk_to_ras @ _translation(-margin))
+    try:
+        region = crop_to_overlap(fixed.geometry, padded, initial_moving_to_fixed_ras)
+    except GeometryError as error:
+        raise GeometryError(f"cannot refine: the images do not overlap under the initial transform ({error}); "
+                            "start from a pre-alignment (centers, moments) or landmarks") from None
+    first = np.rint(apply_affine(fixed.geometry.ras_to_ijk, region.origin_ras)).astype(int)
+    i, j, k = first
+    last = first + np.array(region.dimensions)
+    array = np.asarray(fixed.array)[k:last[2], j:last[1], i:last[0]]
+    if min(region.dimensions) < 2 * SHRINK_FACTORS[0]:
+        raise GeometryError(f"cannot refine: the overlap of the images is {region.dimensions} voxels, too thin for a "
+                            f"{len(SHRINK_FACTORS)}-level pyramid (at least {2 * SHRINK_FACTORS[0]} along each axis)")
+    return ImageOnGrid(array, region)
+
+
+def _translation(offset) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, 3] = offset
+    return matrix
+
+
+def _method(sitk, fixed_image, stage: tuple, masks: dict, initial_lps, correction):
+    """A SimpleITK registration of one stage of the preset, optimizing ``correction`` after ``initial_lps``."""
+    levels = stage[3]
+    method = sitk.ImageRegistrationMethod()
+    method.SetNumberOfThreads(THREADS)
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentagePerLevel(
+        [_samples_fraction(fixed_image, SHRINK_FACTORS[level]) for level in levels], SAMPLING_SEED)
+    method.SetInterpolator(sitk.sitkLinear)
+    if stage[2] == "powell":
+        method.SetOptimizerAsPowell(numberOfIterations=POWELL_ITERATIONS, maximumLineIterations=POWELL_LINE_ITERATIONS,
+                                    stepLength=POWELL_STEP_MM, stepTolerance=POWELL_TOLERANCE_MM, valueTolerance=1e-6)
+    else:
+        method.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=LEARNING_RATE, minStep=MINIMUM_STEP, numberOfIterations=MAX_ITERATIONS,
+            relaxationFactor=RELAXATION, gradientMagnitudeTolerance=GRADIENT_TOLERANCE,
+            estimateLearningRate=method.Once,
+            maximumStepSizeInPhysicalUnits=MAX_STEP_MM)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel([SHRINK_FACTORS[level] for level in levels])
+    method.SetSmoothingSigmasPerLevel([SMOOTHING_SIGMAS_MM[level] for level in levels])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    if "fixed" in masks:
+        method.SetMetricFixedMask(masks["fixed"])
+    if "moving" in masks:
+        method.SetMetricMovingMask(masks["moving"])
+    method.SetMovingInitialTransform(initial_lps)
+    method.SetInitialTransform(correction, inPlace=False)
+    return method
+
+
+def _itk_message(error: RuntimeError) -> str:
+    """The last line of an ITK exception (its description), without the C++ file and line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _isotropic(sitk, image):
+    """The image on a grid of cubic voxels (the geometric mean of its spacings), same directions and extent.
+
+    The pyramid shrinks every axis alike: on 0.9 x 0.9 x 5 mm voxels its coarsest level would be 3.6 x 3.6 x 20 mm.
+    """
+    spacing = np.array(image.GetSpacing())
+    if spacing.max() / spacing.min() < 1.5:
+        return image
+    cube = float(np.prod(spacing) ** (1.0 / 3.0))
+    size = np.maximum(np.round((np.array(image.GetSize()) - 1) * spacing / cube).astype(int) + 1, 1)
+    return sitk.Resample(image, [int(n) for n in size], sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
+                         [cube] * 3, image.GetDirection(), 0.0, sitk.sitkFloat32)
+
+
+def _samples_fraction(image, shrink_factor: int) -> float:
+    voxels = np.prod(np.maximum(np.array(image.GetSize()) // shrink_factor, 1))
+    return float(np.clip(TARGET_SAMPLES / voxels, *SAMPLING_RANGE))
+
+
+def _only_transform(sitk, transform):
+    """The one optimized transform that ``Execute`` returns (wrapped in a composite), as its own type."""
+    if isinstance(transform, sitk.CompositeTransform):
+        if transform.GetNumberOfTransforms() != 1:
+            raise AlignSeriesError(f"unexpected registration result: {transform.GetNumberOfTransforms()} transforms")
+        transform = transform.GetNthTransform(0)
+    return transform.Downcast()
+
+
+def _affine_from(sitk, rigid):
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(rigid.GetCenter())
+    affine.SetMatrix(rigid.GetMatrix())
+    affine.SetTranslation(rigid.GetTranslation())
+    return affine
+
+
+def _metric_at(sitk, fixed_image, moving_image, masks: dict, fixed_to_moving_lps: np.ndarray) -> float:
+    """Mattes MI at full resolution through one transform, on the finest level's samples."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetNumberOfThreads(THREADS)
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(_samples_fraction(fixed_image, 1), SAMPLING_SEED)
+    method.SetInterpolator(sitk.sitkLinear)
+    if "fixed" in masks:
+        method.SetMetricFixedMask(masks["fixed"])
+    if "moving" in masks:
+        method.SetMetricMovingMask(masks["moving"])
+    transform = sitk.AffineTransform(3)
+    _set_matrix(transform, fixed_to_moving_lps)
+    method.SetInitialTransform(transform)
+    return float(method.MetricEvaluate(fixed_image, moving_image))
+
+
+def _hit_iteration_limit(stop_condition: str, levels: list[LevelReport]) -> bool:
+    return bool(levels) and levels[-1].iterations >= MAX_ITERATIONS or "maximum number of iterations" in (
+        stop_condition.lower())
+
+
+class _Watcher:
+    """Follows a registration's iteration events: per-level metrics, progress, and cancel."""
+
+    def __init__(self, progress: ProgressCallback | None, stages: int):
+        self.progress, self.stages, self.cancelled = progress, stages, False
+
+    def watch(self, method, stage_index: int, stage: tuple, levels: list[LevelReport]) -> None:
+        name, pyramid_levels = stage[0], stage[3]
+        fractions = method.GetMetricSamplingPercentagePerLevel()
+
+        def on_iteration():
+            level = method.GetCurrentLevel()
+            metric = method.GetMetricValue()
+            if len(levels) == 0 or levels[-1].stage != name or levels[-1].level != pyramid_levels[level]:
+                pyramid_level = pyramid_levels[level]
+                levels.append(LevelReport(name, pyramid_level, SHRINK_FACTORS[pyramid_level],
+                                          SMOOTHING_SIGMAS_MM[pyramid_level], 0, metric, metric, fractions[level]))
+            current = levels[-1]
+            levels[-1] = LevelReport(current.stage, current.level, current.shrink_factor, current.smoothing_mm,
+                                     current.iterations + 1, current.metric_start, metric, current.samples_fraction)
+            limit = POWELL_ITERATIONS if stage[2] == "powell" else MAX_ITERATIONS
+            self._report(method, stage_index, (level + min(1.0, (current.iterations + 1) / limit)) / len(fractions))
+
+        method.AddCommand(self._sitk_iteration_event(), on_iteration)
+
+    @staticmethod
+    def _sitk_iteration_event():
+        import SimpleITK as sitk  # noqa: N813 - the name SimpleITK documents
+
+        return sitk.sitkIterationEvent
+
+    def _report(self, method, stage_index: int, within_stage: float) -> None:
+        if self.cancelled:
+            method.StopRegistration()
+            return
+        if self.progress is None:
+            return
+        if self.progress((stage_index + within_stage) / self.stages):
+            self.cancelled = True
+            method.StopRegistration()
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise OperationCancelledError("intensity refinement cancelled: no transform was made")
+
+
+# -- measures -------------------------------------------------------------------------------------
+
+
+def change_at_corners_mm(fixed_geometry: VolumeGeometry, first_moving_to_fixed_ras,
+                         second_moving_to_fixed_ras) -> np.ndarray:
+    """Distance (mm) between where two transforms send the fixed volume's 8 corners in the moving image.
+
+    Returns
+    -------
+    (8,) ndarray
+    """
+    corners = fixed_geometry.corners_ras
+    first = apply_affine(np.linalg.inv(first_moving_to_fixed_ras), corners)
+    second = apply_affine(np.linalg.inv(second_moving_to_fixed_ras), corners)
+    return np.linalg.norm(first - second, axis=1)
+
+
+def rotation_between_degrees(first_moving_to_fixed_ras, second_moving_to_fixed_ras) -> float:
+    """Angle (degrees) of the rotation part (polar decomposition) of ``second`` relative to ``first``."""
+    first_linear = np.asarray(first_moving_to_fixed_ras)[:3, :3]
+    relative = np.asarray(second_moving_to_fixed_ras)[:3, :3] @ np.linalg.inv(first_linear)
+    u, _, vt = np.linalg.svd(relative)
+    rotation = u @ vt
+    cosine = np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0)
+    return float(np.degrees(np.arccos(cosine)))
+
+
+def overlap_fraction(fixed_geometry: VolumeGeometry, moving_geometry: VolumeGeometry, moving_to_fixed_ras,
+                     *, samples_per_axis: int = 16) -> float:
+    """Share of the smaller volume's box that lies inside the other's box under the transform (0..1)."""
+    def inside_share(source: VolumeGeometry, target: VolumeGeometry, source_to_target_ras) -> float:
+        steps = [np.linspace(-0.5, n - 0.5, samples_per_axis) for n in source.dimensions]
+        ijk = np.stack(np.meshgrid(*steps, indexing="ij"), axis=-1).reshape(-1, 3)
+        points = apply_affine(target.ras_to_ijk @ source_to_target_ras @ source.ijk_to_ras, ijk)
+        dimensions = np.array(target.dimensions)
+        return float(np.mean(np.all((points >= -0.5) & (points <= dimensions - 0.5), axis=1)))
+
+    moving_volume = abs(np.linalg.det(moving_geometry.ijk_to_ras[:3, :3])) * np.prod(moving_geometry.dimensions)
+    fixed_volume = abs(np.linalg.det(fixed_geometry.ijk_to_ras[:3, :3])) * np.prod(fixed_geometry.dimensions)
+    if moving_volume <= fixed_volume:
+        return inside_share(moving_geometry, fixed_geometry, np.asarray(moving_to_fixed_ras))
+    return inside_share(fixed_geometry, moving_geometry, np.linalg.inv(moving_to_fixed_ras))
+
+
+def report_warnings(report: RegistrationReport) -> list[AlignSeriesWarning]:
+    """The plain statements of when a refinement's result must be checked by eye."""
+    warnings = []
+    if not report.converged:
+        warnings.append(AlignSeriesWarning("not_converged", (
+            f"the optimizer stopped at its iteration limit ({MAX_ITERATIONS} at the finest level; expected: "
+            f"convergence) — {report.stop_condition}")))
+    if report.overlap_fraction < MIN_OVERLAP_FRACTION:
+        warnings.append(AlignSeriesWarning("low_overlap", (
+            f"only {100 * report.overlap_fraction:.0f} % of the smaller volume lies inside the other (limit "
+            f"{100 * MIN_OVERLAP_FRACTION:.0f} %): mutual information over a small overlap is unreliable")))
+    if not report.metric_final < report.metric_initial - METRIC_IMPROVEMENT_RTOL * abs(report.metric_initial):
+        warnings.append(AlignSeriesWarning("metric_not_improved", (
+            f"the metric did not improve ({report.metric_initial:.4f} -> {report.metric_final:.4f}, lower is "
+            "better): the refinement found nothing better than its start")))
+    change = report.overlap_change_mm
+    if change > MAX_CHANGE_MM or report.change_degrees > MAX_CHANGE_DEGREES:
+        warnings.append(AlignSeriesWarning("large_change", (
+            f"the refinement moved the transform by up to {change:.1f} mm at the corners of the overlap and "
+            f"{report.change_degrees:.1f} degrees (limits {MAX_CHANGE_MM:g} mm, {MAX_CHANGE_DEGREES:g} degrees) "
+            "from its start: it may have found another structure")))
+    if report.model == "affine":
+        warnings += _affine_warnings(report.moving_to_fixed_ras, report.initial_moving_to_fixed_ras)
+    return warnings
+
+
+def _affine_warnings(moving_to_fixed_ras, initial_moving_to_fixed_ras) -> list[AlignSeriesWarning]:
+    relative = np.asarray(moving_to_fixed_ras)[:3, :3] @ np.linalg.inv(np.asarray(initial_moving_to_fixed_ras)[:3, :3])
+    warnings = []
+    if np.linalg.det(relative) < 0:
+        warnings.append(AlignSeriesWarning("reflection", (
+            "the affine refinement contains a reflection (determinant < 0, expected > 0): a mirror image, "
+            "not an anatomical fit")))
+    scales = np.linalg.svd(relative, compute_uv=False)
+    low, high = AFFINE_SCALE_RANGE
+    if scales.min() < low or scales.max() > high:
+        warnings.append(AlignSeriesWarning("affine_scale", (
+            f"the affine refinement scales by {np.round(scales, 3).tolist()} (expected within {low:g}..{high:g}): "
+            "implausible for two images of one patient")))
+    return warnings
+
+
+def landmark_check(fixed_points_ras, moving_points_ras, initial_moving_to_fixed_ras,
+                   moving_to_fixed_ras) -> dict:
+    """Target registration error of corresponding points before and after refinement (mm).
+
+    Parameters
+    ----------
+    fixed_points_ras, moving_points_ras : (N, 3) array_like, mm, RAS
+        Paired points, not used by the refinement.
+    """
+    fixed = np.asarray(fixed_points_ras, dtype=float).reshape(-1, 3)
+    moving = np.asarray(moving_points_ras, dtype=float).reshape(-1, 3)
+    if len(fixed) != len(moving) or len(fixed) == 0:
+        raise AlignSeriesError(f"landmark check: {len(fixed)} fixed and {len(moving)} moving points (expected the "
+                               "same number, at least one)")
+    before = np.linalg.norm(apply_affine(initial_moving_to_fixed_ras, moving) - fixed, axis=1)
+    after = np.linalg.norm(apply_affine(moving_to_fixed_ras, moving) - fixed, axis=1)
+    return {"count": len(fixed), "tre_mm_before": before, "tre_mm_after": after,
+            "mean_mm_before": float(before.mean()), "max_mm_before": float(before.max()),
+            "mean_mm_after": float(after.mean()), "max_mm_after": float(after.max())}

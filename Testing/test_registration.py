@@ -1,0 +1,310 @@
+"""Intensity refinement (AlignSeriesLib.registration): frames, recovery of known transforms, the report, cancel.
+
+Truth is independent of the code under test: the frame conversion is checked by SimpleITK's own resampler on
+an analytic phantom; recovery by known displacements of the analytic phantom, of two real MR series sharing a
+FrameOfReferenceUID (truth: identity), and of a real CT against a remapped copy (Testing/registration_cases.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+sitk = pytest.importorskip("SimpleITK")
+
+import registration_cases as cases  # noqa: E402
+
+from AlignSeriesLib import registration  # noqa: E402
+from AlignSeriesLib.errors import AlignSeriesError, GeometryError, OperationCancelledError  # noqa: E402
+from AlignSeriesLib.geometry import VolumeGeometry  # noqa: E402
+from AlignSeriesLib.registration import ImageOnGrid  # noqa: E402
+
+needs_real_data = pytest.mark.skipif(not cases.real_data_available(),
+                                     reason=f"real DICOM data not available: {cases.SHARED_DICOM} is absent")
+
+
+@pytest.fixture(scope="module")
+def phantom_pair():
+    return cases.phantom_pair()
+
+
+# -- frames -------------------------------------------------------------------------------------------
+
+
+def test_itk_transform_resamples_the_moving_phantom_onto_the_fixed_one(phantom_pair):
+    """Slicer's moving-to-fixed RAS matrix, converted, makes SimpleITK's resampler reproduce the fixed image."""
+    fixed, _ = phantom_pair
+    truth = cases.rigid_about(fixed.geometry.center_ras, (0.3, -0.5, 1.0), 11.0, (7.0, -12.0, 4.0))
+    moving_geometry = fixed.geometry.transformed(np.linalg.inv(truth))  # the moving patient, moved away
+    moving = ImageOnGrid(fixed.array, moving_geometry)  # same voxels, placed elsewhere: truth maps them back
+    fixed_image = registration.to_sitk_image(sitk, fixed.array, fixed.geometry, "fixed")
+    moving_image = registration.to_sitk_image(sitk, moving.array, moving.geometry, "moving")
+    transform = sitk.AffineTransform(3)
+    matrix = registration.itk_fixed_to_moving_lps(truth)
+    transform.SetMatrix(matrix[:3, :3].reshape(-1).tolist())
+    transform.SetTranslation(matrix[:3, 3].tolist())
+    resampled = sitk.GetArrayFromImage(sitk.Resample(moving_image, fixed_image, transform, sitk.sitkNearestNeighbor))
+    np.testing.assert_allclose(resampled, fixed.array, atol=1e-3)
+    wrong = sitk.AffineTransform(3)  # the matrix without the inversion would not do it
+    wrong.SetMatrix(truth[:3, :3].reshape(-1).tolist())
+    wrong.SetTranslation(truth[:3, 3].tolist())
+    assert not np.allclose(sitk.GetArrayFromImage(sitk.Resample(moving_image, fixed_image, wrong)), fixed.array,
+                           atol=1.0)
+
+
+def test_frame_conversions_are_inverse_of_each_other():
+    matrix = cases.rigid_about((10, 20, 30), (1, 2, 3), 25.0, (4, 5, 6)) @ np.diag([1.1, 0.9, 1.0, 1.0])
+    np.testing.assert_allclose(registration.moving_to_fixed_ras_of(registration.itk_fixed_to_moving_lps(matrix)),
+                               matrix, atol=1e-12)
+
+
+def test_sheared_grid_is_refused_with_a_clear_error():
+    sheared = np.eye(4)
+    sheared[0, 2] = 0.3
+    with pytest.raises(GeometryError, match="sheared"):
+        registration.to_sitk_image(sitk, np.zeros((4, 4, 4), np.float32), VolumeGeometry((4, 4, 4), sheared),
+                                   "fixed image")
+
+
+# -- recovery -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", range(3))
+def test_phantom_ct_mr_recovered_from_rigid_displacements(phantom_pair, number):
+    fixed, moving = phantom_pair
+    rng = np.random.default_rng(100 + number)
+    case = cases.displaced("phantom", "phantom", fixed, moving,
+                           cases.random_displacement(rng, moving.geometry.center_ras, 20.0, 15.0))
+    assert case.error_mm(np.eye(4)) > 5.0  # the start is off
+    report = registration.register(case.fixed, case.moving)
+    assert case.error_mm(report.moving_to_fixed_ras) <= 2.0
+    assert report.converged and report.metric_final < report.metric_initial
+    assert not {w.code for w in report.warnings} & {"not_converged", "metric_not_improved", "low_overlap"}
+
+
+@needs_real_data
+def test_real_mr_pair_sharing_a_frame_never_fails_silently():
+    """The real pair sharing a frame (sagittal T1, oblique field-map phase): recovered, or the report says so.
+
+    Measured: even started at the truth (identity) the phase map's mutual information with the T1 pulls the
+    transform tens of mm away, so this pair is a failure case; what matters is that the report flags it.
+    """
+    fixed, moving = cases.same_frame_pair()
+    case = cases.displaced("same frame", "same_frame_mr", fixed, moving,
+                           cases.random_displacement(np.random.default_rng(200), moving.geometry.center_ras, 20, 15))
+    report = registration.register(case.fixed, case.moving)
+    assert case.error_mm(report.moving_to_fixed_ras) <= 2.0 or report.warnings, report.text()
+
+
+@needs_real_data
+@pytest.mark.parametrize("model", ["rigid", "affine"])
+def test_real_ct_and_remapped_partial_copy_never_fails_silently(model):
+    """The real CT slab and its remapped, biased, noisy, partial, oblique copy: within 2 mm or flagged."""
+    kind = f"multimodal_{model}"
+    case, = cases.cases(1, seed=300, kinds=(kind,))
+    report = registration.register(case.fixed, case.moving, model=model)
+    assert case.error_mm(report.moving_to_fixed_ras) <= 2.0 or report.warnings, report.text()
+    assert case.error_mm(report.moving_to_fixed_ras) < case.error_mm(np.eye(4))  # it got closer
+    stages = [level.stage for level in report.levels]
+    assert stages[:3] == ["rigid search", "rigid", "rigid"] and stages[3:] == (["affine"] * 2 if model == "affine"
+                                                                                 else [])
+
+
+def test_initial_transform_is_where_the_search_starts(phantom_pair):
+    """A start far off (an 80 mm shift) fails; the same case started from the truth's neighbourhood succeeds."""
+    fixed, moving = phantom_pair
+    shift = cases.rigid_about(moving.geometry.center_ras, (0, 0, 1), 0.0, (80.0, 0.0, 0.0))
+    case = cases.displaced("far", "phantom", fixed, moving, shift)
+    near = case.truth_moving_to_fixed_ras @ cases.rigid_about((0, 0, 0), (1, 0, 0), 3.0, (4.0, -3.0, 2.0))
+    report = registration.register(case.fixed, case.moving, near)
+    assert case.error_mm(report.moving_to_fixed_ras) <= 2.0
+    np.testing.assert_allclose(report.initial_moving_to_fixed_ras, near)
+
+
+def test_failure_far_from_the_truth_is_flagged(phantom_pair):
+    """No silent failure: a start 80 mm off either succeeds or carries a warning."""
+    fixed, moving = phantom_pair
+    case = cases.displaced("far", "phantom", fixed, moving,
+                           cases.rigid_about(moving.geometry.center_ras, (0, 1, 0), 30.0, (80.0, 0.0, 0.0)))
+    report = registration.register(case.fixed, case.moving)
+    assert case.error_mm(report.moving_to_fixed_ras) <= 2.0 or report.warnings
+
+
+def test_same_inputs_give_the_same_transform(phantom_pair):
+    fixed, moving = phantom_pair
+    case = cases.displaced("again", "phantom", fixed, moving,
+                           cases.random_displacement(np.random.default_rng(5), moving.geometry.center_ras, 15, 10))
+    first = registration.register(case.fixed, case.moving)
+    second = registration.register(case.fixed, case.moving)
+    assert np.max(registration.change_at_corners_mm(fixed.geometry, first.moving_to_fixed_ras,
+                                                    second.moving_to_fixed_ras)) <= 1e-6
+
+
+def test_fixed_mask_restricts_the_metric(phantom_pair):
+    """A mask of the body (no air) still recovers the transform; an empty mask is refused clearly."""
+    fixed, moving = phantom_pair
+    case = cases.displaced("mask", "phantom", fixed, moving,
+                           cases.rigid_about(moving.geometry.center_ras, (0, 0, 1), 6.0, (8.0, 5.0, -6.0)))
+    k, j, i = np.meshgrid(*[np.arange(n) for n in fixed.geometry.shape], indexing="ij")
+    points = fixed.geometry.ijk_to_world(np.stack([i, j, k], axis=-1))
+    mask = (np.linalg.norm(points / [150, 100, 250], axis=-1) <= 1).astype(np.uint8)
+    report = registration.register(case.fixed, case.moving, fixed_mask=ImageOnGrid(mask, fixed.geometry))
+    assert case.error_mm(report.moving_to_fixed_ras) <= 2.0
+    with pytest.raises(AlignSeriesError, match="mask"):
+        registration.register(case.fixed, case.moving, fixed_mask=ImageOnGrid(0 * mask, fixed.geometry))
+
+
+def test_images_that_do_not_overlap_are_refused(phantom_pair):
+    fixed, moving = phantom_pair
+    far = cases.rigid_about((0, 0, 0), (0, 0, 1), 0, (0, 0, 2000))
+    away = ImageOnGrid(moving.array, moving.geometry.transformed(far))
+    with pytest.raises(GeometryError, match="do not overlap"):
+        registration.register(fixed, away)
+
+
+# -- progress and cancel ------------------------------------------------------------------------------
+
+
+def test_progress_rises_to_one_and_cancel_stops_without_a_result(phantom_pair):
+    fixed, moving = phantom_pair
+    seen = []
+    registration.register(fixed, moving, progress=lambda fraction: seen.append(fraction) or False)
+    assert seen and all(0 <= f <= 1 for f in seen) and seen[-1] > 0.66 and seen == sorted(seen)
+    calls = []
+    with pytest.raises(OperationCancelledError, match="no transform"):
+        registration.register(fixed, moving, progress=lambda fraction: calls.append(fraction) or len(calls) >= 5)
+    assert len(calls) == 5  # nothing asked after the cancel
+
+
+# -- the report ---------------------------------------------------------------------------------------
+
+
+def test_report_measures_against_independent_arithmetic(phantom_pair):
+    fixed, moving = phantom_pair
+    shift = cases.rigid_about(moving.geometry.center_ras, (0, 0, 1), 0.0, (6.0, 0.0, 0.0))
+    case = cases.displaced("report", "phantom", fixed, moving, shift)
+    report = registration.register(case.fixed, case.moving)
+    assert np.max(report.change_mm) == pytest.approx(6.0, abs=1.0)  # it moved by the displacement
+    assert report.change_degrees < 1.0
+    assert report.overlap_fraction == pytest.approx(1.0, abs=0.05)  # the moving grid lies inside the fixed one
+    assert report.iterations == sum(level.iterations for level in report.levels) > 0
+    document = json.loads(json.dumps(report.to_dict(), default=lambda a: np.asarray(a).tolist()))
+    assert "not an accuracy" in document["metric"] and document["levels"][0]["shrink_factor"] == 4
+    text = report.text()
+    assert "not an accuracy" in text and "fused preview" in text and "accuracy:" not in text.lower()
+
+
+def test_warnings_state_value_and_limit():
+    geometry = VolumeGeometry.from_spacing_origin_directions((10, 10, 10), (1, 1, 1), (0, 0, 0))
+    mirror = np.diag([-1.0, 1.0, 1.3, 1.0])
+    report = registration.RegistrationReport(
+        "affine", np.eye(4), mirror, registration.change_at_corners_mm(geometry, np.eye(4), mirror), 0.0, [], -0.5,
+        -0.4, 100, "Maximum number of iterations (100) exceeded.", False, 0.1)
+    codes = {warning.code: warning.message for warning in registration.report_warnings(report)}
+    assert set(codes) == {"not_converged", "low_overlap", "metric_not_improved", "reflection", "affine_scale"}
+    assert "10 %" in codes["low_overlap"] and "limit 25 %" in codes["low_overlap"]
+    assert "1.3" in codes["affine_scale"]
+
+
+def test_overlap_fraction_of_half_shifted_boxes():
+    geometry = VolumeGeometry.from_spacing_origin_directions((20, 20, 20), (1, 1, 1), (0, 0, 0))
+    shift = cases.rigid_about((0, 0, 0), (0, 0, 1), 0.0, (10.0, 0.0, 0.0))
+    assert registration.overlap_fraction(geometry, geometry, shift) == pytest.approx(0.5, abs=0.07)
+
+
+def test_landmark_check_reports_error_before_and_after():
+    points = np.array([[0.0, 0, 0], [10, 0, 0], [0, 10, 0]])
+    shift = cases.rigid_about((0, 0, 0), (0, 0, 1), 0.0, (3.0, 4.0, 0.0))
+    check = registration.landmark_check(points, points, shift, np.eye(4))
+    assert check["mean_mm_before"] == pytest.approx(5.0) and check["max_mm_after"] == pytest.approx(0.0)
+
+
+# -- the doors: command line, API ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory, phantom_pair):
+    """The phantom pair as NRRD files, the moving one displaced by a known rigid transform."""
+    import alignseries
+
+    fixed, moving = phantom_pair
+    case = cases.displaced("files", "phantom", fixed, moving,
+                           cases.rigid_about(moving.geometry.center_ras, (1, 0, 1), 6.0, (9.0, -7.0, 5.0)))
+    folder = tmp_path_factory.mktemp("phantom")
+    paths = {}
+    for role, image in (("fixed", case.fixed), ("moving", case.moving)):
+        paths[role] = folder / f"{role}.nrrd"
+        alignseries.Volume.from_array(image.array, image.geometry.ijk_to_ras).save(paths[role])
+    return case, paths
+
+
+def test_cli_refine_writes_the_refined_transform_and_reports(capsys, tmp_path, phantom_files):
+    from conftest import run
+
+    case, paths = phantom_files
+    output = tmp_path / "refined.json"
+    status, out, err = run(capsys, "transform", "--fixed", paths["fixed"], "--moving", paths["moving"],
+                           "--mode", "centers", "--refine", "rigid", "--output", output, "--json")
+    assert status == 0, err
+    document = json.loads(out)
+    written = np.array(json.loads(output.read_text())["moving_to_fixed_ras"], dtype=float)
+    assert case.error_mm(written) <= 2.0
+    refinement = document["refinement"]
+    assert refinement["model"] == "rigid" and "not an accuracy" in refinement["metric"]
+    assert len(refinement["change_mm_at_fixed_corners"]) == 8 and refinement["converged"] in (True, False)
+    assert not any(w["code"] == "pre_alignment" for w in document["warnings"])  # it was refined
+
+
+def test_cli_refine_from_a_transform_file_and_text_points_to_the_preview(capsys, tmp_path, phantom_files):
+    from conftest import run
+
+    case, paths = phantom_files
+    start = tmp_path / "start.json"
+    start.write_text(json.dumps({"moving_to_fixed_ras": np.eye(4).tolist()}))
+    status, out, err = run(capsys, "transform", "--fixed", paths["fixed"], "--moving", paths["moving"],
+                           "--initial", start, "--refine", "rigid", "--output", tmp_path / "refined.h5")
+    assert status == 0, err
+    assert "intensity refinement (rigid" in out and "--preview fused.png" in out and "not an accuracy" in out
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    (["--fixed-mask", "mask.nrrd"], "go(es) with --refine"),
+    (["--initial", "start.json", "--mode", "centers", "--refine", "rigid"], "both choose the starting transform"),
+])
+def test_cli_refine_options_misused_fail_in_one_line(capsys, tmp_path, phantom_files, arguments, fragment):
+    from conftest import run
+
+    _, paths = phantom_files
+    status, out, err = run(capsys, "transform", "--fixed", paths["fixed"], "--moving", paths["moving"],
+                           "--output", tmp_path / "t.h5", *arguments)
+    assert status == 2 and err.startswith("error:") and fragment in err and err.count("\n") == 1
+
+
+def test_api_register_from_a_mode_and_cancel_leaves_no_result(phantom_files):
+    import alignseries
+
+    case, paths = phantom_files
+    fixed, moving = alignseries.load(paths["fixed"]), alignseries.load(paths["moving"])
+    result = alignseries.register(fixed, moving, initial="centers")
+    assert case.error_mm(result.moving_to_fixed_ras) <= 2.0
+    assert result.refinement is not None and result.mode == "centers"
+    with pytest.raises(OperationCancelledError):
+        alignseries.register(fixed, moving, progress=lambda fraction: True)
+
+
+def test_batch_case_with_refine_writes_and_uses_the_refined_transform(tmp_path, phantom_files, scene):
+    from AlignSeriesLib import batch, mrml, operations
+
+    case, paths = phantom_files
+    row = batch.Case(2, str(paths["moving"]), str(paths["fixed"]), "moved.nrrd", refine="rigid")
+    result = batch.run_case(row, tmp_path)
+    assert result["status"] == "done", result["error"]
+    refined = tmp_path / "moved.nrrd.refined.h5"
+    assert str(refined) in result["extras"]
+    matrix = mrml.transform_to_parent_matrix(operations.read_transform(scene, refined))
+    assert case.error_mm(matrix) <= 2.0
+    bad = batch.run_case(batch.Case(3, str(paths["moving"]), str(paths["fixed"]), "other.nrrd", refine="elastic"),
+                         tmp_path)
+    assert bad["status"] == "failed" and "refine 'elastic'" in bad["error"]
