@@ -592,3 +592,16 @@ def test_footprint_resampling_reports_progress_and_can_cancel():
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) > 1
     with pytest.raises(OperationCancelledError, match="cancelled"):
         resample_to_geometry(array, input_geometry, reference, transform, progress=lambda fraction: fraction > 0.3)
+
+
+
+@pytest.mark.parametrize("kind", ["oblique", "reflection", "edge"])
+def test_thin_slabs_give_the_full_grid_resampling(kind, monkeypatch):
+    from AlignSeriesLib import resample
+
+    monkeypatch.setattr(resample, "SLAB_SLICES", 1)  # one vtkImageReslice call per output slice
+    array, input_geometry, reference, transform = footprint_case(kind)
+    for interpolation in ("nearest", "linear", "cubic"):
+        options = dict(interpolation=interpolation, background=-999)
+        full = resample_to_geometry(array, input_geometry, reference, transform, footprint=False, **options).array
+        assert np.array_equal(resample_to_geometry(array, input_geometry, reference, transform, **options).array, full)

@@ -75,7 +75,7 @@ import numpy as np
 from .choices import INTERPOLATIONS
 from .errors import AlignSeriesWarning, GeometryError, OperationCancelledError, ProgressCallback, ResampleError
 from .geometry import VolumeGeometry, apply_affine, as_matrix4, moving_ijk_to_fixed_ijk
-from .reslice import Reslicer
+from .reslice import Box, Reslicer, box_shape, window
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +92,12 @@ EXACT_COPY_ATOL = 1e-3
 #: Tolerance, in voxels, when deciding whether two grids' voxel boxes overlap.
 OVERLAP_ATOL = 1e-6
 
-#: Number of output slabs processed one after the other when a ``progress`` callback is given, or
-#: when only a footprint is interpolated (so that no footprint-sized temporary is made).
+#: Number of output slabs processed one after the other when a ``progress`` callback is given.
 PROGRESS_STEPS = 10
+
+#: Output slices per ``vtkImageReslice`` call when only a footprint is interpolated, so that no box-sized
+#: temporary is made.
+SLAB_SLICES = 32
 
 #: Reach of each interpolation kernel beyond a sample point, in input voxels: the footprint of the input
 #: in the output grid is its voxel centres' box grown by this much (see "Work proportional to the overlap").
@@ -242,7 +245,7 @@ def reference_ijk_to_input_ijk_matrix(
 
 
 def footprint_box(reference_ijk_to_input_ijk, input_dimensions, reference_dimensions,
-                  interpolation: str = "linear") -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+                  interpolation: str = "linear") -> Box:
     """The box of output voxels where an input can contribute: everywhere else resampling gives background.
 
     Parameters
@@ -258,7 +261,7 @@ def footprint_box(reference_ijk_to_input_ijk, input_dimensions, reference_dimens
     -------
     first, stop : tuple of 3 int
         Reference indices ``(i, j, k)``: the box is ``first <= index < stop``, within the reference grid;
-        empty (some ``stop <= first``) when the input cannot reach the grid.
+        empty (some ``stop <= first``) when the input cannot reach it.
     """
     support = KERNEL_SUPPORT[interpolation]
     low, high = -support, np.asarray(input_dimensions, dtype=float) - 1 + support
@@ -271,7 +274,7 @@ def footprint_box(reference_ijk_to_input_ijk, input_dimensions, reference_dimens
     return (int(first[0]), int(first[1]), int(first[2])), (int(stop[0]), int(stop[1]), int(stop[2]))
 
 
-def _whole_box(reference_dimensions) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+def _whole_box(reference_dimensions) -> Box:
     i, j, k = (int(n) for n in reference_dimensions)
     return (0, 0, 0), (i, j, k)
 
@@ -569,30 +572,23 @@ def _resample_scalars(job: Reslicer, interpolation: str, background, output_dtyp
                       progress: ProgressCallback | None) -> np.ndarray:
     """Nearest, linear or cubic resampling of the box, background elsewhere.
 
-    The whole grid without progress is one call whose result is the output; otherwise the box is done in
-    slabs written into a background-filled output, so no box-sized temporary is made.
+    The whole grid without progress is one call whose result is the output; otherwise the box is done in slabs
+    of :data:`SLAB_SLICES` slices written into a background-filled output.
     """
+    options = {"mode": interpolation, "background": background, "output_dtype": output_dtype}
     if job.whole and progress is None:
-        box_k = job.window[0]
-        output = job.reslice(job.array, mode=interpolation, background=background, output_dtype=output_dtype,
-                             slices=(box_k.start, box_k.stop))
+        output = job.reslice(job.array, box=job.box, **options)
     else:
-        output = _background(job, background, output_dtype)
-        slabs = job.slabs(PROGRESS_STEPS)
-        for done, (first, stop) in enumerate(slabs, start=1):
-            output[(slice(first, stop), *job.window[1:])] = job.reslice(
-                job.array, mode=interpolation, background=background, output_dtype=output_dtype, slices=(first, stop))
+        output = np.full(job.reference_shape, background, output_dtype)
+        slabs = job.slabs(SLAB_SLICES if progress is None else
+                          max(1, math.ceil(box_shape(job.box)[0] / PROGRESS_STEPS)))
+        for done, box in enumerate(slabs, start=1):
+            if 0 not in box_shape(box):
+                output[window(box)] = job.reslice(job.array, box=box, **options)
             _report(progress, done / len(slabs))
     if interpolation == "cubic":
-        _clamp_to_input_range(output[job.window], job.array, background)
+        _clamp_to_input_range(output[window(job.box)], job.array, background)
     return output
-
-
-def _background(job: Reslicer, background, output_dtype: np.dtype) -> np.ndarray:
-    """An output of ``background``; uninitialised where the box will be written, when the box is the whole grid."""
-    if job.whole:
-        return np.empty(job.reference_shape, dtype=output_dtype)
-    return np.full(job.reference_shape, background, dtype=output_dtype)
 
 
 def _report(progress: ProgressCallback | None, fraction: float) -> None:
@@ -620,13 +616,12 @@ def _resample_labels(job: Reslicer, background, output_dtype: np.dtype,
     votes = [(background, _VOTE_SCALE)] + [(label, 0) for label in foreground]
     mask = np.empty(job.array.shape, dtype=bool)
     output = np.full(job.reference_shape, background, dtype=output_dtype)
-    voted = output[job.window]
-    box_k = job.window[0]
+    voted = output[window(job.box)]
     best_weight: np.ndarray | None = None
     for done, (label, outside_weight) in enumerate(votes, start=1):
         np.equal(job.array, label, out=mask)
-        weight = job.reslice(mask, mode="linear", background=outside_weight, output_dtype=np.dtype(np.uint8),
-                             slices=(box_k.start, box_k.stop), scale=_VOTE_SCALE)
+        weight = job.reslice(mask, box=job.box, mode="linear", background=outside_weight,
+                             output_dtype=np.dtype(np.uint8), scale=_VOTE_SCALE)
         if best_weight is None:  # the background's vote: the output starts as background everywhere
             best_weight = weight
         else:

@@ -8,8 +8,6 @@ output voxel is computed from its own index alone, whatever box (or slab of it) 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import vtk
 from vtk.util import numpy_support
@@ -21,8 +19,11 @@ VTK_INTERPOLATION_MODES = {"nearest": vtk.VTK_NEAREST_INTERPOLATION, "linear": v
                            "cubic": vtk.VTK_CUBIC_INTERPOLATION}
 
 
+Box = tuple[tuple[int, int, int], tuple[int, int, int]]  # reference indices (i, j, k): first <= index < stop
+
+
 class Reslicer:
-    """Resamples arrays of one input shape onto a box of one reference grid with ``vtkImageReslice``.
+    """Resamples arrays of one input shape onto boxes of one reference grid with ``vtkImageReslice``.
 
     Parameters
     ----------
@@ -31,50 +32,57 @@ class Reslicer:
     reference_ijk_to_input_ijk : (4, 4) ndarray
     reference_shape : tuple of 3 int
         ``(K, J, I)`` of the output.
-    box : (first, stop)
-        Reference indices ``(i, j, k)`` of the part interpolated (:func:`.resample.footprint_box`); the rest
-        is background.
+    box : Box
+        The part of the grid interpolated (:func:`.resample.footprint_box`); the rest is background.
     """
 
-    def __init__(self, array: np.ndarray, reference_ijk_to_input_ijk: np.ndarray, reference_shape, box):
+    def __init__(self, array: np.ndarray, reference_ijk_to_input_ijk: np.ndarray, reference_shape, box: Box):
         vtk.vtkSMPTools.SetBackend(SMP_BACKEND)
         self.array = array
         self.reference_shape = tuple(reference_shape)
         self.axes = vtk.vtkMatrix4x4()
         self.axes.DeepCopy(reference_ijk_to_input_ijk.ravel().tolist())
-        first, stop = box
-        self.window = tuple(slice(first[axis], stop[axis]) for axis in (2, 1, 0))  # [k, j, i] of the box
-        self.box_shape = tuple(max(0, stop[axis] - first[axis]) for axis in (2, 1, 0))
-        self.whole = self.box_shape == self.reference_shape
+        self.box = box
+        self.whole = box_shape(box) == self.reference_shape
 
-    def slabs(self, steps: int) -> list[tuple[int, int]]:
-        """The box's slices ``(first, stop)`` (k of the reference) in ``steps`` slabs or fewer."""
-        first, stop = self.window[0].start, self.window[0].start + self.box_shape[0]
-        step = max(1, math.ceil((stop - first) / steps))
-        return [(k, min(k + step, stop)) for k in range(first, stop, step)]
+    def slabs(self, slices: int) -> list[Box]:
+        """The box in slabs of ``slices`` reference slices or fewer."""
+        (i0, j0, first), (i1, j1, stop) = self.box
+        return [((i0, j0, k), (i1, j1, min(k + slices, stop))) for k in range(first, stop, max(1, slices))]
 
-    def reslice(self, array: np.ndarray, *, mode: str, background: float, output_dtype: np.dtype,
-                slices: tuple[int, int], scale: float = 1.0) -> np.ndarray:
-        """Resample ``array`` (same shape as the input) onto the box's part of reference slices ``slices``.
+    def reslice(self, array: np.ndarray, *, box: Box, mode: str, background: float, output_dtype: np.dtype,
+                scale: float = 1.0) -> np.ndarray:
+        """Resample ``array`` (same shape as the input) onto ``box`` of the reference grid.
 
-        Returns a ``(stop - first, box J, box I)`` array of ``output_dtype``, rounded and clamped to it.
+        Returns an array of ``box_shape(box)`` and ``output_dtype``, rounded and clamped to it.
         """
-        first, stop = slices
-        rows, columns = self.window[1], self.window[2]
+        (i0, j0, k0), (i1, j1, k1) = box
         reslice = vtk.vtkImageReslice()
         reslice.SetEnableSMP(True)  # threads from vtkSMPTools (SMP_BACKEND) rather than vtkMultiThreader
         reslice.SetInputData(wrap(array))
         reslice.SetResliceAxes(self.axes)
         reslice.SetOutputSpacing(1.0, 1.0, 1.0)
         reslice.SetOutputOrigin(0.0, 0.0, 0.0)
-        reslice.SetOutputExtent(columns.start, columns.stop - 1, rows.start, rows.stop - 1, first, stop - 1)
+        reslice.SetOutputExtent(i0, i1 - 1, j0, j1 - 1, k0, k1 - 1)
         reslice.SetOutputScalarType(numpy_support.get_vtk_array_type(vtk_dtype(output_dtype)))
         reslice.SetInterpolationMode(VTK_INTERPOLATION_MODES[mode])
         reslice.SetBackgroundLevel(float(background))
         reslice.SetScalarScale(scale)
         reslice.Update()
         scalars = numpy_support.vtk_to_numpy(reslice.GetOutput().GetPointData().GetScalars())
-        return scalars.view(output_dtype).reshape((stop - first, *self.box_shape[1:]))
+        return scalars.view(output_dtype).reshape(box_shape(box))
+
+
+def box_shape(box: Box) -> tuple[int, int, int]:
+    """``(K, J, I)`` of a box (0 along an axis where it is empty)."""
+    (i0, j0, k0), (i1, j1, k1) = box
+    return max(0, k1 - k0), max(0, j1 - j0), max(0, i1 - i0)
+
+
+def window(box: Box) -> tuple[slice, slice, slice]:
+    """The ``[k, j, i]`` slices of an array on the reference grid that a box covers."""
+    (i0, j0, k0), (i1, j1, k1) = box
+    return slice(k0, max(k0, k1)), slice(j0, max(j0, j1)), slice(i0, max(i0, i1))
 
 
 def vtk_dtype(dtype: np.dtype) -> np.dtype:
