@@ -605,3 +605,15 @@ def test_thin_slabs_give_the_full_grid_resampling(kind, monkeypatch):
         options = dict(interpolation=interpolation, background=-999)
         full = resample_to_geometry(array, input_geometry, reference, transform, footprint=False, **options).array
         assert np.array_equal(resample_to_geometry(array, input_geometry, reference, transform, **options).array, full)
+
+
+@pytest.mark.parametrize("kind", ["oblique", "whole grid"])
+@pytest.mark.parametrize("labelmap", [False, True])
+def test_a_resampled_array_goes_to_a_volume_node_without_a_copy(scene, kind, labelmap):
+    from AlignSeriesLib import mrml
+
+    array, input_geometry, reference, transform = footprint_case(kind)
+    values = (array % 3).astype(np.uint8) if labelmap else array
+    result = resample_to_geometry(values, input_geometry, reference, transform, labelmap=labelmap)
+    node = mrml.add_volume_node(scene, result.array, reference, "resampled", labelmap=labelmap, copy=False)
+    assert np.shares_memory(mrml.volume_array(node, copy=False), result.array)

@@ -27,7 +27,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from . import dicom_series, preview
+from . import dicom_series, preview, reslice
 from .dicom_series import DicomVolume
 from .errors import (
     AlignSeriesError,
@@ -305,10 +305,7 @@ def new_voxel_array(shape, dtype) -> np.ndarray:
     :func:`add_volume_node` with ``copy=False`` then gives it to a node without copying: read voxels
     straight into it.
     """
-    vtk_type = numpy_support.get_vtk_array_type(np.dtype(dtype))
-    array = numpy_support.create_vtk_array(vtk_type)
-    array.SetNumberOfValues(int(np.prod(shape, dtype=np.int64)))
-    return numpy_support.vtk_to_numpy(array).view(np.dtype(dtype)).reshape(shape)
+    return reslice.filled_array(shape, dtype, None)
 
 
 def _dicom_database():

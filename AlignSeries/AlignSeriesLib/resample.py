@@ -75,7 +75,7 @@ import numpy as np
 from .choices import INTERPOLATIONS
 from .errors import AlignSeriesWarning, GeometryError, OperationCancelledError, ProgressCallback, ResampleError
 from .geometry import VolumeGeometry, apply_affine, as_matrix4, moving_ijk_to_fixed_ijk
-from .reslice import Box, Reslicer, box_shape, window
+from .reslice import Box, Reslicer, box_shape, filled_array, window
 
 logger = logging.getLogger(__name__)
 
@@ -579,7 +579,7 @@ def _resample_scalars(job: Reslicer, interpolation: str, background, output_dtyp
     if job.whole and progress is None:
         output = job.reslice(job.array, box=job.box, **options)
     else:
-        output = np.full(job.reference_shape, background, output_dtype)
+        output = filled_array(job.reference_shape, output_dtype, background)
         slabs = job.slabs(SLAB_SLICES if progress is None else
                           max(1, math.ceil(box_shape(job.box)[0] / PROGRESS_STEPS)))
         for done, box in enumerate(slabs, start=1):
@@ -615,7 +615,7 @@ def _resample_labels(job: Reslicer, background, output_dtype: np.dtype,
     foreground = [label for label in labels if label != background]
     votes = [(background, _VOTE_SCALE)] + [(label, 0) for label in foreground]
     mask = np.empty(job.array.shape, dtype=bool)
-    output = np.full(job.reference_shape, background, dtype=output_dtype)
+    output = filled_array(job.reference_shape, output_dtype, background)
     voted = output[window(job.box)]
     best_weight: np.ndarray | None = None
     for done, (label, outside_weight) in enumerate(votes, start=1):

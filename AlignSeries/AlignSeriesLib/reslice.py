@@ -85,6 +85,21 @@ def window(box: Box) -> tuple[slice, slice, slice]:
     return slice(k0, max(k0, k1)), slice(j0, max(j0, j1)), slice(i0, max(i0, i1))
 
 
+def filled_array(shape, dtype, value) -> np.ndarray:
+    """A C-contiguous array of ``shape`` x ``dtype`` filled with ``value``, whose memory a VTK array owns.
+
+    A volume node then takes it without a copy (:func:`AlignSeriesLib.mrml.add_volume_node` with ``copy=False``);
+    ``value=None`` leaves it uninitialised.
+    """
+    dtype = np.dtype(dtype)
+    array = numpy_support.create_vtk_array(numpy_support.get_vtk_array_type(vtk_dtype(dtype)))
+    array.SetNumberOfValues(int(np.prod(shape, dtype=np.int64)))
+    voxels = numpy_support.vtk_to_numpy(array).view(dtype).reshape(shape)
+    if value is not None:
+        voxels.fill(value)
+    return voxels
+
+
 def vtk_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.uint8) if dtype.kind == "b" else np.dtype(dtype)
 
