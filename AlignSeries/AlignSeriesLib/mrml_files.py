@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import slicer
-import vtk
 
 from . import dicom_pixels, preview, transform_files
+from . import vtk_classes as vtk
 from .errors import AlignSeriesError, GeometryError, LandmarkError, TransformFileError
 from .files import (
     MARKUPS_FILE_SUFFIXES,

@@ -9,8 +9,9 @@ output voxel is computed from its own index alone, whatever box (or slab of it) 
 from __future__ import annotations
 
 import numpy as np
-import vtk
-from vtk.util import numpy_support
+from vtkmodules.util import numpy_support
+
+from . import vtk_classes as vtk
 
 #: ``vtkSMPTools`` backend used for resampling; the default ``Sequential`` backend uses one core.
 SMP_BACKEND = "STDThread"

@@ -34,8 +34,9 @@ BIN = Path(sys.executable).parent
 BUDGETS = {"--help": 0.3, "info dicom": 0.3, "resample nrrd": 1.0}
 #: Command -> top-level packages it has no use for (their import is a defect).
 NOT_USED = {"--help": ("numpy", "vtk", "slicer", "pydicom"), "info dicom": ("vtk", "slicer", "dask", "SimpleITK"),
-            "info nrrd": ("dask", "SimpleITK"), "resample nrrd": ("dask", "SimpleITK", "nibabel", "highdicom"),
-            "resample dicom": ("dask", "SimpleITK", "highdicom")}
+            "info nrrd": ("vtk", "dask", "SimpleITK"),
+            "resample nrrd": ("vtk", "dask", "SimpleITK", "nibabel", "highdicom"),
+            "resample dicom": ("vtk", "dask", "SimpleITK", "highdicom")}
 
 
 def write_inputs(folder: Path) -> dict[str, list[str]]:
