@@ -599,7 +599,7 @@ def test_footprint_resampling_reports_progress_and_can_cancel():
 def test_thin_slabs_give_the_full_grid_resampling(kind, monkeypatch):
     from AlignSeriesLib import resample
 
-    monkeypatch.setattr(resample, "SLAB_SLICES", 1)  # one vtkImageReslice call per output slice
+    monkeypatch.setattr(resample, "FOOTPRINT_SLABS", 1000)  # one vtkImageReslice call per output slice
     array, input_geometry, reference, transform = footprint_case(kind)
     for interpolation in ("nearest", "linear", "cubic"):
         options = dict(interpolation=interpolation, background=-999)

@@ -95,9 +95,9 @@ OVERLAP_ATOL = 1e-6
 #: Number of output slabs processed one after the other when a ``progress`` callback is given.
 PROGRESS_STEPS = 10
 
-#: Output slices per ``vtkImageReslice`` call when only a footprint is interpolated, so that no box-sized
-#: temporary is made.
-SLAB_SLICES = 32
+#: Number of ``vtkImageReslice`` calls (slabs of output slices) when only a footprint is interpolated: the
+#: temporary of each is a few percent of the output.
+FOOTPRINT_SLABS = 32
 
 #: Reach of each interpolation kernel beyond a sample point, in input voxels: the footprint of the input
 #: in the output grid is its voxel centres' box grown by this much (see "Work proportional to the overlap").
@@ -573,15 +573,14 @@ def _resample_scalars(job: Reslicer, interpolation: str, background, output_dtyp
     """Nearest, linear or cubic resampling of the box, background elsewhere.
 
     The whole grid without progress is one call whose result is the output; otherwise the box is done in slabs
-    of :data:`SLAB_SLICES` slices written into a background-filled output.
+    (:data:`FOOTPRINT_SLABS`) written into a background-filled output.
     """
     options = {"mode": interpolation, "background": background, "output_dtype": output_dtype}
     if job.whole and progress is None:
         output = job.reslice(job.array, box=job.box, **options)
     else:
         output = filled_array(job.reference_shape, output_dtype, background)
-        slabs = job.slabs(SLAB_SLICES if progress is None else
-                          max(1, math.ceil(box_shape(job.box)[0] / PROGRESS_STEPS)))
+        slabs = job.slabs(math.ceil(box_shape(job.box)[0] / (FOOTPRINT_SLABS if progress is None else PROGRESS_STEPS)))
         for done, box in enumerate(slabs, start=1):
             if 0 not in box_shape(box):
                 output[window(box)] = job.reslice(job.array, box=box, **options)
