@@ -107,9 +107,9 @@ def heaviest_imports(arguments: list[str], count: int = 6) -> list[tuple[str, fl
     for line in completed.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        _, cumulative, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
-        if not name.startswith(" "):  # importtime indents nested imports; top level has no indent
-            top = name.split(".")[0]
+        _, cumulative, name = line.removeprefix("import time:").split("|")
+        if not name.startswith("  "):  # importtime indents nested imports by two spaces a level
+            top = name.strip().split(".")[0]
             packages[top] = packages.get(top, 0.0) + int(cumulative) / 1e6
     return sorted(packages.items(), key=lambda item: -item[1])[:count]
 
