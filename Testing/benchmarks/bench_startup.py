@@ -108,7 +108,7 @@ def heaviest_imports(arguments: list[str], count: int = 6) -> list[tuple[str, fl
         if not line.startswith("import time:") or "cumulative" in line:
             continue
         _, cumulative, name = line.removeprefix("import time:").split("|")
-        if not name.startswith("  "):  # importtime indents nested imports by two spaces a level
+        if len(name) - len(name.lstrip()) <= 3:  # " " + two spaces a level: 3 at the top level
             top = name.strip().split(".")[0]
             packages[top] = packages.get(top, 0.0) + int(cumulative) / 1e6
     return sorted(packages.items(), key=lambda item: -item[1])[:count]
