@@ -495,19 +495,15 @@ class AlignSeriesWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          foregroundOpacity=0.5)
 
     def _export(self, progressCallback=None):
-        """Resample, then write the requested files; returns (output node, files written)."""
+        """Resample and write the requested files in one logic call; returns (output node, files written)."""
         p = self._parameterNode
-        outputVolume = self.logic.exportResampledVolume(
+        result = self.logic.exportResampledVolumeResult(
             p.exportInputVolume, p.exportReferenceVolume, transform=p.outputTransform,
             interpolation=p.interpolation.value, outputVolume=p.exportOutputVolume, progressCallback=progressCallback,
-            cropToOverlap=p.cropToOverlap, slab=(p.slabFirst, p.slabCount) if p.slabEnabled else None)
-        written = []
-        if p.exportFilePath:
-            written += self.logic.writeVolume(outputVolume, p.exportFilePath, referenceVolume=p.exportReferenceVolume,
-                                              dicomFolder=p.exportToDicomFolder, compress=p.compressOutput)
-        written += self.logic.writeResampleExtras(outputVolume, p.exportReferenceVolume, pngFolder=p.pngFolder,
-                                                  previewPath=p.previewPath)
-        return outputVolume, written
+            cropToOverlap=p.cropToOverlap, slab=(p.slabFirst, p.slabCount) if p.slabEnabled else None,
+            outputPath=p.exportFilePath, dicomFolder=p.exportToDicomFolder, pngFolder=p.pngFolder,
+            previewPath=p.previewPath, compress=p.compressOutput)
+        return result.volumeNode, result.written
 
 
 #
@@ -611,11 +607,11 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
 
         Can be used without GUI widget. The input is never modified. Label maps and segmentations
         are always resampled label-safe, whatever ``interpolation`` says; a segmentation gives a label
-        map in which each segment keeps its label value.
+        map in which each segment keeps its label value. :func:`exportResampledVolumeResult` also writes files.
         :param inputVolume: volume, label map or segmentation node to resample.
-        :param referenceVolume: volume node whose grid the output takes.
-        :param transform: moving-to-fixed linear transform node (input to reference); parent
-          transforms of both volumes are taken into account.
+        :param referenceVolume: volume node whose grid the output takes (in world coordinates).
+        :param transform: moving-to-fixed linear transform node (input to reference), applied once above the
+          input's parent transforms (not again when it already is one of them, e.g. after Apply).
         :param interpolation: "nearest", "linear" or "cubic".
         :param outputVolume: volume node to fill; a new node is created when None. Never the input or the reference.
         :param progressCallback: ``progressCallback(fraction) -> bool``; returning True cancels.
@@ -623,17 +619,40 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         :param slab: (first, count): only the reference slices first .. first + count - 1.
         :return: the output volume node.
         """
-        from AlignSeriesLib import exports, mrml, operations
+        return self.exportResampledVolumeResult(inputVolume, referenceVolume, transform, interpolation, outputVolume,
+                                                progressCallback, cropToOverlap, slab).volumeNode
+
+    def exportResampledVolumeResult(self, inputVolume, referenceVolume, transform=None, interpolation: str = "linear",
+                                    outputVolume=None, progressCallback=None, cropToOverlap: bool = False, slab=None,
+                                    outputPath: str = "", dicomFolder=None, pngFolder: str = "",
+                                    previewPath: str = "", compress: bool = False, force: bool = False,
+                                    seriesUid=None):
+        """Resample as :func:`exportResampledVolume` and write every requested file, in one job, all or nothing.
+
+        Can be used without GUI widget. The same export job as the command line and the Python API.
+        :param outputPath: a volume file (.nrrd, .nii.gz, .mha) or a folder for a DICOM series aligned with
+          the reference's slices; empty for none.
+        :param dicomFolder: True: ``outputPath`` is a folder for DICOM; False: a file; None: a folder when it ends
+          with a separator or is an existing folder.
+        :param pngFolder: folder for one PNG per reference DICOM slice; empty for none.
+        :param previewPath: fused picture of reference and output; empty for none.
+        :param compress: gzip a .nrrd/.mha file (raw by default, faster to write); .nii.gz is always compressed.
+        :param force: replace existing outputs.
+        :param seriesUid: SeriesInstanceUID of a DICOM output; by default derived from the reference series and
+          the input, the same for every slab.
+        :return: the result: ``volumeNode``, ``written`` (files), ``warnings`` (the inputs' and the resampling's).
+        """
+        from AlignSeriesLib import export_job, mrml, operations
 
         interpolation = _checkChoice("interpolation", interpolation, INTERPOLATIONS)
-        if outputVolume is not None and referenceVolume is not None and outputVolume.GetID() == referenceVolume.GetID():
-            raise ValueError(f"the output volume '{outputVolume.GetName()}' is the reference volume: choose a new "
-                             "output volume (the reference is never modified)")
-        grid = exports.output_grid(operations.reference_of_node(referenceVolume), slab=slab)
+        targets = self._exportTargets(outputPath, dicomFolder, png_folder=pngFolder or None,
+                                      preview=previewPath or None, compress=compress, force=force,
+                                      series_uid=seriesUid or None)
+        options = export_job.ExportOptions(interpolation, slab=slab, crop_to_overlap=cropToOverlap)
+        reference = operations.reference_of_node(referenceVolume)
         with mrml.as_labelmap(slicer.mrmlScene, inputVolume) as inputLabelmapOrVolume:
-            return operations.resample_volume(
-                slicer.mrmlScene, inputLabelmapOrVolume, grid, transform_node=transform, interpolation=interpolation,
-                output_node=outputVolume, progress=progressCallback, crop_to_overlap=cropToOverlap)
+            return export_job.resample_and_write(slicer.mrmlScene, inputLabelmapOrVolume, reference, targets, options,
+                                                 progressCallback, transform_node=transform, output_node=outputVolume)
 
     def applyTransform(self, movingVolume, transformNode) -> None:
         """Place the moving volume under the transform without hardening it (its own geometry is kept).
@@ -648,48 +667,36 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
                     compress: bool = False) -> list:
         """Write a volume node to a file (.nrrd, .nii.gz, .mha) or to a folder as DICOM aligned to the reference.
 
-        Can be used without GUI widget. Existing files are not overwritten.
+        Can be used without GUI widget. Existing files are not overwritten. The volume goes through the export
+        job: onto its own grid for a file, onto the reference's slices for DICOM (its voxels copied where it lies
+        on them).
         :param dicomFolder: True: ``path`` is a folder (created if absent) for a DICOM series; False: a file;
           None: a folder when ``path`` ends with a separator or is an existing folder.
         :param compress: gzip a .nrrd/.mha file (raw by default, faster to write); .nii.gz is always compressed.
         :return: the files written.
         """
-        from AlignSeriesLib import exports
+        from AlignSeriesLib import export_job, mrml, operations
 
-        path = str(path)
-        if dicomFolder is None:
-            dicomFolder = exports.is_folder_output(path)
-        elif not dicomFolder and os.path.isdir(path):
-            raise ValueError(f"{path} is a folder: give a file name (.nrrd, .nii.gz, .mha) or choose a DICOM folder")
-        targets = exports.ExportTargets(volume_file=None if dicomFolder else path,
-                                           dicom_folder=path if dicomFolder else None, compress=compress)
-        return self._writeOutputs(volumeNode, referenceVolume, targets)
-
-    def writeResampleExtras(self, volumeNode, referenceVolume, pngFolder: str = "", previewPath: str = "") -> list:
-        """Write one PNG per reference DICOM slice into ``pngFolder`` and a fused preview to ``previewPath``.
-
-        Can be used without GUI widget. Empty paths are skipped.
-        :return: the files written.
-        """
-        from AlignSeriesLib import exports
-
-        targets = exports.ExportTargets(png_folder=pngFolder or None, preview=previewPath or None)
-        return self._writeOutputs(volumeNode, referenceVolume, targets)
+        targets = self._exportTargets(str(path), dicomFolder, compress=compress)
+        if targets.slices and referenceVolume is None:
+            raise ValueError("DICOM outputs are aligned with a reference volume: give one")
+        reference = operations.reference_of_node(referenceVolume if targets.slices else volumeNode)
+        result = export_job.resample_and_write(slicer.mrmlScene, volumeNode, reference, targets,
+                                               export_job.ExportOptions("nearest"))
+        mrml.remove_with_helpers(slicer.mrmlScene, result.volume_node)
+        return result.written
 
     @staticmethod
-    def _writeOutputs(volumeNode, referenceVolume, targets) -> list:
-        """Write ``targets`` of a volume that lies on the reference's grid (or a slab of its slices)."""
-        from AlignSeriesLib import exports, operations
+    def _exportTargets(path: str, dicomFolder, **fields):
+        """The export targets of a path field and its "DICOM folder" choice (None: decided by the path)."""
+        from AlignSeriesLib import exports
 
-        slicesNeeded = targets.dicom_folder or targets.png_folder or targets.preview
-        if slicesNeeded and referenceVolume is None:
-            raise ValueError("DICOM, PNG and preview outputs are aligned with a reference volume: give one")
-        reference = operations.reference_of_node(referenceVolume) if referenceVolume is not None else None
-        slab = exports.slab_of(volumeNode, reference) if slicesNeeded else None
-        if slicesNeeded and slab is None:
-            raise ValueError(f"'{volumeNode.GetName()}' is not on the grid of '{referenceVolume.GetName()}' (nor on "
-                             "a slab of its slices): resample it onto the reference first")
-        return list(exports.write_outputs(volumeNode, reference, targets, slab=slab))
+        if path and dicomFolder is False and os.path.isdir(path):
+            raise ValueError(f"{path} is a folder: give a file name (.nrrd, .nii.gz, .mha) or choose a DICOM folder")
+        if not path or dicomFolder is None:
+            return exports.ExportTargets.for_output(path or None, **fields)
+        return exports.ExportTargets(volume_file=None if dicomFolder else path,
+                                     dicom_folder=path if dicomFolder else None, **fields)
 
     def describeVolume(self, volumeNode) -> str:
         """One-line geometry summary: dimensions, spacing, orientation, frame of reference, warnings."""

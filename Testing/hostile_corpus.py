@@ -166,9 +166,14 @@ def _wrong_vr(keyword: str, vr: str, value) -> DataElement:
 
 def _dicom_edit_cases() -> list[HostileCase]:
     """Good series with one header element missing, non-finite, out of range or of the wrong VR."""
-    missing = ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SOPInstanceUID", "Rows",
+    missing = ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows",
                "Columns", "BitsAllocated", "PixelData"]
     cases = [_dicom_edit_case(f"missing-{keyword}", "error", keyword, **{keyword: None}) for keyword in missing]
+    # anonymized files: identifiers are substituted (and named in a warning), never a reason to refuse a series
+    cases += [_dicom_edit_case(f"missing-{keyword}", "warning", keyword, **{keyword: None})
+              for keyword in ("SOPInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID")]
+    cases += [_dicom_edit_case(f"blank-{keyword}", "warning", keyword, **{keyword: ""})
+              for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")]
     cases += [_dicom_edit_case(f"missing-{keyword}-in-one-file", "warning", keyword, which="first",
                                **{keyword: None}) for keyword in missing[:3]]
     for value, label in (("nan", "nan"), ("inf", "inf"), ("-inf", "minus-inf"), ("1e308", "1e308")):
@@ -211,7 +216,7 @@ def _dicom_edit_cases() -> list[HostileCase]:
                          NumberOfFrames=_wrong_vr("NumberOfFrames", "LO", "several")),
         _dicom_edit_case("InstanceNumber-text", "ok", InstanceNumber=_wrong_vr("InstanceNumber", "LO", "first")),
         _dicom_edit_case("SeriesNumber-text", "ok", SeriesNumber=_wrong_vr("SeriesNumber", "LO", "two")),
-        _dicom_edit_case("SeriesInstanceUID-missing", "warning", "single_slice", SeriesInstanceUID=None),
+        _dicom_edit_case("SeriesInstanceUID-missing", "warning", "SeriesInstanceUID", SeriesInstanceUID=None),
         _dicom_edit_case("FrameOfReferenceUID-mixed", "warning", "mixed_frame_of_reference", which="first",
                          FrameOfReferenceUID="1.2.826.0.1.3680043.8.498.999"),
     ]
@@ -408,7 +413,7 @@ def _dicom_file_cases() -> list[HostileCase]:
         _file_case("empty-folder", "error", "no files found", lambda folder: folder),
         _file_case("self-symlink-given", "error", "self.dcm", _self_symlink),
         _file_case("series-with-symlink-loops", "warning", "self", _good_series_with(_symlink_loops)),
-        _file_case("series-with-text-file", "warning", "not a DICOM file",
+        _file_case("series-with-text-file", "warning", "not DICOM",
                    _good_series_with(lambda series: (series / "README").write_text("hello"))),
         _file_case("series-with-empty-file", "warning", "empty",
                    _good_series_with(lambda series: (series / "empty").write_bytes(b""))),
@@ -479,7 +484,20 @@ def _points_cases() -> list[HostileCase]:
         _points_case("mrk-json-not-json", "error", "notjson.mrk.json", "notjson.mrk.json", "{not json"),
         _points_case("mrk-json-no-points", "error", "no control points", "none.mrk.json", json.dumps(markups)),
         _points_case("fcsv-empty", "error", "empty.fcsv", "empty.fcsv", ""),
+        *(_points_case(f"mrk-json-{what}", "error", "3 ('C') without a position", f"{what}.mrk.json",
+                       json.dumps(_markups_with_third_point(markups, shifted, third)))
+          for what, third in (("null-position", {"position": None}), ("missing-position", {}),
+                              ("undefined-position-status", {"position": [1.0, 2.0, 3.0],
+                                                             "positionStatus": "undefined"}))),
     ]
+
+
+def _markups_with_third_point(markups: dict, points_ras: np.ndarray, third: dict) -> dict:
+    """``markups`` holding ``points_ras`` (as LPS) labelled A.., the third control point replaced by ``third``."""
+    points = [{"id": str(n + 1), "label": "ABCDE"[n], "position": [-x, -y, z], "positionStatus": "defined"}
+              for n, (x, y, z) in enumerate(points_ras.tolist())]
+    points[2] = {"id": "3", "label": "C", **third}
+    return {**markups, "markups": [{**markups["markups"][0], "controlPoints": points}]}
 
 
 # -- transform files ------------------------------------------------------------------------------
@@ -577,8 +595,12 @@ def _write_nrrd(path: Path, values: np.ndarray, *, sizes, **header) -> Path:
     return path
 
 
-def _nifti_header(dims, *, pixdim=(1.0, 1.0, 1.0), datatype: int = 4, bitpix: int = 16) -> bytes:
-    """A NIfTI-1 single-file header (348 bytes + 4 extension bytes) for ``dims`` voxels of int16."""
+def _nifti_header(dims, *, pixdim=(1.0, 1.0, 1.0), datatype: int = 4, bitpix: int = 16,
+                  sform: bool = False) -> bytes:
+    """A NIfTI-1 single-file header (348 bytes + 4 extension bytes) for ``dims`` voxels of int16.
+
+    With ``sform`` the header also holds an sform (code 1) scaling the axes by ``pixdim``.
+    """
     header = bytearray(352)
     struct.pack_into("<i", header, 0, 348)
     dim = [len(dims)] + list(dims) + [1] * (7 - len(dims))
@@ -587,6 +609,10 @@ def _nifti_header(dims, *, pixdim=(1.0, 1.0, 1.0), datatype: int = 4, bitpix: in
     struct.pack_into("<8f", header, 76, 1.0, *pixdim, *([1.0] * (7 - len(pixdim))))
     struct.pack_into("<f", header, 108, 352.0)
     struct.pack_into("<h", header, 252, 1)  # qform_code scanner
+    if sform:
+        struct.pack_into("<h", header, 254, 1)
+        for axis, size in enumerate(pixdim):
+            struct.pack_into("<4f", header, 280 + 16 * axis, *[size if n == axis else 0.0 for n in range(4)])
     struct.pack_into("<4s", header, 344, b"n+1\x00")
     return bytes(header)
 
@@ -638,6 +664,15 @@ def _volume_cases() -> list[HostileCase]:
                      (b"ObjectType = Image\nNDims = 3\nDimSize = 60000 60000 5000\nElementType = MET_SHORT\n"
                       b"ElementDataFile = LOCAL\n") + small),
         _volume_case("mha-empty", "error", "empty.mha", "empty.mha", b""),
+        *(_volume_case(f"nii-pixdim-{text}", "error", error, f"pixdim_{text}.nii",
+                       _nifti_header((4, 4, 3), pixdim=(1.0, size, 1.0)) + small)
+          for text, size, error in (("1e-9", 1e-9, "outside 1e-06 .. 100000 mm"),
+                                    ("1e9", 1e9, "outside 1e-06 .. 100000 mm"))),
+        _volume_case("nii-sform-and-pixdim-minus-1", "error", "pixdim", "sform_minus_1.nii",
+                     _nifti_header((4, 4, 3), pixdim=(1.0, -1.0, 1.0), sform=True) + small),
+        *(_volume_case(f"nrrd-spacing-{text}", "error", "outside 1e-06 .. 100000 mm", f"spacing_{text}.nrrd",
+                       _nrrd_header((4, 4, 3), spacings=[1.0, 1.0, size]).encode() + small)
+          for text, size in (("1e-9", 1e-9), ("1e9", 1e9))),
     ]
 
 

@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -243,7 +244,7 @@ def test_an_interrupted_case_is_redone_and_an_output_not_made_by_the_batch_is_ke
     record = next(p for p in (output / batch.RECORD_FOLDER).glob("moved_mr*.json"))
     claim = {"status": "running", "claimed": True, "case": json.loads(record.read_text())["case"]}
     record.write_text(json.dumps(claim))
-    leftover = output / "moved" / ".mr.nrrd.0123456789ab.partial.nrrd"
+    leftover = output / "moved" / ".mr.nrrd.alignseries-99999999-0123456789ab.partial.nrrd"  # its writer is gone
     leftover.write_bytes(b"half a volume")
     # line 3's output was never finished by the batch (no record), and someone else's file sits there
     (output / batch.RECORD_FOLDER / next(p.name for p in (output / batch.RECORD_FOLDER).glob("dicom_ct*"))).unlink()
@@ -295,6 +296,141 @@ def test_ctrl_c_stops_the_workers_leaves_no_partial_output_and_a_rerun_redoes_on
     statuses = [case["status"] for case in summary["cases"]]
     assert statuses.count("done") + statuses.count("skipped") == 8
     assert statuses.count("skipped") >= finished - 1  # at most the case caught between its output and its record
+
+
+# -- faults and hostile manifests (inputs hashed before and after) ----------------------------------
+
+
+def small_study(root: Path, *, manifest: str, big_reference: bool = False) -> Path:
+    """A private study: a raw NIfTI label mask on a small grid (and a big reference), and ``manifest``."""
+    root.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(truth_labels().transpose(2, 1, 0), REFERENCE_IJK_TO_RAS), root / "mask.nii")
+    if big_reference:
+        nib.save(nib.Nifti1Image(np.zeros((64, 64, 40), np.int16), np.diag([0.5, 0.5, 0.5, 1.0])), root / "big.nii")
+    (root / "manifest.csv").write_text(manifest)
+    return root
+
+
+def hashes(folder: Path) -> dict:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def test_a_changed_input_redoes_its_case_though_its_size_and_time_are_the_same(tmp_path):
+    study = small_study(tmp_path / "study", manifest="input,reference,output,labelmap\nmask.nii,mask.nii,m.nrrd,yes\n")
+    mask = study / "mask.nii"
+    assert [case["status"] for case in run_batch(study, tmp_path / "out", "--workers", "1")[1]["cases"]] == ["done"]
+    assert [case["status"] for case in run_batch(study, tmp_path / "out", "--workers", "1")[1]["cases"]] == [
+        "skipped"]
+    times = mask.stat()
+    changed = bytearray(mask.read_bytes())
+    changed[-1] ^= 0x01  # one label of the last voxel: same size; the time is put back below
+    mask.write_bytes(bytes(changed))
+    os.utime(mask, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+    _, summary, _ = run_batch(study, tmp_path / "out", "--workers", "1")
+
+    assert [case["status"] for case in summary["cases"]] == ["done"]
+    written = SimpleITK.ReadImage(str(tmp_path / "out" / "m.nrrd"))
+    assert SimpleITK.GetArrayFromImage(written)[-1, -1, -1] == truth_labels()[-1, -1, -1] ^ 0x01
+
+
+def test_a_symbolic_link_in_the_output_dir_cannot_lead_a_case_outside_it(tmp_path):
+    study = small_study(tmp_path / "study", manifest="input,reference,output,labelmap\n"
+                                                     "mask.nii,mask.nii,escape/m.nrrd,yes\nmask.nii,mask.nii,m.nrrd,yes\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "escape").symlink_to(tmp_path / "elsewhere")
+
+    status, summary, _ = run_batch(study, tmp_path / "out", "--workers", "1")
+
+    escaped, inside = summary["cases"]
+    assert status == cli.EXIT_CASES_FAILED and inside["status"] == "done"
+    assert escaped["status"] == "failed" and "leads outside --output-dir" in escaped["error"]
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_an_output_that_is_its_own_input_is_refused_even_with_force(tmp_path):
+    study = small_study(tmp_path / "study",
+                        manifest="input,reference,output,labelmap\nmask.nii,mask.nii,mask.nii,yes\n")
+    before = hashes(study)
+
+    status, summary, _ = run_batch(study, study, "--workers", "1", "--force")
+
+    (case,) = summary["cases"]
+    assert status == cli.EXIT_CASES_FAILED and case["status"] == "failed" and "is the input" in case["error"]
+    assert hashes(study) == before
+
+
+def test_run_case_never_raises(tmp_path):
+    """Not even when its completion record cannot be written (the output folder is a file)."""
+    study = small_study(tmp_path / "study", manifest="input,reference,output\n")
+    (tmp_path / "a_file").write_text("not a folder")
+
+    result = batch.run_case(batch.Case(2, str(study / "mask.nii"), str(study / "mask.nii"), "m.nrrd"),
+                            tmp_path / "a_file")
+
+    assert result["status"] == "failed" and "a_file" in result["error"]
+
+
+def batch_process(study: Path, output: Path, *, file_size_limit: int | None = None, read_only: bool = False):
+    """``alignseries batch`` in a subprocess: (exit status, stdout, stderr)."""
+    command = [PYTHON, "-m", "AlignSeriesLib", "batch", str(study / "manifest.csv"), "--output-dir", str(output),
+               "--workers", "1", "--json"]
+    if read_only and os.geteuid() == 0:  # root ignores permissions unless it lacks CAP_DAC_OVERRIDE
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *command]
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    process = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=MODULE_DIR,
+                             preexec_fn=limit if file_size_limit else None)
+    return process.returncode, process.stdout, process.stderr
+
+
+def test_a_read_only_output_dir_is_one_error_line(tmp_path):
+    study = small_study(tmp_path / "study", manifest="input,reference,output,labelmap\nmask.nii,mask.nii,m.nrrd,yes\n")
+    before = hashes(study)
+    output = tmp_path / "out"
+    output.mkdir()
+    output.chmod(0o555)
+    try:
+        status, out, err = batch_process(study, output, read_only=True)
+    finally:
+        output.chmod(0o755)
+    assert status == 2 and err.splitlines() == [err.strip()], err
+    assert err.startswith(f"error: --output-dir {output} cannot be written: Permission denied")
+    assert json.loads(out) == {"error": err.strip().removeprefix("error: ")}
+    assert hashes(study) == before and list(output.iterdir()) == []
+
+
+def test_a_write_beyond_the_file_size_limit_fails_its_case_with_the_reason(tmp_path):
+    """The worker process survives the short write (no KilledWorker): the case says what went wrong."""
+    study = small_study(tmp_path / "study", big_reference=True,
+                        manifest="input,reference,output,labelmap\nmask.nii,big.nii,big.nrrd,yes\n"
+                                 "mask.nii,mask.nii,small.nrrd,yes\n")
+    before = hashes(study)
+
+    status, out, err = batch_process(study, tmp_path / "out", file_size_limit=65536)
+
+    assert status == cli.EXIT_CASES_FAILED, err
+    assert "Traceback" not in err and "KilledWorker" not in out + err
+    big, small = json.loads(out)["cases"]
+    assert big["status"] == "failed" and "ulimit -f" in big["error"] and small["status"] == "done"
+    assert hashes(study) == before and not (tmp_path / "out" / "big.nrrd").exists()
+
+
+def test_a_case_whose_worker_dies_says_so_instead_of_killedworker():
+    """A worker process that dies (here: exits at once) mid-case; the scheduler gives up on the first death."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    case = batch.Case(2, "in.nrrd", "ref", "out.nrrd")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+            silence_logs=50) as cluster, Client(cluster) as client:
+        result = batch._gathered(client.submit(os._exit, 9, pure=False), case)
+    assert result["status"] == "failed" and result["row"] == 2
+    assert "the worker process running this case died" in result["error"] and "KilledWorker" not in result["error"]
 
 
 # -- an existing cluster -------------------------------------------------------------------------

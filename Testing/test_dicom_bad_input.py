@@ -94,7 +94,8 @@ def test_corrupt_header_is_named(tmp_path):
     data[length_at:length_at + 2] = b"\xf0\xff"  # now it swallows the rest of the file
     path.write_bytes(bytes(data))
 
-    with pytest.raises(DicomError, match=rf"{path.name}: CT Image Storage object without PixelData \(7FE0,0010\)"):
+    with pytest.raises(DicomError, match=rf"{path.name}: corrupt or truncated DICOM file: element \(0020,0037\) "
+                                         r"declares 65520 bytes from offset \d+, but the file ends after \d+"):
         dicom_series.scan_dicom(path)
 
 
@@ -151,19 +152,22 @@ def test_scanning_and_reading_leave_every_input_byte_identical(tmp_path):
     assert after == before
 
 
-def test_empty_non_dicom_and_truncated_files_in_a_series_folder_each_get_a_warning(tmp_path):
+def test_empty_non_dicom_and_truncated_files_in_a_series_folder_are_reported_grouped(tmp_path):
     files = one_good_series(tmp_path, 3)
     (tmp_path / "empty.dcm").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("scanned on Tuesday\n")
     (tmp_path / "cut.dcm").write_bytes(files[0].read_bytes()[:300])
 
-    (volume,) = dicom_series.scan_dicom(tmp_path).volumes
+    scan = dicom_series.scan_dicom(tmp_path)
 
-    skipped = [w.message for w in volume.warnings if w.code == "skipped_file"]
-    assert len(skipped) == 3 and volume.geometry.dimensions[2] == 3
-    assert any("empty.dcm: empty file (0 bytes)" in m for m in skipped)
-    assert any("notes.txt: not a DICOM file" in m for m in skipped)
-    assert any("cut.dcm: " in m and "truncated" in m for m in skipped)
+    (volume,) = scan.volumes
+    (skipped,) = [w.message for w in volume.warnings if w.code == "skipped_file"]  # the files that may be its slices
+    assert volume.geometry.dimensions[2] == 3
+    assert skipped.startswith("2 files found with this series but left out: 1 no pixel data, 1 empty")
+    assert "empty.dcm: empty file (0 bytes)" in skipped and "cut.dcm: " in skipped and "cut short" in skipped
+    assert scan.skipped_warning().message == "3 files skipped: 1 no pixel data, 1 empty, 1 not DICOM (cut.dcm; " \
+                                             "empty.dcm; notes.txt)"
+    assert {entry["kind"] for entry in scan.skipped_info()} == {"no pixel data", "empty", "not DICOM"}
 
 
 def test_a_folder_of_only_unusable_files_is_an_error_naming_them(tmp_path):
@@ -182,8 +186,9 @@ def test_a_series_whose_every_file_is_refused_is_reported_on_the_other_volumes(t
 
     (volume,) = dicom_series.scan_dicom(tmp_path).volumes
 
-    skipped = [w.message for w in volume.warnings if w.code == "skipped_file"]
-    assert len(skipped) == 2 and all("missing ImagePositionPatient (0020,0032)" in m for m in skipped)
+    (skipped,) = [w.message for w in volume.warnings if w.code == "skipped_file"]
+    assert skipped.startswith("2 files found with this series but left out: 2 unusable header")
+    assert skipped.count("missing ImagePositionPatient (0020,0032)") == 2
 
 
 def test_classic_multi_frame_file_without_per_frame_positions_is_refused(tmp_path):

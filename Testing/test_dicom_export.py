@@ -90,12 +90,31 @@ def reference_files(tmp_path) -> list[str]:
     return write_reference_series(tmp_path / "reference")
 
 
+def plane_of(reference: pydicom.Dataset, frame: int | None) -> dict:
+    """ImagePositionPatient, ImageOrientationPatient and PixelSpacing of a file (or of one of its frames), read
+    here with pydicom: an oracle independent of the writer, which takes them from the scanned slice headers."""
+    groups = [reference]
+    if frame is not None:
+        shared = reference.get("SharedFunctionalGroupsSequence") or [pydicom.Dataset()]
+        groups = [reference.PerFrameFunctionalGroupsSequence[frame - 1], shared[0], reference]
+    plane = {}
+    for sequence, keyword in (("PlanePositionSequence", "ImagePositionPatient"),
+                              ("PlaneOrientationSequence", "ImageOrientationPatient"),
+                              ("PixelMeasuresSequence", "PixelSpacing")):
+        for group in groups:
+            source = group[sequence][0] if sequence in group else group
+            if keyword in source:
+                plane[keyword] = [float(value) for value in source[keyword].value]
+                break
+    return plane
+
+
 def assert_aligned_slice_for_slice(exported: list[pydicom.Dataset], reference_files, frames=None) -> None:
     frames = frames or [None] * len(reference_files)
     assert len(exported) == len(reference_files)
     for dataset, path, frame in zip(exported, reference_files, frames, strict=True):
         reference = pydicom.dcmread(path, stop_before_pixels=True)
-        plane = dicom_export._plane_attributes(reference, frame)
+        plane = plane_of(reference, frame)
         np.testing.assert_allclose(dataset.ImagePositionPatient, plane["ImagePositionPatient"], atol=1e-4)
         np.testing.assert_allclose(dataset.ImageOrientationPatient, plane["ImageOrientationPatient"], atol=1e-6)
         np.testing.assert_allclose(dataset.PixelSpacing, plane["PixelSpacing"], atol=1e-6)
@@ -333,10 +352,10 @@ def test_read_only_parent_is_refused(tmp_path, reference_files):
 def test_failure_midway_leaves_no_partial_files(tmp_path, reference_files, monkeypatch):
     real = dicom_export._slice_dataset
 
-    def failing(reference, frame, pixels, encoding, identity, number, window):
+    def failing(series_file, header, pixels, encoding, identity, number, window):
         if number == 3:
             raise OSError("disk full")
-        return real(reference, frame, pixels, encoding, identity, number, window)
+        return real(series_file, header, pixels, encoding, identity, number, window)
 
     monkeypatch.setattr(dicom_export, "_slice_dataset", failing)
     with pytest.raises(OSError, match="disk full"):
@@ -345,14 +364,15 @@ def test_failure_midway_leaves_no_partial_files(tmp_path, reference_files, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reference"]
 
 
-def test_reference_without_geometry_is_refused(tmp_path, reference_files):
+def test_the_scanned_slice_header_is_the_only_source_of_a_slices_plane(tmp_path, reference_files):
     scanned = slices_of(reference_files)  # the file loses its geometry after the scan
     broken = pydicom.dcmread(reference_files[2])
     del broken.ImagePositionPatient
     broken.save_as(reference_files[2])
-    with pytest.raises(DicomError, match="has no ImagePositionPatient: it has no plane geometry"):
-        write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), scanned, tmp_path / "out", series_description="x")
-    assert not (tmp_path / "out").exists()
+    paths = write_dicom_series(np.ones((SLICES, ROWS, COLUMNS)), scanned, tmp_path / "out", series_description="x")
+    exported = pydicom.dcmread(paths[2], stop_before_pixels=True)
+    assert exported.SourceImageSequence[0].ReferencedSOPInstanceUID == scanned[2].sop_instance_uid
+    np.testing.assert_allclose(np.array(exported.ImagePositionPatient, float), scanned[2].position_lps, atol=1e-9)
 
 
 @pytest.mark.parametrize("shape, match", [((SLICES - 1, ROWS, COLUMNS), "4 slices but 5 reference slices"),

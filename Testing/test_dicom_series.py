@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pydicom
 import pytest
 from dicom_fixtures import (
     ORIENTATIONS,
@@ -202,7 +203,7 @@ def test_two_time_points_at_the_same_positions_become_two_volumes(tmp_path):
 
     volumes = dicom_series.scan_dicom(tmp_path).volumes
 
-    assert [v.name for v in volumes] == ["1 synthetic t=1", "1 synthetic t=2"]
+    assert [v.name for v in volumes] == ["1 synthetic temporal position 1", "1 synthetic temporal position 2"]
     assert all(v.geometry.dimensions[2] == 4 and v.warnings == [] for v in volumes)
 
 
@@ -212,10 +213,40 @@ def test_repeated_positions_with_nothing_to_tell_them_apart_are_split_with_a_war
 
     volumes = dicom_series.scan_dicom(tmp_path).volumes
 
-    assert [v.name for v in volumes] == ["1 synthetic repeat 1", "1 synthetic repeat 2"]
+    assert [v.name for v in volumes] == ["1 synthetic InstanceNumber order 1 of 2",
+                                         "1 synthetic InstanceNumber order 2 of 2"]
     for volume in volumes:
         assert codes(volume) == ["duplicate_positions"]
         assert "3 of 3 slice positions hold up to 2 images" in volume.warnings[0].message
+        assert "split into 2 volumes in InstanceNumber order" in volume.warnings[0].message
+
+
+def test_frames_of_one_file_at_the_same_positions_are_split_in_frame_order(tmp_path):
+    positions = stack_positions(FIRST_LPS, ORIENTATIONS["axial"], np.arange(3) * 2.0)
+    both = np.concatenate([positions, positions])
+    write_multiframe(tmp_path / "enhanced.dcm", np.zeros((6, 5, 4), np.int16), both, ORIENTATIONS["axial"],
+                     (0.8, 0.7), shared_geometry=True)
+
+    volumes = dicom_series.scan_dicom(tmp_path).volumes
+
+    assert [v.name for v in volumes] == ["7 enhanced frame order 1 of 2", "7 enhanced frame order 2 of 2"]
+    assert [v.frames for v in volumes] == [[1, 2, 3], [4, 5, 6]]
+    assert "split into 2 volumes in frame order" in volumes[0].warnings[0].message
+
+
+def test_a_ge_magnitude_and_phase_pair_is_named_by_ges_private_image_type(tmp_path):
+    positions = stack_positions(FIRST_LPS, ORIENTATIONS["axial"], np.arange(3) * 2.0)
+    files, _ = write_phantom_series(tmp_path, np.concatenate([positions, positions]), description="B0map")
+    for k, path in enumerate(files):  # GE writes no standard attribute telling the two apart
+        dataset = pydicom.dcmread(path)
+        dataset.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x2F, "SS", 0 if k < 3 else 1)
+        dataset.save_as(path)
+
+    volumes = dicom_series.scan_dicom(tmp_path).volumes
+
+    assert [v.name for v in volumes] == ["1 B0map magnitude", "1 B0map phase"]
+    assert [sorted(v.files) for v in volumes] == [sorted(map(str, files[:3])), sorted(map(str, files[3:]))]
+    assert all(v.warnings == [] for v in volumes)
 
 
 def test_two_series_in_one_folder_and_a_localizer_are_told_apart(tmp_path):
@@ -299,7 +330,8 @@ def test_multiframe_holding_two_stacks_and_two_frame_types_gives_three_volumes(t
 
     volumes = dicom_series.scan_dicom(tmp_path).volumes
 
-    assert [v.name for v in volumes] == ["7 enhanced stack 1 M", "7 enhanced stack 1 P", "7 enhanced stack 2"]
+    assert [v.name for v in volumes] == ["7 enhanced stack 1 image type M", "7 enhanced stack 1 image type P",
+                                         "7 enhanced stack 2"]
     assert [v.frames for v in volumes] == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert all(v.warnings == [] for v in volumes)
 

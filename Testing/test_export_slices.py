@@ -17,6 +17,8 @@ from dicom_fixtures import ORIENTATIONS, pixel_centers_lps, stack_positions, wri
 
 from AlignSeriesLib import dicom_export, mrml, mrml_files, operations
 from AlignSeriesLib.errors import OutputExistsError
+from AlignSeriesLib.export_job import ExportOptions
+from AlignSeriesLib.exports import ExportTargets
 from AlignSeriesLib.geometry import VolumeGeometry
 
 Image = pytest.importorskip("PIL.Image")
@@ -85,9 +87,9 @@ def mismatches_on_true_positions(folder_dicom, folder_png, reference_files, labe
 
 
 def export_both(scene, tmp_path, input_path, reference_folder, **options):
-    return operations.resample_and_export(scene, input_path, reference_folder, f"{tmp_path / 'dicom'}/",
-                                          png_folder=tmp_path / "png", interpolation="nearest", labelmap=True,
-                                          **options)
+    return operations.resample_and_export(scene, input_path, reference_folder,
+                                          ExportTargets(dicom_folder=tmp_path / "dicom", png_folder=tmp_path / "png"),
+                                          ExportOptions("nearest", True, **options))
 
 
 @pytest.mark.parametrize("kind", ["tilted", "uneven", "tilted_uneven_sagittal"])
@@ -135,7 +137,7 @@ def test_a_nifti_converted_from_the_same_dicom_comes_back_bit_for_bit(scene, tmp
     image.set_qform(affine, code=1)
     nib.save(image, tmp_path / "converted.nii.gz")
     export = operations.resample_and_export(scene, tmp_path / "converted.nii.gz", tmp_path / "reference",
-                                            tmp_path / "back.nrrd", interpolation="cubic")
+                                            ExportTargets(volume_file=tmp_path / "back.nrrd"), ExportOptions("cubic"))
     np.testing.assert_array_equal(mrml.volume_array(export.volume_node), pixels)
 
 
@@ -156,9 +158,9 @@ def test_two_slabs_written_into_one_folder_make_one_consistent_series(scene, tmp
     reference = operations.load_reference(scene, folder)
     node = mrml.add_volume_node(scene, ct, reference.geometry, "ct32")
     mrml_files.save_node(node, tmp_path / "ct32.nrrd")
-    out = f"{tmp_path / 'series'}/"
-    first = operations.resample_and_export(scene, tmp_path / "ct32.nrrd", folder, out, slab=(3, 3))
-    second = operations.resample_and_export(scene, tmp_path / "ct32.nrrd", folder, out, slab=(0, 3))
+    out = ExportTargets(dicom_folder=tmp_path / "series")
+    first = operations.resample_and_export(scene, tmp_path / "ct32.nrrd", folder, out, ExportOptions(slab=(3, 3)))
+    second = operations.resample_and_export(scene, tmp_path / "ct32.nrrd", folder, out, ExportOptions(slab=(0, 3)))
     assert len(first.outputs) == len(second.outputs) == 3
     exported = [pydicom.dcmread(p) for p in sorted((tmp_path / "series").glob("*.dcm"))]
     assert len(exported) == 6
@@ -176,7 +178,7 @@ def test_two_slabs_written_into_one_folder_make_one_consistent_series(scene, tmp
         values = dataset.pixel_array.astype(np.int64) + int(float(dataset.RescaleIntercept))
         np.testing.assert_array_equal(values, ct[k])
     with pytest.raises(OutputExistsError, match="already holds 2 of these slices.*--force"):
-        operations.resample_and_export(scene, tmp_path / "ct32.nrrd", folder, out, slab=(2, 2))
+        operations.resample_and_export(scene, tmp_path / "ct32.nrrd", folder, out, ExportOptions(slab=(2, 2)))
 
 
 def test_a_float_input_gets_one_slope_and_intercept_in_every_slab(scene, tmp_path, axial_reference):
@@ -186,7 +188,8 @@ def test_a_float_input_gets_one_slope_and_intercept_in_every_slab(scene, tmp_pat
     values[0] += 5000  # the first slab holds the high values: a per-slab choice would differ
     mrml_files.save_node(mrml.add_volume_node(scene, values, reference.geometry, "f"), tmp_path / "f.nrrd")
     for slab in ((0, 2), (2, 4)):
-        operations.resample_and_export(scene, tmp_path / "f.nrrd", folder, f"{tmp_path / 'series'}/", slab=slab)
+        operations.resample_and_export(scene, tmp_path / "f.nrrd", folder,
+                                       ExportTargets(dicom_folder=tmp_path / "series"), ExportOptions(slab=slab))
     exported = [pydicom.dcmread(p) for p in (tmp_path / "series").glob("*.dcm")]
     assert len({(d.RescaleSlope, d.RescaleIntercept) for d in exported}) == 1 and len(exported) == 6
 
@@ -208,14 +211,14 @@ def test_a_failure_midway_leaves_nothing_new(scene, tmp_path, axial_reference, m
     before = sorted(p.name for p in tmp_path.rglob("*"))
     for force in (False, True):
         with pytest.raises((OSError, OutputExistsError)):
-            operations.resample_and_export(scene, tmp_path / "ct.nrrd", folder, tmp_path / "out" / "volume.nrrd",
-                                           png_folder=tmp_path / "out" / "png", preview=tmp_path / "out" / "p.png",
-                                           force=force)
+            operations.resample_and_export(scene, tmp_path / "ct.nrrd", folder, ExportTargets(
+                tmp_path / "out" / "volume.nrrd", png_folder=tmp_path / "out" / "png",
+                preview=tmp_path / "out" / "p.png", force=force))
         assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no volume file, no PNG, no temporaries
         assert (tmp_path / "out" / "volume.nrrd").read_bytes() == b"precious"
     monkeypatch.undo()
-    export = operations.resample_and_export(scene, tmp_path / "ct.nrrd", folder, tmp_path / "out" / "new.nrrd",
-                                            png_folder=tmp_path / "out" / "png", preview=tmp_path / "out" / "p.png")
+    export = operations.resample_and_export(scene, tmp_path / "ct.nrrd", folder, ExportTargets(
+        tmp_path / "out" / "new.nrrd", png_folder=tmp_path / "out" / "png", preview=tmp_path / "out" / "p.png"))
     assert all(path.is_file() for path in export.written) and len(export.written) == 1 + 6 + 1 + 1
 
 
@@ -229,6 +232,7 @@ def test_resampling_between_frames_of_reference_without_a_transform_warns(scene,
     write_phantom_series(tmp_path / "same", positions)
     codes = {}
     for name in ("other", "same"):
-        export = operations.resample_and_export(scene, tmp_path / name, folder, tmp_path / f"{name}.nrrd")
-        codes[name] = [warning.code for warning in mrml.node_warnings(export.volume_node)]
+        export = operations.resample_and_export(scene, tmp_path / name, folder,
+                                                ExportTargets(volume_file=tmp_path / f"{name}.nrrd"))
+        codes[name] = [warning.code for warning in export.warnings]
     assert "frame_of_reference_mismatch" in codes["other"] and "frame_of_reference_mismatch" not in codes["same"]

@@ -187,3 +187,55 @@ def test_check_input_file_unreadable(tmp_path):
             check_input_file(source)
     finally:
         source.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+# -- inputs are never outputs ----------------------------------------------------------------------
+
+
+def test_an_output_touching_an_input_is_refused_however_it_is_spelled(tmp_path):
+    from AlignSeriesLib.files import check_outputs_spare_inputs
+
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "IM1").write_bytes(b"slice")
+    volume = tmp_path / "ct.nrrd"
+    volume.write_bytes(b"voxels")
+    os.link(volume, tmp_path / "hard.nrrd")
+    (tmp_path / "soft").symlink_to(series)
+    refused = {tmp_path / "ct.nrrd": "is the input", tmp_path / "hard.nrrd": "is the input",
+               tmp_path / "series" / ".." / "ct.nrrd": "is the input", series / "new" / "out.nrrd": "lies inside",
+               tmp_path / "soft" / "out.nrrd": "lies inside", tmp_path: "is a folder holding"}
+
+    for output, relation in refused.items():
+        with pytest.raises(AlignSeriesError, match=f"output .* {relation} "):
+            check_outputs_spare_inputs([volume, series], [None, output])
+    check_outputs_spare_inputs([volume, series], [tmp_path / "ct2.nrrd", tmp_path / "series2" / "x", None])
+
+
+def test_a_dicom_file_protects_its_folder_and_other_inputs_themselves(tmp_path):
+    from AlignSeriesLib.files import protected_places
+
+    (tmp_path / "series").mkdir()
+    assert protected_places([tmp_path / "series" / "IM1", tmp_path / "series" / "IM2", tmp_path / "ct.nii.gz",
+                             tmp_path / "t.h5", tmp_path / "p.mrk.json", None, tmp_path / "series"]) == [
+        tmp_path / "series", tmp_path / "ct.nii.gz", tmp_path / "t.h5", tmp_path / "p.mrk.json"]
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 0.0), (1.0, 1e-9, 1.0), (1e9, 1.0, 1.0), (1.0, float("nan"), 1.0),
+                                     (-1.0, 1.0, 1.0), (1.0, float("inf"), 1.0)])
+def test_absurd_voxel_spacings_are_refused_with_the_range(spacing):
+    from AlignSeriesLib.files import check_voxel_spacing
+
+    with pytest.raises(AlignSeriesError, match=r"v.nrrd: voxel spacing .* is outside 1e-06 \.\. 100000 mm"):
+        check_voxel_spacing("v.nrrd", spacing)
+    check_voxel_spacing("v.nrrd", (1e-6, 0.5, 1e5))
+
+
+def test_a_temporary_names_its_output(tmp_path):
+    from AlignSeriesLib.files import destination_of, temporary_beside
+
+    once = temporary_beside(tmp_path / "out.nii.gz", ".partial.nii.gz")
+    twice = temporary_beside(once, ".partial")
+    assert once.name.startswith(".out.nii.gz.alignseries-") and once.parent == tmp_path
+    assert destination_of(once) == destination_of(twice) == tmp_path / "out.nii.gz"
+    assert destination_of(tmp_path / "plain.nrrd") == tmp_path / "plain.nrrd"

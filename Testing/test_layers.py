@@ -13,7 +13,7 @@ import pytest
 LIBRARY = Path(__file__).resolve().parents[1] / "AlignSeries" / "AlignSeriesLib"
 
 #: Layer of each AlignSeriesLib module that is not core (everything else is core).
-LAYERS = {"mrml": 1, "mrml_files": 1, "operations": 2, "exports": 2,
+LAYERS = {"mrml": 1, "mrml_files": 1, "operations": 2, "exports": 2, "export_job": 2,
           "cli": 3, "__main__": 3, "demo": 3, "phantom": 3, "batch": 3}
 LAYER_NAMES = ("core", "MRML bridge", "operations", "top")
 #: Packages only the bridge and above may import (the Slicer application and its MRML).

@@ -30,6 +30,7 @@ if not slicer_qt_fakes.install():
                 "(see DESIGN.md, 'Real parts, not stand-ins')", allow_module_level=True)
 
 import AlignSeries  # noqa: E402  (needs qt, ctk and Slicer's framework installed first)
+from AlignSeriesLib import dicom_pixels  # noqa: E402
 
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "AlignSeries.ui"
 MODULE_FILE = MODULE_DIR / "AlignSeries.py"
@@ -630,8 +631,8 @@ def test_panel_cancel_ends_quietly_with_a_status_message(loaded, tmp_path):
 
 def test_panel_buttons_are_disabled_while_a_job_runs_and_a_double_click_exports_once(loaded, monkeypatch):
     calls, states = [], []
-    export = loaded.widget.logic.exportResampledVolume
-    monkeypatch.setattr(loaded.widget.logic, "exportResampledVolume",
+    export = loaded.widget.logic.exportResampledVolumeResult
+    monkeypatch.setattr(loaded.widget.logic, "exportResampledVolumeResult",
                         lambda *args, **kwargs: calls.append(args) or export(*args, **kwargs))
     ui = loaded.ui
 
@@ -751,7 +752,27 @@ def test_a_mosaic_without_nibabel_installs_it_from_the_module_requirements_then_
     manager = _PackageManager(lambda: available.update(nibabel=True))
     monkeypatch.setattr(slicer, "pydeps", manager, raising=False)
     nodes = AlignSeries.AlignSeriesLogic().loadDicomSeries(str(tmp_path))
-    assert manager.ensured == [(["nibabel>=5.4"], "AlignSeries")]
+    assert manager.ensured == [(["nibabel>=5.4", *dicom_pixels.DECODER_REQUIREMENTS], "AlignSeries")]
+    assert [node.GetImageData().GetDimensions() for node in nodes] == [(128, 128, 48)]
+
+
+def test_a_compressed_mosaic_without_decoders_installs_them_from_the_module_requirements_then_loads(
+        app, tmp_path, monkeypatch):
+    _write_real_mosaic(tmp_path / "plain.dcm")
+    dataset = pydicom.dcmread(tmp_path / "plain.dcm")
+    dataset.PixelData = (np.frombuffer(dataset.PixelData, "<u2") & 0x0FFF).tobytes()  # within BitsStored
+    dataset.compress(pydicom.uid.JPEGLSLossless)  # Slicer's own reader cannot cut MOSAIC tiles
+    (tmp_path / "plain.dcm").unlink()
+    dataset.save_as(tmp_path / "mosaic.dcm", enforce_file_format=True)
+    decoder = pydicom.pixels.get_decoder(pydicom.uid.JPEGLSLossless)
+    plugins = dict(decoder._available)
+    monkeypatch.setattr(decoder, "_available", {})  # as in a Slicer without pydicom's decoder plugins
+    manager = _PackageManager(lambda: decoder._available.update(plugins))
+    monkeypatch.setattr(slicer, "pydeps", manager, raising=False)
+
+    nodes = AlignSeries.AlignSeriesLogic().loadDicomSeries(str(tmp_path))
+
+    assert manager.ensured == [(["nibabel>=5.4", *dicom_pixels.DECODER_REQUIREMENTS], "AlignSeries")]
     assert [node.GetImageData().GetDimensions() for node in nodes] == [(128, 128, 48)]
 
 

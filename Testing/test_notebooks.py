@@ -53,7 +53,10 @@ def test_there_are_notebooks_and_each_has_checks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_in_a_kernel_and_gives_its_results(tmp_path, kernel_of_this_python, path):
+def test_notebook_runs_in_a_kernel_and_gives_its_results(tmp_path, kernel_of_this_python, path, monkeypatch):
+    temporary_folder = tmp_path / "system_temp"  # the kernel's tempfile.gettempdir(): empty again at the end
+    temporary_folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary_folder))
     notebook = nbformat.read(path, as_version=4)
     for cell in notebook.cells:
         if cell.cell_type == "code":
@@ -67,3 +70,4 @@ def test_notebook_runs_in_a_kernel_and_gives_its_results(tmp_path, kernel_of_thi
     assert len(tagged) == 1, "a notebook prints its results in one cell tagged 'results'"
     text = "".join(output.get("text", "") for output in tagged[0].outputs if output.output_type == "stream")
     CHECKS[path.name](json.loads(text))
+    assert sorted(p.name for p in temporary_folder.iterdir()) == [], "the notebook left files in the temp folder"

@@ -8,7 +8,7 @@ import pytest
 import vtk
 from dicom_fixtures import stack_positions, write_phantom_series
 
-from AlignSeriesLib import dicom_export, exports, mrml, mrml_files, operations, resample
+from AlignSeriesLib import dicom_export, export_job, exports, mrml, mrml_files, operations
 from AlignSeriesLib.errors import AlignSeriesError, OperationCancelledError
 from AlignSeriesLib.geometry import VolumeGeometry
 
@@ -53,49 +53,39 @@ def test_label_png_export_reads_each_reference_header_once_and_no_reference_pixe
     labels = np.zeros(reference.geometry.shape, np.uint8)
     labels[:, 5:9, 4:7] = 3
     mask = mrml.add_volume_node(scene, labels, reference.geometry, "mask", labelmap=True)
-    output = operations.resample_volume(scene, mask, reference.geometry)
-    exports.write_outputs(output, reference, exports.ExportTargets(png_folder=tmp_path / "png"))
+    export_job.resample_and_write(scene, mask, reference, exports.ExportTargets(png_folder=tmp_path / "png"))
     assert calls["pixels"] == 0, "a reference used as a grid had its pixels read"
     assert sorted(calls["headers"]) == sorted(str(f) for f in files)
     assert set(calls["headers"].values()) == {1}, calls["headers"]
     assert len(list((tmp_path / "png").glob("*.png"))) == SLICES and (tmp_path / "png" / "index.csv").is_file()
 
 
-def test_dicom_export_opens_each_reference_file_once_after_the_scan(scene, tmp_path, reference_folder, monkeypatch):
+def test_dicom_export_opens_one_reference_file_after_the_scan_for_the_patient_and_study(scene, tmp_path,
+                                                                                       reference_folder, monkeypatch):
     folder, files, _ = reference_folder
     reference = operations.load_reference(scene, folder)
     volume = mrml.add_volume_node(scene, np.ones(reference.geometry.shape, np.int16), reference.geometry, "ones")
     calls = count_dcmread(monkeypatch)
-    exports.write_outputs(volume, reference, exports.ExportTargets(dicom_folder=tmp_path / "out",
-                                                                         png_folder=tmp_path / "png"))
-    assert calls["headers"] == {str(f): 1 for f in files}
+    export_job.resample_and_write(scene, volume, reference, exports.ExportTargets(dicom_folder=tmp_path / "out",
+                                                                                  png_folder=tmp_path / "png"))
+    assert list(calls["headers"].values()) == [1] and set(calls["headers"]) <= {str(f) for f in files}
+    assert calls["pixels"] == 0
 
 
 @pytest.mark.parametrize("first, count", [(0, 1), (2, 3), (5, 1), (0, SLICES)])
 def test_a_slab_export_copies_exactly_its_reference_slices(scene, tmp_path, reference_folder, first, count):
     folder, _, _ = reference_folder
     reference = operations.load_reference(scene, folder)
-    grid = exports.output_grid(reference, slab=(first, count))
-    volume = mrml.add_volume_node(scene, np.zeros(grid.shape, np.int16), grid, "slab")
-    assert exports.slab_of(volume, reference) == (first, count)
-    written = exports.write_outputs(volume, reference, exports.ExportTargets(dicom_folder=tmp_path / "out"),
-                                       slab=(first, count))
+    volume = mrml.add_volume_node(scene, np.zeros(reference.geometry.shape, np.int16), reference.geometry, "whole")
+    written = export_job.resample_and_write(scene, volume, reference,
+                                            exports.ExportTargets(dicom_folder=tmp_path / "out"),
+                                            export_job.ExportOptions(slab=(first, count))).written
     exported = sorted((pydicom.dcmread(p) for p in written), key=lambda d: float(d.ImagePositionPatient[2]))
     expected = reference.series.slices[first:first + count]
     assert [d.SourceImageSequence[0].ReferencedSOPInstanceUID for d in exported] == [
         s.sop_instance_uid for s in expected]
     np.testing.assert_allclose([d.ImagePositionPatient for d in exported], [s.position_lps for s in expected],
                                atol=1e-4)
-
-
-@pytest.mark.parametrize("shift_slices", [0.4, 0.5, 0.6, -0.5])
-def test_a_grid_between_reference_slices_is_no_slab(scene, reference_folder, shift_slices):
-    folder, _, _ = reference_folder
-    reference = operations.load_reference(scene, folder)
-    grid = resample.slab(reference.geometry, 1, 3)
-    shifted = grid.transformed(np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, shift_slices * 2.5], [0, 0, 0, 1]]))
-    volume = mrml.add_volume_node(scene, np.zeros(grid.shape, np.int16), shifted, "between")
-    assert exports.slab_of(volume, reference) is None
 
 
 def test_progress_true_cancels_loading_and_resampling_with_the_same_polarity(scene, reference_folder):
@@ -137,7 +127,7 @@ def test_the_reference_grid_reaches_the_exporters_without_a_dicom_reference_refu
     reference = operations.reference_of_node(node)
     assert reference.series is None
     with pytest.raises(AlignSeriesError, match="not loaded from DICOM"):
-        exports.write_outputs(node, reference, exports.ExportTargets(png_folder=tmp_path / "png"))
+        export_job.resample_and_write(scene, node, reference, exports.ExportTargets(png_folder=tmp_path / "png"))
     assert not (tmp_path / "png").exists()
 
 
@@ -158,7 +148,7 @@ def test_missing_output_folders_are_created_and_removed_again_when_the_export_fa
     volume = mrml.add_volume_node(scene, np.ones(reference.geometry.shape, np.int16), reference.geometry, "ones")
     targets = exports.ExportTargets(volume_file=tmp_path / "new" / "deeper" / "ones.nrrd",
                                        png_folder=tmp_path / "pictures" / "png")
-    written = exports.write_outputs(volume, reference, targets)
+    written = export_job.resample_and_write(scene, volume, reference, targets).written
     assert (tmp_path / "new" / "deeper" / "ones.nrrd").is_file()
     assert len(written) == 1 + SLICES + 1  # the volume, the PNGs, index.csv
     failing = exports.ExportTargets(volume_file=tmp_path / "other" / "ones.nrrd",
@@ -166,7 +156,8 @@ def test_missing_output_folders_are_created_and_removed_again_when_the_export_fa
     plain = operations.reference_of_node(mrml.add_volume_node(scene, np.zeros((2, 2, 2)),
                                                               VolumeGeometry((2, 2, 2), np.eye(4)), "plain"))
     with pytest.raises(AlignSeriesError, match="not loaded from DICOM"):
-        exports.write_outputs(mrml.add_volume_node(scene, np.zeros((2, 2, 2)), plain.geometry, "x"), plain, failing)
+        export_job.resample_and_write(scene, mrml.add_volume_node(scene, np.zeros((2, 2, 2)), plain.geometry, "x"),
+                                      plain, failing)
     assert not (tmp_path / "never").exists() and not (tmp_path / "other").exists()
 
 

@@ -1,7 +1,7 @@
 """``alignseries batch``: many resample/export jobs from a CSV manifest, run on Dask.
 
 Each manifest row is one case, run by :func:`run_case` exactly as ``alignseries resample`` runs
-(:func:`AlignSeriesLib.operations.resample_and_export`). Cases run on a Dask ``distributed``
+(:func:`AlignSeriesLib.operations.resample_and_export`, the export job). Cases run on a Dask ``distributed``
 cluster: a local one by default (one single-threaded worker process per core), or an existing one
 (``--scheduler tcp://HOST:PORT``). Dask is imported here only, never by the core or the Slicer module.
 
@@ -37,16 +37,17 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import stat
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 from .choices import INTERPOLATIONS
-from .errors import AlignSeriesError, OutputExistsError
-from .files import safe_name, write_text_atomic
+from .errors import AlignSeriesError, OutputExistsError, one_line
+from .files import remove_stale_temporaries, safe_name, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -190,17 +191,20 @@ def run_case(case: Case, output_dir: str | Path, force: bool = False) -> dict:
     """
     start = time.perf_counter()
     output_root = Path(output_dir)
-    record_path = _record_path(output_root, case)
     result = {"row": case.row, "input": case.input, "reference": case.reference, "output": case.output,
               "status": "failed", "seconds": None, "outputs": [], "extras": [], "error": None, "warnings": [],
               "log": []}
     claimed = False
+    fingerprint = None
     with _collected_log() as messages:
         try:
+            record_path = _record_path(output_root, case)
             previous = _read_record(record_path)
             claimed = force or bool(previous and previous.get("claimed"))
             options = _case_options(case)
             targets = _output_targets(case, output_root)
+            _check_inside(output_root, targets)
+            fingerprint = input_fingerprint(case)  # before the work: a change during it redoes the case next time
             _remove_leftovers(targets)
             if not claimed:
                 _refuse_existing(targets)
@@ -213,12 +217,63 @@ def run_case(case: Case, output_dir: str | Path, force: bool = False) -> dict:
             result["error"] = error_line(error)
     result.update(seconds=round(time.perf_counter() - start, 3), log=messages, worker=_worker_name(),
                   peak_memory_mib=peak_memory_mib())
-    _write_record(record_path, {**result, "claimed": claimed, "case": case.spec()})
+    try:
+        _write_record(_record_path(output_root, case), {**result, "claimed": claimed, "case": case.spec(),
+                                                        "inputs": fingerprint})
+    except Exception as error:  # run_case never raises: a case whose record cannot be kept is redone next time
+        result["error"] = result["error"] or f"its completion record could not be written: {error_line(error)}"
+        result["status"] = "failed"
     return result
 
 
+def _check_inside(output_dir: Path, targets: dict) -> None:
+    """Every output resolves inside the output folder, symlinks followed (the manifest check is lexical only)."""
+    root = output_dir.resolve()
+    for path in filter(None, (targets["output"], targets["png"])):
+        if not Path(path).resolve().is_relative_to(root):
+            raise AlignSeriesError(f"{path} leads outside --output-dir {output_dir} (to {Path(path).resolve()}) "
+                                   "through a symbolic link: not written")
+
+
+def input_fingerprint(case: Case) -> str:
+    """A digest of every input file of a case (size, modification time and first and last bytes of each).
+
+    A DICOM folder counts every regular file under it; anything else (FIFOs, devices) is named, never opened.
+    """
+    digest = hashlib.sha256()
+    for text in filter(None, (case.input, case.reference, case.transform)):
+        for path in _files_under(Path(text)):
+            digest.update(str(path).encode("utf-8", "surrogateescape"))
+            try:
+                status = path.stat()
+                digest.update(f"{status.st_size}:{status.st_mtime_ns}:{stat.S_IFMT(status.st_mode)}".encode())
+                if stat.S_ISREG(status.st_mode):
+                    digest.update(_first_and_last_bytes(path, status.st_size))
+            except OSError as error:  # unreadable now: the case itself will say so
+                digest.update(type(error).__name__.encode())
+    return digest.hexdigest()
+
+
+#: Bytes read from each end of an input file for :func:`input_fingerprint`.
+FINGERPRINT_SAMPLE_BYTES = 4096
+
+
+def _files_under(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    return sorted(Path(folder) / name for folder, _, names in os.walk(path) for name in names)
+
+
+def _first_and_last_bytes(path: Path, size: int) -> bytes:
+    with open(path, "rb") as file:
+        head = file.read(FINGERPRINT_SAMPLE_BYTES)
+        file.seek(max(size - FINGERPRINT_SAMPLE_BYTES, 0))
+        return head + file.read(FINGERPRINT_SAMPLE_BYTES)
+
+
 def _case_options(case: Case) -> dict:
-    """The resample options of a case's text cells, or what is wrong with them."""
+    """The export options of a case's text cells (:class:`~AlignSeriesLib.export_job.ExportOptions`' fields), or what
+    is wrong with them."""
     interpolation = case.interpolation.lower() or "linear"
     if interpolation not in INTERPOLATIONS:
         raise AlignSeriesError(f"interpolation {case.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
@@ -239,15 +294,18 @@ def _output_targets(case: Case, output_dir: Path) -> dict:
 def _resample_and_export(case: Case, targets: dict, options: dict, *, force: bool) -> dict:
     """The case's outputs, made by the same use case as ``alignseries resample``."""
     from . import mrml, operations
+    from .export_job import ExportOptions
+    from .exports import ExportTargets
 
     mrml.capture_vtk_messages()
     scene = mrml.new_scene()  # the writers create the missing folders (and remove them if the case fails)
     try:
-        export = operations.resample_and_export(scene, case.input, case.reference, targets["output"],
-                                                transform=case.transform, png_folder=targets["png"], force=force,
-                                                **options)
+        export = operations.resample_and_export(
+            scene, case.input, case.reference,
+            ExportTargets.for_output(targets["output"], png_folder=targets["png"], force=force),
+            ExportOptions(**options), transform=case.transform)
         return {"outputs": [str(path) for path in export.outputs], "extras": [str(path) for path in export.extras],
-                "warnings": [warning.to_dict() for warning in mrml.node_warnings(export.volume_node)]}
+                "warnings": [warning.to_dict() for warning in export.warnings]}
     finally:
         scene.Clear(1)  # a worker runs many cases: free this one's voxels now
 
@@ -259,27 +317,17 @@ def _refuse_existing(targets: dict) -> None:
                                     "(use --force to replace it)")
 
 
-def _remove_leftovers(targets: dict) -> None:
+def _remove_leftovers(targets: dict, *, writers_stopped: bool = False) -> None:
     """Remove the temporary files and folders that an interrupted writer of these outputs left behind."""
-    for text in filter(None, (targets["output"], targets["png"])):
-        path = Path(text.rstrip("/\\"))
-        if not path.parent.is_dir():
-            continue
-        for leftover in (*path.parent.glob(f".{path.name}.*.partial*"), *path.parent.glob(f".{path.name}.*.old")):
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
+    for path in filter(None, (targets["output"], targets["png"])):
+        remove_stale_temporaries(path, writers_stopped=writers_stopped)
 
 
 def error_line(error: BaseException) -> str:
     """One line about an error, as the command line's ``error:`` line gives it."""
     if isinstance(error, AlignSeriesError | OSError):
-        message = str(error)
-    else:
-        message = f"internal error ({type(error).__name__}): {error}"
-    return message.replace("\n", " ").strip() or type(error).__name__
+        return one_line(error)
+    return one_line(f"internal error ({type(error).__name__}): {error}")
 
 
 def peak_memory_mib() -> float | None:
@@ -353,6 +401,8 @@ def finished_result(case: Case, output_dir: Path) -> dict | None:
     record = _read_record(_record_path(output_dir, case))
     if not record or record.get("status") != "done" or record.get("case") != case.spec():
         return None
+    if record.get("inputs") != input_fingerprint(case):  # an input changed since (same path, other content)
+        return None
     written = list(record.get("outputs", [])) + list(record.get("extras", []))
     if not written or not all(Path(path).exists() for path in written):
         return None
@@ -375,7 +425,7 @@ class Progress:
 
 def run_batch(manifest, output_dir, *, workers: int | None = None, scheduler: str | None = None,
               force: bool = False, progress: Callable[[Progress], None] | None = None,
-              on_cluster: Callable[[dict], None] | None = None) -> dict:
+              on_cluster: Callable[[dict], None] | None = None, quiet: bool = True) -> dict:
     """Run every case of a manifest on Dask and return the summary.
 
     Parameters
@@ -394,6 +444,9 @@ def run_batch(manifest, output_dir, *, workers: int | None = None, scheduler: st
         Called with a :class:`Progress` after each case.
     on_cluster : callable, optional
         Called once the cluster is up, with ``{"scheduler", "workers", "dashboard"}``.
+    quiet : bool
+        Keep the local workers' own log (e.g. a heartbeat's ``CommClosedError`` at shutdown) off the terminal;
+        every case's failure is in the summary anyway.
 
     Returns
     -------
@@ -404,7 +457,7 @@ def run_batch(manifest, output_dir, *, workers: int | None = None, scheduler: st
     """
     cases = read_manifest(manifest)
     output_dir = Path(output_dir).absolute()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_output_dir(output_dir)
     start = time.perf_counter()
     results = {} if force else {case.row: result for case in cases
                                 if (result := finished_result(case, output_dir)) is not None}
@@ -412,7 +465,7 @@ def run_batch(manifest, output_dir, *, workers: int | None = None, scheduler: st
     cluster = {"scheduler": scheduler, "workers": 0, "dashboard": None}
     if pending:
         results |= _run_on_dask(pending, output_dir, force=force, workers=workers, scheduler=scheduler,
-                                progress=progress, on_cluster=lambda info: (cluster.update(info),
+                                quiet=quiet, progress=progress, on_cluster=lambda info: (cluster.update(info),
                                                                             on_cluster and on_cluster(info)))
     seconds = time.perf_counter() - start
     ordered = [results[case.row] for case in cases]
@@ -426,14 +479,24 @@ def run_batch(manifest, output_dir, *, workers: int | None = None, scheduler: st
             **cluster, "peak_memory_mib": max(peaks, default=None)}
 
 
+def _prepare_output_dir(output_dir: Path) -> None:
+    """Create the output folder and its record folder, or say in one line why they cannot be written."""
+    try:
+        (output_dir / RECORD_FOLDER).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir / RECORD_FOLDER):  # a file can be made there (as root too)
+            pass
+    except OSError as error:
+        raise AlignSeriesError(f"--output-dir {output_dir} cannot be written: {error.strerror or error}") from None
+
+
 def _run_on_dask(pending: list[Case], output_dir: Path, *, force: bool, workers: int | None, scheduler: str | None,
-                 progress, on_cluster) -> dict:
+                 quiet: bool, progress, on_cluster) -> dict:
     """Submit every pending case to a Dask cluster and gather one result per case, failed ones included."""
     from distributed import as_completed
 
     results = {}
     try:
-        with _dask_client(scheduler, min(workers or os.cpu_count() or 1, len(pending))) as client:
+        with _dask_client(scheduler, min(workers or os.cpu_count() or 1, len(pending)), quiet=quiet) as client:
             on_cluster(_cluster_info(client, scheduler))
             futures = {client.submit(run_case, case, str(output_dir), force, key=f"alignseries-{case.key}",
                                      pure=False): case for case in pending}
@@ -450,7 +513,7 @@ def _run_on_dask(pending: list[Case], output_dir: Path, *, force: bool, workers:
         if scheduler is None:  # the local workers are gone: remove what their unfinished writers left
             for case in pending:
                 if case.row not in results:
-                    _remove_leftovers(_output_targets(case, output_dir))
+                    _remove_leftovers(_output_targets(case, output_dir), writers_stopped=True)
         raise
     return results
 
@@ -461,12 +524,20 @@ def _gathered(future, case: Case) -> dict:
         return future.result()
     except Exception as error:  # e.g. distributed's KilledWorker: the case, not the batch, failed
         return {"row": case.row, "input": case.input, "reference": case.reference, "output": case.output,
-                "status": "failed", "seconds": None, "outputs": [], "extras": [], "error": error_line(error),
+                "status": "failed", "seconds": None, "outputs": [], "extras": [], "error": _lost_case_line(error),
                 "warnings": [], "log": [], "worker": None, "peak_memory_mib": None}
 
 
+def _lost_case_line(error: BaseException) -> str:
+    """Why a case has no result: its worker process died while running it (run_case itself never raises)."""
+    if type(error).__name__ != "KilledWorker":
+        return error_line(error)
+    return ("the worker process running this case died (each time it was tried): killed by the system (e.g. out "
+            "of memory) or crashed in a C++ library; run it alone with `alignseries resample ... -v` to see why")
+
+
 @contextlib.contextmanager
-def _dask_client(scheduler: str | None, workers: int):
+def _dask_client(scheduler: str | None, workers: int, *, quiet: bool = True):
     """A Dask client on an existing scheduler, or on a local cluster of single-threaded worker processes."""
     from distributed import Client, LocalCluster
 
@@ -485,7 +556,7 @@ def _dask_client(scheduler: str | None, workers: int):
         else:
             cluster = stack.enter_context(LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR))
+                dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL if quiet else logging.WARNING))
             client = stack.enter_context(Client(cluster))
         yield client
 
@@ -517,8 +588,9 @@ def quiet_dask_logging() -> None:
     """Silence Dask's own start/stop messages (its failures reach the summary as failed cases)."""
     import distributed  # noqa: F401  (sets up its loggers, each with its own level, on import)
 
-    for name in list(logging.root.manager.loggerDict):
-        if name == "distributed" or name.startswith("distributed."):
+    families = ("distributed", "tornado")  # tornado logs a closed comm's traceback too
+    for name in [*families, *logging.root.manager.loggerDict]:
+        if name.split(".")[0] in families:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

@@ -9,15 +9,19 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import math
 import os
+import re
+import signal
 import sys
 from pathlib import Path
 
 from . import __version__
 from .choices import GEOMETRY_MODES, INTERPOLATIONS, LANDMARK_MODES, MATCH_METHODS
-from .errors import AlignSeriesError
+from .errors import AlignSeriesError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as error:
-        return _fail(error, EXIT_BAD_INPUT)
+        return _fail(error, EXIT_BAD_INPUT, as_json="--json" in (sys.argv[1:] if argv is None else argv))
     _configure_logging(args.verbose)
+    _report_short_writes()
     try:
         document = args.handler(args)
     except (AlignSeriesError, OSError) as error:
-        return _fail(error, EXIT_BAD_INPUT)
+        return _fail(error, EXIT_BAD_INPUT, as_json=args.json)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return _fail("interrupted", 130, as_json=args.json)
     except Exception as error:  # a bug: still one line for the user, the traceback only with --verbose
         logger.debug("internal error", exc_info=True)
-        return _fail(f"internal error ({type(error).__name__}): {error}", EXIT_INTERNAL_ERROR)
+        return _fail(f"internal error ({type(error).__name__}): {error}", EXIT_INTERNAL_ERROR, as_json=args.json)
     status, failure = document.pop("_exit_status", 0), document.pop("_error", None)
     try:
         if args.json:
@@ -130,14 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also write one PNG per reference slice into DIR, and DIR/index.csv: a label map's "
                                "PNGs hold the label values (8-bit, or 16-bit above 255), a scalar volume's are "
                                "8-bit grey through --png-window")
-    resample.add_argument("--png-window", nargs=2, type=float, metavar=("C", "W"),
+    resample.add_argument("--png-window", nargs=2, type=_finite_float, metavar=("C", "W"),
                           help="window centre and width of scalar PNGs (default: the 0.5th to 99.5th percentile "
                                "of the output); stated in index.csv")
-    resample.add_argument("--series-uid", metavar="UID",
+    resample.add_argument("--series-uid", metavar="UID", type=_dicom_uid,
                           help="SeriesInstanceUID of a DICOM output (default: derived from the reference's series "
                                "UID and the input's name, so --slab chunks written into one folder are one series)")
     resample.add_argument("--preview", metavar="PNG", help="also write a fused picture of reference and output")
-    resample.add_argument("--preview-at", nargs=3, type=float, metavar=("R", "A", "S"),
+    resample.add_argument("--preview-at", nargs=3, type=_finite_float, metavar=("R", "A", "S"),
                           help="RAS point (mm) the preview's axial, coronal and sagittal panes cut through "
                                "(default: the reference's centre)")
     resample.add_argument("--compress", action="store_true",
@@ -187,6 +192,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _dicom_uid(text: str) -> str:
+    """A DICOM UID: digits in dot-separated components without leading zeros, at most 64 characters."""
+    if len(text) > 64 or not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid DICOM UID (digits and dots, components without "
+                                         f"leading zeros, at most 64 characters; this one has {len(text)})")
+    return text
+
+
 def _add_output_argument(parser, what: str) -> None:
     parser.add_argument("--output", required=True, metavar="FILE", help=what)
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
@@ -202,21 +225,27 @@ def run_info(args) -> dict:
 
     options = {"regularize": args.regularize, "regularize_spacing": args.regularize_spacing,
                "progress": _progress_bar(args, "scanning")}
+    scan: dict = {"skipped": [], "warnings": []}
     if any(is_volume_file(path) for path in args.paths):
         from . import operations
 
         _capture_vtk_messages()
         volumes = operations.describe_inputs(args.paths, **options)
     else:  # DICOM only: no MRML scene, no VTK, no Slicer to start
-        volumes = describe.describe_dicom(args.paths, **options)
+        scan = describe.describe_dicom_scan(args.paths, **options)
+        volumes = scan["volumes"]
     text = "\n\n".join(describe.volume_text(number, volume) for number, volume in enumerate(volumes, start=1))
-    return {"volumes": volumes, "text": text}
+    text += "".join(f"\n\nwarning [{w['code']}]: {w['message']}" for w in scan["warnings"])  # once, for all volumes
+    skipped = {"skipped": scan["skipped"], "warnings": scan["warnings"]} if scan["skipped"] else {}
+    return {"volumes": volumes, **skipped, "text": text}
 
 
 def run_transform(args) -> dict:
     """``alignseries transform``: moving-to-fixed transform from the two volumes' geometry."""
-    from . import mrml, operations
+    from . import files, mrml, operations
 
+    files.check_outputs_spare_inputs([*files.protected_places([*args.fixed, *args.moving]), args.registration],
+                                     [args.output])
     _capture_vtk_messages()
     scene = mrml.new_scene()
     fixed = operations.load_one_volume(scene, args.fixed, index=args.fixed_volume, role="--fixed")
@@ -228,8 +257,10 @@ def run_transform(args) -> dict:
 
 def run_landmarks(args) -> dict:
     """``alignseries landmarks``: transform from corresponding points, with per-point errors."""
-    from . import mrml, operations
+    from . import files, mrml, operations
 
+    files.check_outputs_spare_inputs(files.protected_places([args.fixed, args.moving, *(args.fixed_image or [])]),
+                                     [args.output])
     _capture_vtk_messages()
     scene = mrml.new_scene()
     fixed_volume = (operations.load_one_volume(scene, args.fixed_image, role="--fixed-image") if args.fixed_image
@@ -250,18 +281,21 @@ def _transform_document(result, args) -> dict:
 def run_resample(args) -> dict:
     """``alignseries resample``: the input on the reference grid, as a file or a DICOM series."""
     from . import mrml, operations
+    from .export_job import ExportOptions
+    from .exports import ExportTargets
 
     _capture_vtk_messages()
+    targets = ExportTargets.for_output(args.output, png_folder=args.png, preview=args.preview, force=args.force,
+                                       png_window=args.png_window, series_uid=args.series_uid,
+                                       preview_at_ras=args.preview_at, compress=args.compress)
+    options = ExportOptions(args.interpolation, args.labelmap or None, args.background, args.slab,
+                            args.crop_to_overlap)
     result = operations.resample_and_export(
-        mrml.new_scene(), args.input, args.reference, args.output, transform=args.transform,
-        interpolation=args.interpolation, labelmap=args.labelmap or None, background=args.background,
-        crop_to_overlap=args.crop_to_overlap, slab=args.slab, png_folder=args.png, preview=args.preview,
-        force=args.force, input_index=args.input_volume, reference_index=args.reference_volume,
-        png_window=args.png_window, series_uid=args.series_uid, preview_at_ras=args.preview_at,
-        compress=args.compress, progress=_progress_bar(args, "resample"))
+        mrml.new_scene(), args.input, args.reference, targets, options, transform=args.transform,
+        input_index=args.input_volume, reference_index=args.reference_volume, progress=_progress_bar(args, "resample"))
     outputs, extras = [str(path) for path in result.outputs], [str(path) for path in result.extras]
     return {"output": outputs, "extras": extras, "geometry": mrml.volume_geometry(result.volume_node).to_dict(),
-            "warnings": [warning.to_dict() for warning in mrml.node_warnings(result.volume_node)],
+            "warnings": [warning.to_dict() for warning in result.warnings],
             "text": "\n".join(f"wrote {path}" for path in outputs + extras)}
 
 
@@ -274,7 +308,7 @@ def run_batch(args) -> dict:
     terminal = batch.TerminalProgress() if sys.stderr.isatty() and not args.json else None
     summary = batch.run_batch(args.manifest, args.output_dir, workers=args.workers, scheduler=args.scheduler,
                               force=args.force, progress=terminal,
-                              on_cluster=terminal.cluster if terminal else None)
+                              on_cluster=terminal.cluster if terminal else None, quiet=not args.verbose)
     summary["text"] = batch.summary_text(summary)
     if summary["failed"]:
         first = next(result for result in summary["cases"] if result["status"] == "failed")
@@ -331,10 +365,24 @@ def _jsonable(value):
     return str(value) if isinstance(value, Path) else value
 
 
-def _fail(error, status: int) -> int:
-    message = str(error).replace("\n", " ").strip() or type(error).__name__
+def _fail(error, status: int, *, as_json: bool = False) -> int:
+    """The ``error:`` line on stderr (with ``--json`` also ``{"error": …}`` on stdout); returns ``status``."""
+    message = one_line(error)
+    if as_json:
+        with contextlib.suppress(OSError):  # stdout closed: the error line still goes out
+            sys.stdout.write(json.dumps({"error": message}) + "\n")
+            sys.stdout.flush()
     sys.stderr.write(f"error: {message}\n")
     return status
+
+
+def _report_short_writes() -> None:
+    """A write beyond the file-size limit (``ulimit -f``) fails with an error the writers report, instead of a signal.
+
+    Python ignores SIGXFSZ at start-up; a host that embeds it might not, so it is set here explicitly.
+    """
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 class _LevelPrefixFormatter(logging.Formatter):
@@ -347,10 +395,31 @@ class _LevelPrefixFormatter(logging.Formatter):
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LevelPrefixFormatter())
+    handler.addFilter(_OncePerCommand())
+    logging.captureWarnings(True)  # Python warnings of libraries go through logging ("py.warnings")
     if not verbose:  # pydicom logs a failed decode with its traceback; the error line says it. (A filter on the
         # handler, not a level on pydicom's logger: importing pydicom later resets that level to WARNING.)
-        handler.addFilter(lambda record: not record.name.startswith("pydicom") or record.levelno >= logging.CRITICAL)
+        # Libraries' own Python warnings (nibabel, pydicom, dask …) speak to developers: shown with --verbose only.
+        handler.addFilter(lambda record: not record.name.startswith(("pydicom", "py.warnings"))
+                          or record.levelno >= logging.CRITICAL)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+
+
+class _OncePerCommand(logging.Filter):
+    """Lets each distinct warning message through once per command (the same input met by several steps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        message = record.getMessage()
+        if message in self._seen:
+            return False
+        self._seen.add(message)
+        return True
 
 
 def _progress_bar(args, what: str):

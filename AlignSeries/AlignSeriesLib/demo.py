@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
-from . import dicom_series, exports, mrml, mrml_files, operations, phantom
+from . import dicom_series, export_job, exports, mrml, mrml_files, operations, phantom
 from .errors import AlignSeriesError, FrameOfReferenceError
 from .files import write_text_atomic
 from .geometry import apply_affine
@@ -99,11 +99,11 @@ def run(output: Path, *, force: bool = False) -> dict:
                         _max_distance(landmark.moving_to_fixed_ras, truth_mr_to_ct_ras, mr_grid_points), 2.0))
 
     reference = operations.reference_of_node(ct_node)
-    resampled = operations.resample_volume(scene, mr_node, reference.geometry, transform_node=landmark.transform_node)
-    checks.append(_check_resampled_intensities(resampled, ct))
     targets = exports.ExportTargets(volume_file=folder / "mr_on_ct.nrrd", dicom_folder=folder / "mr_on_ct_dicom",
-                                       preview=folder / "fusion.png", force=True)
-    written = exports.write_outputs(resampled, reference, targets)
+                                    preview=folder / "fusion.png", force=True)
+    job = export_job.resample_and_write(scene, mr_node, reference, targets, transform_node=landmark.transform_node)
+    resampled, written = job.volume_node, job.written
+    checks.append(_check_resampled_intensities(resampled, ct))
     dicom_files = [path for path in written if path.suffix == ".dcm"]
     outputs += [folder / "mr_on_ct.nrrd", f"{targets.dicom_folder}/ ({len(dicom_files)} DICOM files, one per CT slice)",
                 folder / "fusion.png"]

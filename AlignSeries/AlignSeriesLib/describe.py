@@ -128,7 +128,23 @@ def describe_dicom(paths, *, regularize: bool = True, regularize_spacing: float 
     Needs no MRML scene, VTK or Slicer: ``info`` on DICOM pays only for pydicom. ``progress(fraction) -> bool``
     follows the header scan; True cancels.
     """
+    return describe_dicom_scan(paths, regularize=regularize, regularize_spacing=regularize_spacing,
+                               progress=progress)["volumes"]
+
+
+def describe_dicom_scan(paths, *, regularize: bool = True, regularize_spacing: float | None = None,
+                        progress: ProgressCallback | None = None) -> dict:
+    """As :func:`describe_dicom`, with what the scan skipped, reported once for all volumes.
+
+    Returns
+    -------
+    dict
+        ``volumes`` (as :func:`describe_dicom`), ``skipped`` (``{"path", "kind", "reason"}`` per skipped file)
+        and ``warnings`` (one grouped ``skipped_file`` warning, "4 files skipped: 2 DICOMDIR, 2 raw data").
+    """
     from .dicom_series import scan_dicom
 
     scan = scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing, progress=progress)
-    return [dicom_volume_info(volume) for volume in scan.volumes]
+    warning = scan.skipped_warning()
+    return {"volumes": [dicom_volume_info(volume) for volume in scan.volumes], "skipped": scan.skipped_info(),
+            "warnings": [warning.to_dict()] if warning else []}

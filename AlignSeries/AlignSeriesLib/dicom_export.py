@@ -3,8 +3,9 @@
 The volume must lie on the reference series' grid (see :mod:`.resample`), its slice ``k`` on the
 reference's slice ``k``: the reference slices are given as the
 :class:`~AlignSeriesLib.dicom_headers.SliceHeader` objects of the scanned reference series, in k
-order (``DicomVolume.slices``, or a slab of them). PNG names come from those headers; the DICOM
-writer opens each reference file once, to copy its identity.
+order (``DicomVolume.slices``, or a slab of them). Those headers are the writers' only source of a
+slice's plane and identity (position, orientation, spacing, InstanceNumber, SOPInstanceUID, frame,
+MOSAIC tile); the DICOM writer opens one reference file per export, for the patient and study identity.
 
 DICOM series (:func:`write_dicom_series`)
 -----------------------------------------
@@ -27,18 +28,21 @@ ReferencedImageSequence, and has a new SOPInstanceUID; the series gets a new Ser
   slabs passes the encoding of the whole volume (e.g. from the input's value range), so that
   every slab stores its values alike. Label maps (``labelmap=True``) are never rescaled: whole-number
   labels within a 16-bit range are stored exactly, otherwise :class:`DicomError` is raised.
-* Identity: each instance's InstanceNumber is its reference slice's (k + 1 where it has none) and
-  its file is named after the reference slice's SOPInstanceUID (:func:`dicom_slice_name`), so the
-  slabs of one export can share a folder; they share one SeriesInstanceUID when the caller passes
-  it (``series_instance_uid``; :func:`derived_series_uid` gives a deterministic one).
+* Identity: each instance's InstanceNumber is its reference slice's when that slice is the only image
+  of its file, else (no InstanceNumber, a frame of a multi-frame file, a MOSAIC tile) k + 1, k counted
+  along the normal over the whole reference (:func:`export_instance_number`). Its file is named, and its
+  SOPInstanceUID derived, from the reference slice's (SOPInstanceUID, frame, tile)
+  (:func:`dicom_slice_name`), so the slabs of one export can share a folder; they share one
+  SeriesInstanceUID when the caller passes it (``series_instance_uid``; :func:`derived_series_uid`
+  gives a deterministic one).
 
 PNG slices (:func:`export_png_slices`)
 --------------------------------------
 One PNG per reference slice, named ``<InstanceNumber>_<SOPInstanceUID>.png`` (with
-``_frame<N>`` for a frame of a multi-frame file), one channel, row 0 = the slice's first row (the top
-line as a DICOM viewer shows it). Label maps hold the label values themselves: 8-bit when every
-label fits, 16-bit otherwise (so a mask reads back exactly). Scalars are 8-bit grey through a
-window (default: :data:`.preview.DEFAULT_WINDOW_PERCENTILES` percentiles of the volume), stated in
+``_frame<N>`` for a frame of a multi-frame file, ``_tile<N>`` for a MOSAIC tile), one channel, row 0 =
+the slice's first row (the top line as a DICOM viewer shows it). Label maps hold the label values
+themselves: 8-bit when every label fits, 16-bit otherwise (so a mask reads back exactly). Scalars are
+8-bit grey through a window (default: :data:`.preview.DEFAULT_WINDOW_PERCENTILES` percentiles of the volume), stated in
 ``index.csv``. ``index.csv`` (:data:`PNG_INDEX_NAME`) lists each picture with its reference slice's
 SOPInstanceUID, InstanceNumber, k along the normal and ImagePositionPatient, in k order.
 
@@ -73,9 +77,11 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
     generate_uid,
 )
+from pydicom.valuerep import DSfloat
 
 from . import __version__
 from .dicom_headers import SliceHeader
+from .dicom_identity import used_uids
 from .errors import AlignSeriesError, DicomError, OutputExistsError
 from .files import safe_name, staged_outputs
 from .preview import png_bytes, window_of, windowed
@@ -155,6 +161,7 @@ def write_dicom_series(
     derivation_description: str | None = None,
     encoding: PixelEncoding | None = None,
     series_instance_uid: str | None = None,
+    first_k: int = 0,
 ) -> list[Path]:
     """Write a volume on a DICOM series' grid as a DICOM series aligned slice for slice with it.
 
@@ -180,6 +187,9 @@ def write_dicom_series(
         volume's encoding when writing one slab of it.
     series_instance_uid : str, optional
         SeriesInstanceUID of the new series (pass one to let slabs share it); a new UID by default.
+    first_k : int
+        k (along the reference's normal) of the first slice: a slab's first slice
+        (:func:`export_instance_number`).
 
     Returns
     -------
@@ -189,8 +199,8 @@ def write_dicom_series(
     Raises
     ------
     DicomError
-        If a reference file is unreadable or lacks plane geometry, does not match the array's
-        shape, or the labels cannot be stored.
+        If the reference file read for the identity is unreadable or has no FrameOfReferenceUID, the slices do
+        not match the array's shape, or the labels cannot be stored.
     OutputExistsError, AlignSeriesError
         If ``output_dir`` exists and is not empty (without ``force``), or cannot be written.
     """
@@ -200,7 +210,7 @@ def write_dicom_series(
         names = [path.name for path in write_dicom_files(
             array, reference_slices, folder, series_description=series_description, labelmap=labelmap,
             derivation_description=derivation_description, encoding=encoding,
-            series_instance_uid=series_instance_uid)]
+            series_instance_uid=series_instance_uid, first_k=first_k)]
     return [Path(output_dir) / name for name in names]
 
 
@@ -215,6 +225,7 @@ def write_dicom_files(
     encoding: PixelEncoding | None = None,
     series_instance_uid: str | None = None,
     series_timestamp: datetime.datetime | None = None,
+    first_k: int = 0,
 ) -> list[Path]:
     """Write the instances of :func:`write_dicom_series` into an existing folder (no atomic rename).
 
@@ -223,9 +234,10 @@ def write_dicom_files(
     so that slabs added to one series can keep its first slab's.
     """
     array = _checked_array(array_kji, reference_slices)
-    references = _reference_headers(reference_slices)
+    first = _read_header(reference_slices[0].path)  # patient, study and frame of reference: one file per export
+    for keyword, uid in used_uids(reference_slices[0]).items():  # anonymized files: the UIDs the scan used
+        setattr(first, keyword, uid)
     encoding = encoding or pixel_encoding(array, labelmap=labelmap)
-    first = references[0][0]
     identity = _SeriesIdentity(
         series_instance_uid=series_instance_uid or generate_uid(),
         sop_class_uid=_sop_class(first.get("Modality", "OT")),
@@ -238,9 +250,9 @@ def write_dicom_files(
     window = encoding.window
     folder = Path(folder)
     paths = []
-    for k, ((reference, frame), header) in enumerate(zip(references, reference_slices, strict=True)):
-        number = header.instance_number if header.instance_number is not None else k + 1
-        dataset = _slice_dataset(reference, frame, array[k], encoding, identity, number, window)
+    for k, header in enumerate(reference_slices):
+        dataset = _slice_dataset(first, header, array[k], encoding, identity,
+                                 export_instance_number(header, first_k + k), window)
         path = folder / dicom_slice_name(header)
         if path.exists():
             raise DicomError(f"two reference slices are both named {path.name}: duplicate SOPInstanceUID")
@@ -251,9 +263,26 @@ def write_dicom_files(
 
 
 def dicom_slice_name(reference: SliceHeader) -> str:
-    """``<reference SOPInstanceUID>[_frame<N:04d>].dcm``: unique per reference slice, the same in every slab."""
-    suffix = "" if reference.frame is None else f"_frame{reference.frame:04d}"
-    return f"{safe_name(reference.sop_instance_uid)}{suffix}.dcm"
+    """``<reference SOPInstanceUID>[_frame<N:04d>][_tile<N:04d>].dcm``: unique per reference slice, the same in
+    every slab."""
+    return f"{safe_name(reference.sop_instance_uid)}{_slice_suffix(reference)}.dcm"
+
+
+def _slice_suffix(reference: SliceHeader) -> str:
+    """What tells a slice apart from the other images of its file: its frame (1-based) or MOSAIC tile (1-based)."""
+    frame = "" if reference.frame is None else f"_frame{reference.frame:04d}"
+    tile = "" if reference.tile is None else f"_tile{reference.tile.index + 1:04d}"
+    return frame + tile
+
+
+def export_instance_number(reference: SliceHeader, k: int) -> int:
+    """InstanceNumber of the instance exported on reference slice ``k`` (0-based, along the whole reference's normal).
+
+    The reference slice's own InstanceNumber when it is the only image of its file; else (none given, a
+    frame of a multi-frame file, a MOSAIC tile, whose images share one) ``k + 1``.
+    """
+    alone = reference.frame is None and reference.tile is None
+    return reference.instance_number if alone and reference.instance_number is not None else k + 1
 
 
 def derived_series_uid(reference_series_uid: str, *sources: str) -> str:
@@ -376,9 +405,8 @@ def _png_index(reference_slices: Sequence[SliceHeader], paths: list[Path], first
 
 
 def png_slice_name(reference: SliceHeader) -> str:
-    """``<InstanceNumber:04d>_<SOPInstanceUID>[_frame<N:04d>].png`` (InstanceNumber 0 if absent)."""
-    suffix = "" if reference.frame is None else f"_frame{reference.frame:04d}"
-    return f"{reference.instance_number or 0:04d}_{safe_name(reference.sop_instance_uid)}{suffix}.png"
+    """``<InstanceNumber:04d>_<SOPInstanceUID>[_frame<N:04d>][_tile<N:04d>].png`` (InstanceNumber 0 if absent)."""
+    return f"{reference.instance_number or 0:04d}_{safe_name(reference.sop_instance_uid)}{_slice_suffix(reference)}.png"
 
 
 def pixel_encoding(array, *, labelmap: bool = False, value_range: tuple[float, float] | None = None,
@@ -451,15 +479,6 @@ def _checked_array(array_kji: ArrayLike, reference_slices: Sequence[SliceHeader]
     return array
 
 
-def _reference_headers(reference_slices: Sequence[SliceHeader]) -> list[tuple[Dataset, int | None]]:
-    """Each reference slice's file header (each file read once) with its frame number."""
-    headers: dict[str, Dataset] = {}
-    for reference in reference_slices:
-        if reference.path not in headers:
-            headers[reference.path] = _read_header(reference.path)
-    return [(headers[reference.path], reference.frame) for reference in reference_slices]
-
-
 def _read_header(path) -> Dataset:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
@@ -467,64 +486,34 @@ def _read_header(path) -> Dataset:
         raise DicomError(f"cannot read reference DICOM file {path}: {error}") from None
 
 
-def _plane_attributes(reference: Dataset, frame: int | None) -> dict:
-    """ImagePositionPatient, ImageOrientationPatient, PixelSpacing (+ SliceThickness) of one slice.
-
-    Reads the top level of a single-frame file, or a multi-frame file's per-frame and shared
-    functional groups.
-    """
-    sources = [reference]
-    if frame is not None:
-        per_frame = reference.get("PerFrameFunctionalGroupsSequence")
-        if per_frame is None or not 1 <= frame <= len(per_frame):
-            raise DicomError(f"reference {reference.SOPInstanceUID} has no frame {frame}")
-        shared = reference.get("SharedFunctionalGroupsSequence") or [Dataset()]
-        sources = [_flatten_groups(per_frame[frame - 1]), _flatten_groups(shared[0]), reference]
-    plane = {}
-    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness"):
-        value = next((source.get(keyword) for source in sources if source.get(keyword) is not None), None)
-        if value is None and keyword != "SliceThickness":
-            raise DicomError(
-                f"reference {reference.get('SOPInstanceUID', '?')}{'' if frame is None else f' frame {frame}'} "
-                f"has no {keyword}: it has no plane geometry to align to"
-            )
-        if value is not None:
-            plane[keyword] = value
-    return plane
-
-
-def _flatten_groups(group: Dataset) -> Dataset:
-    """The attributes inside a functional group item's sequences, as one flat dataset."""
-    flat = Dataset()
-    for element in group:
-        if element.VR == "SQ" and len(element.value):
-            for inner in element.value[0]:
-                flat.add(inner)
-    return flat
-
-
 # -- datasets -------------------------------------------------------------------------------------
 
 
-def _slice_dataset(reference: Dataset, frame: int | None, pixels_ji: np.ndarray, encoding: PixelEncoding,
+def _slice_dataset(series_file: Dataset, header: SliceHeader, pixels_ji: np.ndarray, encoding: PixelEncoding,
                    identity: _SeriesIdentity, number: int, window: tuple[float, float]) -> Dataset:
-    """One derived single-frame instance for reference slice ``number`` (1-based, k order)."""
+    """One derived single-frame instance on reference slice ``header``, InstanceNumber ``number``.
+
+    Patient, study and frame of reference come from ``series_file`` (a file of the reference series);
+    the slice's plane and identity from its header.
+    """
     dataset = Dataset()
     for keyword in IDENTITY_KEYWORDS:
-        if keyword in reference:
-            setattr(dataset, keyword, reference[keyword].value)
+        if keyword in series_file:
+            setattr(dataset, keyword, series_file[keyword].value)
+    if header.frame_of_reference_uid:
+        dataset.FrameOfReferenceUID = header.frame_of_reference_uid
     if "FrameOfReferenceUID" not in dataset:
-        raise DicomError(f"reference {reference.get('SOPInstanceUID', '?')} has no FrameOfReferenceUID")
+        raise DicomError(f"reference {header.where} has no FrameOfReferenceUID")
     dataset.SOPClassUID = identity.sop_class_uid
     # derived from the series and the reference slice: the same slice of one series keeps one UID
     dataset.SOPInstanceUID = generate_uid(entropy_srcs=[
-        str(identity.series_instance_uid), str(reference.get("SOPInstanceUID", "")), str(frame)])
+        str(identity.series_instance_uid), header.sop_instance_uid, str(header.frame),
+        str(None if header.tile is None else header.tile.index)])
     dataset.ImageType = ["DERIVED", "SECONDARY"]
     _set_series(dataset, identity, number)
-    _set_derivation(dataset, reference, frame, identity)
+    _set_derivation(dataset, series_file.SOPClassUID, header, identity)
     _set_modality_attributes(dataset)
-    for keyword, value in _plane_attributes(reference, frame).items():
-        setattr(dataset, keyword, value)
+    _set_plane(dataset, header)
     _set_pixels(dataset, pixels_ji, encoding, window)
     dataset.file_meta = _file_meta(dataset)
     return dataset
@@ -552,13 +541,13 @@ def _set_series(dataset: Dataset, identity: _SeriesIdentity, number: int) -> Non
     dataset.SoftwareVersions = __version__
 
 
-def _set_derivation(dataset: Dataset, reference: Dataset, frame: int | None, identity: _SeriesIdentity) -> None:
+def _set_derivation(dataset: Dataset, sop_class_uid: str, header: SliceHeader, identity: _SeriesIdentity) -> None:
     dataset.DerivationDescription = identity.derivation_description[:1024]
     item = Dataset()
-    item.ReferencedSOPClassUID = reference.SOPClassUID
-    item.ReferencedSOPInstanceUID = reference.SOPInstanceUID
-    if frame is not None:
-        item.ReferencedFrameNumber = frame
+    item.ReferencedSOPClassUID = sop_class_uid
+    item.ReferencedSOPInstanceUID = header.sop_instance_uid
+    if header.frame is not None:
+        item.ReferencedFrameNumber = header.frame
     dataset.SourceImageSequence = [item]
     dataset.ReferencedImageSequence = [Dataset(item)]
 
@@ -576,6 +565,20 @@ def _set_modality_attributes(dataset: Dataset) -> None:
     else:
         dataset.ConversionType = "WSD"
         dataset.Modality = dataset.get("Modality", "OT")
+
+
+def _set_plane(dataset: Dataset, header: SliceHeader) -> None:
+    """The slice's plane, as its header gives it (a MOSAIC tile's own position and size)."""
+    dataset.ImagePositionPatient = _decimal_strings(header.position_lps)
+    dataset.ImageOrientationPatient = _decimal_strings(header.orientation)
+    dataset.PixelSpacing = _decimal_strings(header.pixel_spacing)
+    thickness = header.attributes.get("slice_thickness")
+    dataset.SliceThickness = None if thickness is None else DSfloat(thickness, auto_format=True)  # type 2
+
+
+def _decimal_strings(values) -> list[DSfloat]:
+    """Values as DICOM decimal strings (at most 16 characters; a header's own values come back as written)."""
+    return [DSfloat(float(value), auto_format=True) for value in values]
 
 
 def _set_pixels(dataset: Dataset, pixels_ji: np.ndarray, encoding: PixelEncoding,

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -24,6 +21,15 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from .dicom_files import (
+    API_ERRORS,
+    READ_ERRORS,
+    FileNote,
+    inflation_note,
+    non_image_note,
+    unreadable_note,
+)
+from .dicom_identity import Identity, Substitution, file_identity, uid_value
 from .dicom_mosaic import MosaicTile, is_mosaic, tile_headers
 from .errors import DicomError, MissingDependencyError
 
@@ -45,10 +51,10 @@ ORIENTATION_REJECT_ATOL = 0.02
 MAX_COORDINATE_MM = 1e6
 
 _PIXEL_DATA_TAG = 0x7FE00010
-_READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, IndexError, struct.error)
-#: Errors of a call that does not fit the installed pydicom (or of an element pydicom cannot convert):
-#: not evidence that the file is corrupt, so never reported as such.
-_API_ERRORS = (TypeError, AttributeError)
+
+
+class TruncatedFileError(DicomError):
+    """A file ends before the pixel data its header announces."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ class PixelLayout:
         Byte offset of the pixel data value in the file; None when encapsulated (compressed).
     length : int or None
         Byte length of the native pixel data value; None when encapsulated.
+    is_float : bool
+        FloatPixelData (32-bit) or DoubleFloatPixelData (64-bit), as in a Parametric Map.
     """
 
     transfer_syntax: str
@@ -74,6 +82,7 @@ class PixelLayout:
     samples_per_pixel: int
     offset: int | None
     length: int | None
+    is_float: bool = False
 
     @property
     def is_native_little_endian(self) -> bool:
@@ -86,7 +95,7 @@ class PixelLayout:
     @property
     def stored_dtype(self) -> np.dtype:
         """numpy dtype of one stored sample (little endian)."""
-        kind = "i" if self.pixel_representation == 1 else "u"
+        kind = "f" if self.is_float else "i" if self.pixel_representation == 1 else "u"
         return np.dtype(f"<{kind}{self.bits_allocated // 8}")
 
 
@@ -110,12 +119,15 @@ class SliceHeader:
     image_type : tuple of str
         ImageType (or the frame's FrameType).
     attributes : dict
-        Values that may tell images at one position apart (``echo``, ``echo_time``, ``b_value``, ``gradient``,
+        Values that may tell images at one position apart (``echo``, ``echo_time``, ``complex`` (GE's
+        magnitude/phase/real/imaginary), ``b_value``, ``gradient`` (GE's private ones when the standard are absent),
         ``temporal``, ``trigger``, ``acquisition_number``, ``acquisition_time``) and the slice
         spacing hints (``spacing_between_slices``, ``slice_thickness``); absent keys are None.
     tile : MosaicTile or None
         For one slice of a Siemens MOSAIC: where it sits in the file's image (``rows``, ``columns``
         and ``position_lps`` are then the tile's own); None otherwise.
+    substitutions : tuple of Substitution
+        The file's empty or missing UIDs and what stands for them (see :func:`file_identity`).
     """
 
     path: str
@@ -139,6 +151,7 @@ class SliceHeader:
     pixels: PixelLayout
     attributes: dict = field(default_factory=dict)
     tile: MosaicTile | None = None
+    substitutions: tuple[Substitution, ...] = ()
 
     @property
     def where(self) -> str:
@@ -153,41 +166,7 @@ class SliceHeader:
         return "LOCALIZER" in self.image_type
 
 
-@dataclass(frozen=True)
-class FileNote:
-    """A file that gives no image: why, and its series when the header told it."""
-
-    path: str
-    reason: str
-    series_instance_uid: str | None = None
-    is_registration: bool = False
-
-
-def iter_files(paths) -> Iterator[Path]:
-    """Yield the files under ``paths`` (files as given, folders recursively, sorted, no hidden files).
-
-    Raises
-    ------
-    FileNotFoundError
-        If a path does not exist.
-    """
-    if isinstance(paths, str | os.PathLike):
-        paths = [paths]
-    for path in map(Path, paths):
-        if path.is_dir():
-            yield from _files_in_folder(path)
-        elif path.exists():
-            yield path
-        else:
-            raise FileNotFoundError(f"DICOM input not found: {path}")
-
-
-def _files_in_folder(folder: Path) -> Iterator[Path]:
-    for root, folders, names in os.walk(folder):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        for name in sorted(names):
-            if not name.startswith("."):
-                yield Path(root) / name
+_FLOAT_PIXEL_DATA_TAGS = {0x7FE00008: 32, 0x7FE00009: 64}  # FloatPixelData, DoubleFloatPixelData: bits
 
 
 def read_headers(path) -> list[SliceHeader] | FileNote:
@@ -207,62 +186,85 @@ def read_headers(path) -> list[SliceHeader] | FileNote:
         If the file is a Siemens MOSAIC and nibabel is not installed (not a reason to skip the file).
     """
     path = str(path)
-    unreadable = _unreadable_reason(path)
+    unreadable = unreadable_note(path) or inflation_note(path)
     if unreadable:
-        return FileNote(path, unreadable)
+        return unreadable
     try:
-        dataset = pydicom.dcmread(path, defer_size=DEFER_SIZE_BYTES)
+        dataset = _read_dataset(path)
+        if dataset is None:
+            return FileNote(path, f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)",
+                            kind="not DICOM")
         return _headers_of_dataset(path, dataset)
     except MissingDependencyError:
         raise
+    except MemoryError:
+        return FileNote(path, f"{path}: not enough memory to read its header", kind="too large")
     except InvalidDicomError:
-        return FileNote(path, f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)")
+        return FileNote(path, f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)",
+                        kind="not DICOM")
+    except TruncatedFileError as error:
+        return FileNote(path, str(error), _series_uid_or_none(path), kind="corrupt or truncated")
     except DicomError as error:
         return FileNote(path, str(error), _series_uid_or_none(path))
-    except _API_ERRORS as error:  # a malformed element, or a pydicom whose API differs from the one AlignSeries needs
+    except API_ERRORS as error:  # a malformed element, or a pydicom whose API differs from the one AlignSeries needs
         return FileNote(path, f"{path}: pydicom {pydicom.__version__} could not read this file "
-                              f"({type(error).__name__}: {error}); AlignSeries needs pydicom >= 3")
-    except _READ_ERRORS as error:
-        return FileNote(path, f"{path}: corrupt or truncated DICOM file ({type(error).__name__}: {error})")
+                              f"({type(error).__name__}: {error}); AlignSeries needs pydicom >= 3", kind="unreadable")
+    except READ_ERRORS as error:
+        return FileNote(path, f"{path}: corrupt or truncated DICOM file: pydicom says {type(error).__name__}: {error}",
+                        kind="corrupt or truncated")
 
 
-def _unreadable_reason(path: str) -> str | None:
-    """Why a file cannot even be opened (empty, a broken link, no read permission), else None."""
+def _read_dataset(path: str) -> Dataset | None:
+    """The file's dataset, long values deferred; a file without the DICM preamble (an old or raw export) only
+    when it still parses into one with a valid SOPClassUID; None for any other file."""
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb"):
-            pass
-    except OSError as error:
-        return f"{path}: cannot be read ({error.strerror or type(error).__name__})"
-    return f"{path}: empty file (0 bytes)" if size == 0 else None
+        return pydicom.dcmread(path, defer_size=DEFER_SIZE_BYTES)
+    except InvalidDicomError:
+        pass
+    try:
+        dataset = pydicom.dcmread(path, defer_size=DEFER_SIZE_BYTES, force=True)
+        valid = UID(str(dataset.get("SOPClassUID", ""))).is_valid
+    except READ_ERRORS + API_ERRORS:
+        return None
+    return dataset if valid else None
 
 
 def _series_uid_or_none(path: str) -> str | None:
     try:
         return str(pydicom.dcmread(path, specific_tags=["SeriesInstanceUID"]).get("SeriesInstanceUID", "")) or None
-    except _READ_ERRORS + _API_ERRORS:
+    except READ_ERRORS + API_ERRORS:
         return None
 
 
 def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | FileNote:
-    sop_class = str(dataset.get("SOPClassUID", ""))
+    sop_class = _sop_class_uid(dataset)
     series_uid = str(dataset.get("SeriesInstanceUID", "")) or None
     if sop_class == SPATIAL_REGISTRATION_SOP_CLASS:
-        return FileNote(path, f"{path}: spatial registration object, kept for REG import", series_uid, True)
+        return FileNote(path, f"{path}: spatial registration object, kept for REG import", series_uid, True,
+                        kind="REG")
     name = UID(sop_class).name if sop_class else "no SOPClassUID"
-    if _PIXEL_DATA_TAG not in dataset and ("Rows" in dataset or name.endswith("Image Storage")):
-        raise DicomError(f"{path}: {name} object without PixelData (7FE0,0010): corrupt or truncated file")
-    if _PIXEL_DATA_TAG in dataset and "Rows" not in dataset:
+    _check_element_lengths(path, dataset)
+    pixel_tag = _pixel_data_tag(dataset)
+    non_image = non_image_note(path, dataset, sop_class, name, series_uid, pixel_tag)
+    if non_image is not None:
+        return non_image
+    if pixel_tag is None and not sop_class:
+        return FileNote(path, f"{path}: no SOPClassUID (0008,0016) and no PixelData (7FE0,0010): not an image "
+                              "(no pydicom parsing error: the file holds no image elements)", series_uid,
+                        kind="no image elements")
+    if pixel_tag is None and ("Rows" in dataset or name.endswith("Image Storage")):
+        return FileNote(path, f"{path}: {name} header without PixelData (7FE0,0010): no pixels to read (a file "
+                              "stripped of its pixels, or cut short)", series_uid, kind="no pixel data")
+    if pixel_tag is None:
+        return FileNote(path, f"{path}: {name}: not an image (no PixelData), skipped", series_uid, kind=name)
+    if "Rows" not in dataset:
         raise DicomError(f"{path}: {name} object with PixelData (7FE0,0010) but no Rows (0028,0010)")
-    if _PIXEL_DATA_TAG not in dataset and not sop_class:
-        return FileNote(path, f"{path}: no SOPClassUID (0008,0016) and no PixelData (7FE0,0010): not an image, "
-                              "or a file cut short (truncated)", series_uid)
-    if _PIXEL_DATA_TAG not in dataset:
-        return FileNote(path, f"{path}: not an image (SOP class {name}), skipped", series_uid)
-    layout = _pixel_layout(path, dataset)
+    layout = _pixel_layout(path, dataset, pixel_tag)
+    identity = file_identity(path, dataset)
     if "PerFrameFunctionalGroupsSequence" in dataset:
-        return [_enhanced_frame_header(path, dataset, layout, frame) for frame in _frame_numbers(path, dataset)]
-    header = _classic_header(path, dataset, layout)
+        return [_enhanced_frame_header(path, dataset, layout, frame, identity)
+                for frame in _frame_numbers(path, dataset)]
+    header = _classic_header(path, dataset, layout, identity)
     if is_mosaic(dataset):
         return tile_headers(header, dataset)
     frames = _optional_int(path, dataset, "NumberOfFrames", "(0028,0008)", 1)
@@ -271,6 +273,34 @@ def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | File
                          "PerFrameFunctionalGroupsSequence (5200,9230) giving each frame's position: "
                          "unknown multi-frame packing, not read")
     return [header]
+
+
+def _check_element_lengths(path: str, dataset: Dataset) -> None:
+    """Raise TruncatedFileError when an element's declared length runs past the end of the file (pydicom defers
+    long values, so a cut or corrupt length is otherwise seen only when the value is read)."""
+    if UID(str(dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))).is_deflated:
+        return  # offsets count in the inflated stream
+    size = os.path.getsize(path)
+    for tag in dataset.keys():
+        if tag == _PIXEL_DATA_TAG:
+            continue  # _check_pixel_length says how many pixel bytes are missing
+        element = dataset.get_item(tag, keep_deferred=True)
+        start, length = getattr(element, "value_tell", None), getattr(element, "length", None)
+        if start is not None and length not in (None, 0xFFFFFFFF) and start + length > size:
+            raise TruncatedFileError(
+                f"{path}: corrupt or truncated DICOM file: element {tag} declares {length} bytes from offset {start}, "
+                f"but the file ends after {size - start}")
+
+
+def _sop_class_uid(dataset: Dataset) -> str:
+    """SOPClassUID, or the file meta's MediaStorageSOPClassUID (a DICOMDIR has only the latter)."""
+    return uid_value(dataset, "SOPClassUID") or uid_value(getattr(dataset, "file_meta", Dataset()),
+                                                            "MediaStorageSOPClassUID")
+
+
+def _pixel_data_tag(dataset: Dataset) -> int | None:
+    """The tag of the file's pixels: PixelData, FloatPixelData or DoubleFloatPixelData; None without pixels."""
+    return next((tag for tag in (_PIXEL_DATA_TAG, *_FLOAT_PIXEL_DATA_TAGS) if tag in dataset), None)
 
 
 def _frame_numbers(path: str, dataset: Dataset) -> range:
@@ -284,9 +314,12 @@ def _frame_numbers(path: str, dataset: Dataset) -> range:
     return range(1, count + 1)
 
 
-def _pixel_layout(path: str, dataset: Dataset) -> PixelLayout:
+def _pixel_layout(path: str, dataset: Dataset, pixel_tag: int = _PIXEL_DATA_TAG) -> PixelLayout:
     bits_allocated = _required_int(path, dataset, "BitsAllocated", "(0028,0100)")
     samples = _optional_int(path, dataset, "SamplesPerPixel", "(0028,0002)", 1)
+    float_bits = _FLOAT_PIXEL_DATA_TAGS.get(pixel_tag)
+    if float_bits is not None:
+        return _float_layout(path, dataset, pixel_tag, float_bits)
     if samples != 1 or bits_allocated not in (8, 16, 32):
         raise DicomError(
             f"{path}: SamplesPerPixel (0028,0002) {samples} / BitsAllocated (0028,0100) {bits_allocated}: "
@@ -311,6 +344,17 @@ def _pixel_layout(path: str, dataset: Dataset) -> PixelLayout:
     return layout
 
 
+def _float_layout(path: str, dataset: Dataset, pixel_tag: int, bits: int) -> PixelLayout:
+    """The layout of FloatPixelData (32-bit) or DoubleFloatPixelData (64-bit): native, never encapsulated."""
+    element = dataset.get_item(pixel_tag, keep_deferred=True)
+    syntax = str(dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ExplicitVRLittleEndian))
+    offset, length = (element.value_tell, getattr(element, "length", None)) if hasattr(element, "value_tell") else (
+        None, None)
+    layout = PixelLayout(syntax, bits, bits, 0, 1, offset, length, is_float=True)
+    _check_pixel_length(path, dataset, layout)
+    return layout
+
+
 def _check_pixel_length(path: str, dataset: Dataset, layout: PixelLayout) -> None:
     if layout.length is None or layout.offset is None:
         return
@@ -328,22 +372,23 @@ def _check_pixel_length(path: str, dataset: Dataset, layout: PixelLayout) -> Non
         return  # offsets count in the inflated stream, not in the file: pydicom checks while decoding
     available = os.path.getsize(path) - layout.offset
     if available < expected:
-        raise DicomError(
+        raise TruncatedFileError(
             f"{path}: truncated file: PixelData (7FE0,0010) needs {expected} bytes from offset {layout.offset} "
             f"but only {available} bytes follow"
         )
 
 
-def _classic_header(path: str, dataset: Dataset, layout: PixelLayout) -> SliceHeader:
+def _classic_header(path: str, dataset: Dataset, layout: PixelLayout, identity: Identity) -> SliceHeader:
     geometry = _plane_geometry(path, dataset, dataset, dataset, dataset)
     slope = _rescale_value(path, dataset, "RescaleSlope", "(0028,1053)", 1.0)
     intercept = _rescale_value(path, dataset, "RescaleIntercept", "(0028,1052)", 0.0)
     attributes = _classic_attributes(dataset)
-    return _make_header(path, None, dataset, layout, geometry, (slope, intercept),
+    return _make_header(path, None, dataset, identity, layout, geometry, (slope, intercept),
                         tuple(dataset.get("ImageType", ())), None, attributes)
 
 
-def _enhanced_frame_header(path: str, dataset: Dataset, layout: PixelLayout, frame: int) -> SliceHeader:
+def _enhanced_frame_header(path: str, dataset: Dataset, layout: PixelLayout, frame: int,
+                           identity: Identity) -> SliceHeader:
     per_frame = dataset.PerFrameFunctionalGroupsSequence[frame - 1]
     shared = dataset.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
 
@@ -361,7 +406,7 @@ def _enhanced_frame_header(path: str, dataset: Dataset, layout: PixelLayout, fra
     content = group("FrameContentSequence")
     stack_id = content.get("StackID")
     attributes = _enhanced_attributes(content, group("MREchoSequence"), group("MRDiffusionSequence"))
-    return _make_header(path, frame, dataset, layout, geometry, rescale, image_type,
+    return _make_header(path, frame, dataset, identity, layout, geometry, rescale, image_type,
                         None if stack_id is None else str(stack_id), attributes)
 
 
@@ -370,26 +415,23 @@ def _first_item(dataset: Dataset, keyword: str) -> Dataset | None:
     return sequence[0] if sequence else None
 
 
-def _make_header(path, frame, dataset, layout, geometry, rescale, image_type, stack_id, attributes) -> SliceHeader:
+def _make_header(path, frame, dataset, identity, layout, geometry, rescale, image_type, stack_id,
+                 attributes) -> SliceHeader:
     orientation, position_lps, pixel_spacing = geometry
-    sop_uid = dataset.get("SOPInstanceUID")
-    if not sop_uid:
-        raise DicomError(f"{path}: missing SOPInstanceUID (0008,0018)")
     attributes["spacing_between_slices"] = _float_or_none(dataset.get("SpacingBetweenSlices"))
     attributes["slice_thickness"] = _float_or_none(dataset.get("SliceThickness"))
     return SliceHeader(
-        path=path, frame=frame, sop_instance_uid=str(sop_uid),
+        path=path, frame=frame, sop_instance_uid=identity.sop_instance_uid,
         instance_number=_int_or_none(dataset.get("InstanceNumber")),
-        series_instance_uid=str(dataset.get("SeriesInstanceUID", "") or f"no-series-uid:{path}"),
-        study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
-        frame_of_reference_uid=str(dataset.get("FrameOfReferenceUID", "")) or None,
+        series_instance_uid=identity.series_instance_uid, study_instance_uid=identity.study_instance_uid,
+        frame_of_reference_uid=identity.frame_of_reference_uid,
         modality=str(dataset.get("Modality", "")), series_number=_int_or_none(dataset.get("SeriesNumber")),
         series_description=str(dataset.get("SeriesDescription", "")).strip(),
         rows=_required_int(path, dataset, "Rows", "(0028,0010)"),
         columns=_required_int(path, dataset, "Columns", "(0028,0011)"),
         orientation=orientation, position_lps=position_lps, pixel_spacing=pixel_spacing, rescale=rescale,
         image_type=tuple(str(value).upper() for value in image_type), stack_id=stack_id, pixels=layout,
-        attributes=attributes,
+        attributes=attributes, substitutions=identity.substitutions,
     )
 
 
@@ -475,12 +517,20 @@ def _rescale_value(where: str, dataset: Dataset, keyword: str, tag: str, default
     return number
 
 
+#: GE's private complex image type (0043,102F) (creator GEMS_PARM_01): what a magnitude/phase pair differs by.
+_GE_COMPLEX_TYPES = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
+
+
 def _classic_attributes(dataset: Dataset) -> dict:
-    gradient = dataset.get("DiffusionGradientOrientation")
+    gradient = dataset.get("DiffusionGradientOrientation") or _ge_gradient(dataset)
+    b_value = _float_or_none(dataset.get("DiffusionBValue"))
+    ge_b_value = _float_or_none(_private_value(dataset, 0x0043, "GEMS_PARM_01", 0x39))  # first of 4 values
+    ge_complex = _int_or_none(_private_value(dataset, 0x0043, "GEMS_PARM_01", 0x2F))
     return {
         "echo": _float_or_none(dataset.get("EchoNumbers")),
         "echo_time": _float_or_none(dataset.get("EchoTime")),
-        "b_value": _float_or_none(dataset.get("DiffusionBValue")),
+        "complex": None if ge_complex is None else _GE_COMPLEX_TYPES.get(ge_complex),
+        "b_value": b_value if b_value is not None or ge_b_value is None else ge_b_value % 100000,
         "gradient": None if gradient is None else tuple(round(float(g), 4) for g in gradient),
         "temporal": _float_or_none(dataset.get("TemporalPositionIdentifier")),
         "trigger": _float_or_none(dataset.get("TriggerTime")),
@@ -489,12 +539,27 @@ def _classic_attributes(dataset: Dataset) -> dict:
     }
 
 
+def _private_value(dataset: Dataset, group: int, creator: str, offset: int):
+    """A private element's value from ``creator``'s block of ``group`` (e.g. GE's GEMS_PARM_01), None if absent."""
+    try:
+        return dataset.private_block(group, creator)[offset].value
+    except KeyError:
+        return None
+
+
+def _ge_gradient(dataset: Dataset) -> tuple | None:
+    """GE's diffusion gradient direction (0019,10BB), (0019,10BC), (0019,10BD) (creator GEMS_ACQU_01)."""
+    values = [_float_or_none(_private_value(dataset, 0x0019, "GEMS_ACQU_01", offset)) for offset in (0xBB, 0xBC, 0xBD)]
+    return None if None in values else tuple(values)
+
+
 def _enhanced_attributes(content: Dataset, echo: Dataset, diffusion: Dataset) -> dict:
     direction = _first_item(diffusion, "DiffusionGradientDirectionSequence") or Dataset()
     gradient = direction.get("DiffusionGradientOrientation")
     return {
         "echo": None,
         "echo_time": _float_or_none(echo.get("EffectiveEchoTime")),
+        "complex": None,
         "b_value": _float_or_none(diffusion.get("DiffusionBValue")),
         "gradient": None if gradient is None else tuple(round(float(g), 4) for g in gradient),
         "temporal": _float_or_none(content.get("TemporalPositionIndex")),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -191,13 +192,21 @@ def tile_positions_lps(origin_lps, direction_lps, spacing: float, count: int) ->
 def _nibabel_csareader():
     """nibabel's CSA reader, imported on first need (see :func:`require_nibabel`)."""
     require_nibabel("read a Siemens MOSAIC")
-    return importlib.import_module("nibabel.nicom.csareader")
+    return _import_csareader()
+
+
+def _import_csareader():
+    """nibabel.nicom.csareader, without the "DICOM readers are highly experimental" warning that importing
+    nibabel.nicom gives (about nibabel's own DICOM readers, which AlignSeries does not use)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The DICOM readers are highly experimental", category=UserWarning)
+        return importlib.import_module("nibabel.nicom.csareader")
 
 
 def nibabel_available() -> bool:
     """True when nibabel can be imported (it is needed only for MOSAIC files)."""
     try:
-        importlib.import_module("nibabel.nicom.csareader")
+        _import_csareader()
     except ImportError:
         return False
     return True

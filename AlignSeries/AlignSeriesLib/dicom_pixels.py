@@ -26,14 +26,22 @@ import numpy as np
 import pydicom
 from pydicom.uid import UID
 
+from .dicom_files import MAX_DECODED_BYTES, limit_advice
 from .dicom_headers import SliceHeader
 from .errors import DicomDecodeError, DicomError
 
 logger = logging.getLogger(__name__)
 
-#: Largest voxel array (bytes) a DICOM volume may need before anything is allocated: 4 GiB, a
-#: 2000-slice 1024 x 1024 float16-sized series; larger inputs are almost always a wrong folder.
-MAX_VOLUME_BYTES = 4 * 2**30
+#: Largest voxel array (bytes) a DICOM volume may need before anything is allocated: by default 4 GiB, a
+#: 2000-slice 1024 x 1024 float16-sized series; larger inputs are almost always a wrong folder. Set from
+#: the environment variable ``ALIGNSERIES_MAX_DECODED_GIB`` (see :data:`dicom_files.MAX_DECODED_BYTES`).
+MAX_VOLUME_BYTES = MAX_DECODED_BYTES
+
+#: pip requirements of pydicom's pixel-data decoders (JPEG baseline/extended/lossless and JPEG-LS, JPEG 2000,
+#: RLE, and JPEG-LS through CharLS): pinned in requirements.txt, installed in Slicer on first need from the
+#: module's Resources/requirements.txt.
+DECODER_REQUIREMENTS = ("pylibjpeg>=2.0", "pylibjpeg-libjpeg>=2.1", "pylibjpeg-openjpeg>=2.0", "pylibjpeg-rle>=2.0",
+                        "pyjpegls>=1.2")
 
 _INT16 = np.iinfo(np.int16)
 _INT32 = np.iinfo(np.int32)
@@ -59,9 +67,41 @@ def check_memory(shape, dtype, what: str, *, max_bytes: int = MAX_VOLUME_BYTES) 
         dims = " x ".join(str(int(n)) for n in shape)
         raise DicomError(
             f"{what}: {dims} voxels x {np.dtype(dtype).itemsize} bytes = {needed / 2**30:.2f} GiB exceeds the "
-            f"limit of {max_bytes / 2**30:.2f} GiB (AlignSeriesLib.dicom_pixels.MAX_VOLUME_BYTES); "
-            "load fewer files or raise the limit"
+            f"limit of {max_bytes / 2**30:.2f} GiB; load fewer files, or {limit_advice()}"
         )
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        dims = " x ".join(str(int(n)) for n in shape)
+        raise DicomError(f"{what}: {dims} voxels x {np.dtype(dtype).itemsize} bytes = {needed / 2**30:.2f} GiB, but "
+                         f"only {available / 2**30:.2f} GiB of memory is available to this process; not read")
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process may still allocate: the address-space limit (``ulimit -v``) left and the system's
+    available memory, whichever is smaller; None where neither is known (not Linux)."""
+    limits = []
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft - _proc_kib("/proc/self/status", "VmSize:") * 1024)
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        limits.append(_proc_kib("/proc/meminfo", "MemAvailable:") * 1024)
+    except (OSError, ValueError):
+        pass
+    return max(min(limits), 0) if limits else None
+
+
+def _proc_kib(path: str, key: str) -> int:
+    """A ``key: N kB`` line of a Linux /proc file, in KiB (ValueError when absent)."""
+    with open(path) as file:
+        for line in file:
+            if line.startswith(key):
+                return int(line.split()[1])
+    raise ValueError(f"{key} not in {path}")
 
 
 def output_dtype(headers: Sequence[SliceHeader]) -> np.dtype:
@@ -69,7 +109,11 @@ def output_dtype(headers: Sequence[SliceHeader]) -> np.dtype:
 
     ``int16`` when the rescale is integral and the values fit; else ``float32`` when the stored
     values are within 2**24 (exact in float32); else ``int32`` when integral and fitting, else ``float64``.
+    Float pixel data (FloatPixelData, DoubleFloatPixelData) gives ``float32`` or ``float64``.
     """
+    floats = [header.pixels.bits_allocated for header in headers if header.pixels.is_float]
+    if floats:  # FloatPixelData / DoubleFloatPixelData (Parametric Maps): as stored
+        return np.dtype(np.float64 if max(floats) == 64 or len(floats) < len(headers) else np.float32)
     lowest, highest = np.inf, -np.inf
     integral = True
     widest = 0
@@ -254,19 +298,60 @@ def _whole_image(header: SliceHeader) -> np.ndarray:
 
 def _decode(header: SliceHeader) -> np.ndarray:
     index = None if header.frame is None else header.frame - 1
+    _check_decode_memory(header)
     try:
-        pixels = pydicom.pixels.pixel_array(header.path, index=index)
+        pixels = _pixel_array(header.path, index, UID(header.pixels.transfer_syntax))
+    except MemoryError:
+        raise DicomError(f"{header.where}: not enough memory to decode PixelData (7FE0,0010) of "
+                         f"{header.rows} x {header.columns} pixels") from None
     except (NotImplementedError, RuntimeError, ImportError) as error:
         syntax = UID(header.pixels.transfer_syntax)
-        raise DicomDecodeError(
-            f"{header.where}: pydicom cannot decode TransferSyntaxUID (0002,0010) {syntax} ({syntax.name}): {error}"
-        ) from None
-    except (OSError, ValueError, EOFError) as error:
+        raise DicomDecodeError(f"{header.where}: pydicom cannot decode TransferSyntaxUID (0002,0010) {syntax} "
+                               f"({syntax.name}): {_decoder_advice(syntax, error)}") from None
+    except (OSError, ValueError, EOFError, AttributeError) as error:
         raise DicomError(f"{header.where}: cannot decode PixelData (7FE0,0010): {error}") from None
     if pixels.shape != (header.rows, header.columns):
         raise DicomError(f"{header.where}: decoded pixels have shape {pixels.shape}, Rows x Columns say "
                          f"{(header.rows, header.columns)}")
     return pixels
+
+
+def _pixel_array(path: str, index: int | None, syntax: UID) -> np.ndarray:
+    """pydicom's decoding of one frame (``index``, 0-based) or of the only image of a file.
+
+    pydicom decodes straight from the file, one frame at a time, except for a deflated file, whose dataset
+    must be inflated first (its inflated size was bounded by the header scan).
+    """
+    if syntax.is_transfer_syntax and syntax.is_deflated:
+        pixels = pydicom.dcmread(path).pixel_array
+        return pixels if index is None else pixels[index]
+    return pydicom.pixels.pixel_array(path, index=index)
+
+
+def _decoder_advice(syntax: UID, error: Exception) -> str:
+    """Why pydicom could not decode: no decoder installed (and what to install), or the installed ones failed."""
+    try:
+        installed = pydicom.pixels.get_decoder(syntax).is_available
+    except NotImplementedError:  # a syntax pydicom knows no decoder for
+        installed = False
+    reason = " ".join(str(error).split())
+    if installed:
+        return f"its installed decoders failed on this file ({reason})"
+    return f"no decoder installed ({reason}); install them: pip install {' '.join(DECODER_REQUIREMENTS)}"
+
+
+def _check_decode_memory(header: SliceHeader) -> None:
+    """Refuse, before decoding, an image whose decoded size exceeds the limit or twice the memory left (the
+    decoder's buffer and its copy): a decoder in C or Rust may abort the process instead of raising."""
+    decoded = header.rows * header.columns * header.pixels.samples_per_pixel * header.pixels.bits_allocated // 8
+    if decoded > MAX_VOLUME_BYTES:
+        raise DicomError(f"{header.where}: PixelData (7FE0,0010) decodes to {header.rows} x {header.columns} pixels "
+                         f"= {decoded / 2**30:.2f} GiB, above the limit of {MAX_VOLUME_BYTES / 2**30:.2f} GiB; not "
+                         f"decoded; {limit_advice()}")
+    available = available_memory_bytes()
+    if available is not None and 2 * decoded > available:
+        raise DicomError(f"{header.where}: decoding PixelData (7FE0,0010) needs 2 x {decoded / 2**30:.2f} GiB, but "
+                         f"only {available / 2**30:.2f} GiB of memory is available to this process; not decoded")
 
 
 def _fits_by_view(stored_dtype: np.dtype, dtype: np.dtype, headers: Sequence[SliceHeader]) -> bool:

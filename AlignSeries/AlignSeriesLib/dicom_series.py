@@ -6,9 +6,10 @@ reconstructable volume:
 1. Files are grouped by SeriesInstanceUID, then split into *stacks* on what changes the image
    plane: ImageOrientationPatient, Rows/Columns, PixelSpacing, StackID, and localizer ImageType.
 2. Within a stack, images that share a position (within ``POSITION_ATOL``) are split into volumes
-   by the first attribute that tells them apart (:data:`REPEAT_ATTRIBUTES`: ImageType, echo,
-   diffusion b-value and direction, temporal position, trigger time, acquisition number and time);
-   when none does, by InstanceNumber rank, with a ``duplicate_positions`` warning.
+   by the first attribute that tells them apart (:data:`REPEAT_ATTRIBUTES`: ImageType, GE's complex
+   image type, echo, diffusion b-value and direction, temporal position, trigger time, acquisition
+   number and time); when none does, in InstanceNumber (or frame) order, with a ``duplicate_positions``
+   warning. Each volume's name says what it follows.
 3. Each volume's slices are ordered along the slice normal and checked
    (:mod:`AlignSeriesLib.dicom_stack`). An irregular volume (gantry tilt, missing slices,
    non-uniform spacing) is regularized onto an orthogonal grid by default
@@ -34,7 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import dicom_pixels
-from .dicom_headers import FileNote, SliceHeader, iter_files, read_headers
+from .dicom_files import FileNote, iter_files
+from .dicom_headers import SliceHeader, read_headers
 from .dicom_stack import (
     DEFAULT_SINGLE_SLICE_SPACING,
     POSITION_ATOL,
@@ -68,6 +70,7 @@ __all__ = ["DicomVolume", "ScanResult", "scan_dicom"]
 #: DICOM names used in messages.
 REPEAT_ATTRIBUTES = (
     ("image_type", "ImageType"),
+    ("complex", "GE image type (0043,102F)"),
     ("echo", "EchoNumbers"),
     ("echo_time", "EchoTime"),
     ("b_value", "DiffusionBValue"),
@@ -102,7 +105,8 @@ class DicomVolume:
     ----------
     name : str
         Series number and description, plus what distinguishes it from the series' other volumes
-        ("stack 2", "localizer", "echo 2", "b=1000", "t=3", "repeat 2").
+        ("stack 2", "localizer", "image type M", "echo 2", "phase", "b=1000", "diffusion direction 3",
+        "temporal position 3", "InstanceNumber order 2 of 2", "frame order 1 of 2").
     series_instance_uid, study_instance_uid, modality : str
     frame_of_reference_uid : str or None
         The slices' FrameOfReferenceUID (the most common one if they disagree, with a warning).
@@ -256,6 +260,36 @@ class ScanResult:
     volumes: list[DicomVolume] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     registrations: list[str] = field(default_factory=list)
+    notes: list[FileNote] = field(default_factory=list)
+
+    def skipped_warning(self) -> AlignSeriesWarning | None:
+        """All skipped files in one ``skipped_file`` warning ("4 files skipped: 2 DICOMDIR, 2 raw data"), for a
+        command to report once; None when no file was skipped."""
+        notes = [note for note in self.notes if not note.is_registration]
+        return AlignSeriesWarning("skipped_file", skipped_summary(notes)) if notes else None
+
+    def skipped_info(self) -> list[dict]:
+        """Each skipped file as ``{"path", "kind", "reason"}`` (JSON)."""
+        return [{"path": n.path, "kind": n.kind, "reason": n.reason} for n in self.notes if not n.is_registration]
+
+
+#: Kinds of skipped files that may be a lost slice of any series (their own series is unknown): they are
+#: reported on every volume, where non-image objects of other series are not.
+DAMAGE_KINDS = ("corrupt or truncated", "unreadable", "empty", "unusable header", "too large", "no pixel data")
+
+#: Skipped files named one by one in a grouped warning; more are counted.
+LISTED_SKIPPED_FILES = 4
+
+
+def skipped_summary(notes: Sequence[FileNote], *, what: str = "skipped", details: bool = False) -> str:
+    """"4 files skipped: 2 DICOMDIR, 2 raw data (a, b, c, d)": counts by kind, then the first files (their
+    reasons too with ``details``)."""
+    kinds = Counter(note.kind for note in notes)
+    counts = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
+    listed = [note.reason if details else os.path.basename(note.path) for note in notes[:LISTED_SKIPPED_FILES]]
+    more = f"; and {len(notes) - LISTED_SKIPPED_FILES} more" if len(notes) > LISTED_SKIPPED_FILES else ""
+    plural = "file" if len(notes) == 1 else "files"
+    return f"{len(notes)} {plural} {what}: {counts} ({'; '.join(listed)}{more})"
 
 
 def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | None = None,
@@ -299,7 +333,7 @@ def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | N
         _check_regularize_spacing(regularize_spacing)
     headers, notes = _read_all(list(iter_files(paths)), progress)
     result = ScanResult(skipped=[(n.path, n.reason) for n in notes if not n.is_registration],
-                        registrations=[n.path for n in notes if n.is_registration])
+                        registrations=[n.path for n in notes if n.is_registration], notes=notes)
     if not headers:
         raise DicomError(_nothing_found_message(paths, result.skipped))
     refused = []
@@ -385,23 +419,24 @@ def _nothing_found_message(paths, skipped) -> str:
 
 
 def _add_skipped_file_warnings(volumes: list[DicomVolume], notes: list[FileNote]) -> None:
-    """One ``skipped_file`` warning per file that gave no image, on the volumes it concerns.
+    """One grouped ``skipped_file`` warning on each volume that skipped files concern.
 
-    A file of a series that gave volumes concerns that series' volumes; any other skipped file
-    (empty, not DICOM, unreadable, truncated, or of a series that gave no volume) concerns every
-    volume of the scan, so that no file is dropped without a word. REG objects are not skipped files.
+    A file of a series that gave volumes concerns that series' volumes; a damaged file whose series is unknown
+    or gave no volume (:data:`DAMAGE_KINDS`: truncated, unreadable, empty …) may be a lost slice of any, and
+    concerns every volume. Non-image objects of other series (a DICOMDIR, an SR …) concern none: the scan
+    reports them once (:meth:`ScanResult.skipped_warning`). REG objects are not skipped files.
     """
     loaded_series = {volume.series_instance_uid for volume in volumes}
-    for note in (n for n in notes if not n.is_registration):
-        own_series = note.series_instance_uid in loaded_series
-        for volume in volumes:
-            if note.series_instance_uid == volume.series_instance_uid:
-                message = f"file left out of this series: {note.reason}"
-            elif not own_series:
-                message = f"file found with this series but left out: {note.reason}"
-            else:
-                continue
-            volume.warnings.append(AlignSeriesWarning("skipped_file", message))
+    for volume in volumes:
+        own = [n for n in notes if not n.is_registration and n.series_instance_uid == volume.series_instance_uid]
+        stray = [n for n in notes if not n.is_registration and n.series_instance_uid not in loaded_series
+                 and n.kind in DAMAGE_KINDS]
+        if own:
+            volume.warnings.append(AlignSeriesWarning(
+                "skipped_file", skipped_summary(own, what="left out of this series", details=True)))
+        if stray:
+            volume.warnings.append(AlignSeriesWarning(
+                "skipped_file", skipped_summary(stray, what="found with this series but left out", details=True)))
 
 
 def _add_duplicate_uid_warnings(volumes: list[DicomVolume]) -> None:
@@ -487,9 +522,13 @@ def _split_repeats(headers: list[SliceHeader], labels: tuple) -> list[tuple[tupl
     most = max(len(cluster) for cluster in clusters)
     if most == 1:
         return [(labels, headers, [])]
+    acquired = sorted(range(len(headers)), key=lambda i: _instance_order(headers[i]))
     for key, _ in REPEAT_ATTRIBUTES:
         values = [_repeat_value(h, key) for h in headers]
-        distinct = sorted(set(values), key=_sort_key)
+        if key == "gradient":  # numbered in acquisition order, not by the vectors' values
+            distinct = list(dict.fromkeys(values[i] for i in acquired))
+        else:
+            distinct = sorted(set(values), key=_sort_key)
         if 1 < len(distinct) <= most:
             return [part for value in distinct for part in _split_repeats(
                 [h for h, v in zip(headers, values, strict=True) if v == value],
@@ -521,22 +560,25 @@ def _sort_key(value) -> tuple:
 
 
 def _repeat_label(key: str, value, distinct: list) -> str:
+    """What a split volume follows, in its name: "image type M", "echo 2", "b=1000", "temporal position 3" …"""
     if key == "image_type":
         common = set.intersection(*(set(v) for v in distinct))
-        return "/".join(part for part in value if part not in common) or "/".join(value)
+        return "image type " + ("/".join(part for part in value if part not in common) or "/".join(value))
     if value is None:
         return f"no {dict(REPEAT_ATTRIBUTES)[key]}"
-    formats = {"echo": "echo {:g}", "echo_time": "TE={:g}", "b_value": "b={:g}", "temporal": "t={:g}",
-               "trigger": "trigger {:g} ms", "acquisition_number": "acquisition {:g}", "acquisition_time": "time {}"}
+    formats = {"echo": "echo {:g}", "echo_time": "TE={:g}", "complex": "{}", "b_value": "b={:g}",
+               "temporal": "temporal position {:g}", "trigger": "trigger {:g} ms",
+               "acquisition_number": "acquisition {:g}", "acquisition_time": "acquired at {}"}
     if key == "gradient":
-        return f"direction {distinct.index(value) + 1}"
+        return f"diffusion direction {distinct.index(value) + 1}"
     if key == "mosaic_file":
-        return f"volume {distinct.index(value) + 1}"
+        return f"MOSAIC file {distinct.index(value) + 1} of {len(distinct)}"
     return formats[key].format(value)
 
 
 def _split_by_rank(headers: list[SliceHeader], clusters: list[list[int]], labels: tuple) -> list:
-    """Last resort: the n-th image (by InstanceNumber) at every position goes to volume n."""
+    """Last resort: the n-th image at every position goes to volume n, in frame order within one multi-frame
+    file, else in InstanceNumber order (file name, then frame, breaking ties)."""
     most = max(len(cluster) for cluster in clusters)
     ranks: list[list[SliceHeader]] = [[] for _ in range(most)]
     for cluster in clusters:
@@ -544,12 +586,14 @@ def _split_by_rank(headers: list[SliceHeader], clusters: list[list[int]], labels
             ranks[rank].append(headers[index])
     shared = sum(len(cluster) > 1 for cluster in clusters)
     attributes = ", ".join(name for _, name in REPEAT_ATTRIBUTES)
+    order = "frame order" if len({h.path for h in headers}) == 1 and headers[0].frame is not None else (
+        "InstanceNumber order")
     warning = AlignSeriesWarning(
         "duplicate_positions",
         f"{shared} of {len(clusters)} slice positions hold up to {most} images (positions closer than "
         f"{POSITION_ATOL} mm along the normal count as one) and no header attribute ({attributes}) tells them "
-        f"apart: split into {most} volumes by InstanceNumber rank")
-    return [(labels + (f"repeat {rank + 1}",), group, [warning]) for rank, group in enumerate(ranks)]
+        f"apart: split into {most} volumes in {order}, the n-th image at each position going to volume n")
+    return [(labels + (f"{order} {rank + 1} of {most}",), group, [warning]) for rank, group in enumerate(ranks)]
 
 
 # -- volumes -------------------------------------------------------------------------------------
@@ -582,7 +626,7 @@ def _build_volume(name: str, headers: list[SliceHeader], warnings: list[AlignSer
 
 
 def _series_warnings(slices: list[SliceHeader]) -> list[AlignSeriesWarning]:
-    warnings = []
+    warnings = _substitution_warnings(slices)
     frames_of_reference = Counter(s.frame_of_reference_uid for s in slices)
     if len(frames_of_reference) > 1:
         counts = ", ".join(f"{uid} ({count} slices)" for uid, count in frames_of_reference.most_common())
@@ -595,6 +639,22 @@ def _series_warnings(slices: list[SliceHeader]) -> list[AlignSeriesWarning]:
                                      f"only 1 slice (at least 2 are needed to measure the slice spacing): "
                                      f"k spacing set to {spacing:g} mm from SpacingBetweenSlices/SliceThickness "
                                      f"(default {DEFAULT_SINGLE_SLICE_SPACING:g} mm)"))
+    return warnings
+
+
+def _substitution_warnings(slices: list[SliceHeader]) -> list[AlignSeriesWarning]:
+    """One warning per kind of identifier substitution (anonymized files), with the number of files concerned."""
+    files: dict = {}
+    for header in slices:
+        for substitution in header.substitutions:
+            files.setdefault(substitution, set()).add(header.path)
+    warnings = []
+    for substitution, paths in files.items():
+        unknown_frame = substitution.element.startswith("FrameOfReferenceUID")
+        count = f"{len(paths)} of {len({header.path for header in slices})} files"
+        warnings.append(AlignSeriesWarning(
+            "unknown_frame_of_reference" if unknown_frame else "substituted_uid",
+            f"{substitution.element} is empty or missing in {count}; used instead: {substitution.used}"))
     return warnings
 
 

@@ -27,7 +27,7 @@ class AlignSeriesWarning:
     ``single_slice``, ``skipped_file``, ``regularized``, ``duplicate_sop_instance_uid``, ``no_overlap``,
     ``dtype_widened``, ``labels_nearest``, ``reflection``, ``leave_one_out``, ``ambiguous_match``,
     ``registration_matrix_type``, ``vtk``, ``frame_of_reference_mismatch``, ``labels_disagree_with_order``,
-    ``pre_alignment``.
+    ``pre_alignment``, ``substituted_uid``, ``unknown_frame_of_reference``.
     """
 
     code: str
@@ -74,6 +74,10 @@ class OutputExistsError(AlignSeriesError, FileExistsError):
     """An output file exists and overwriting it was not requested."""
 
 
+class OutputWriteError(AlignSeriesError, OSError):
+    """An output could not be written whole (a full disk, the file-size limit): nothing of it was kept."""
+
+
 class OperationCancelledError(AlignSeriesError):
     """The user cancelled a long operation through its progress callback."""
 
@@ -102,3 +106,16 @@ class MissingDependencyError(AlignSeriesError, ImportError):
     def __init__(self, message: str, *, package: str):
         super().__init__(message)
         self.package = package
+
+
+def one_line(error: BaseException | str) -> str:
+    """The message of ``error`` on one line, without the traceback some libraries put in it.
+
+    pydicom's writer re-raises an ``OSError`` (a full disk, ``ulimit -f``) with the traceback in its
+    message; the reason is then the original error's (``File too large``).
+    """
+    cause = getattr(error, "__cause__", None)
+    if isinstance(error, OSError) and not error.strerror and isinstance(cause, OSError) and cause.strerror:
+        error = cause.strerror
+    message = str(error).split("Traceback (most recent call last)")[0].replace("\n", " ").strip()
+    return message or type(error).__name__

@@ -1,4 +1,4 @@
-"""Exports of the use-case layer: a resampled volume written to files, DICOM slices, PNGs and a preview.
+"""The writing half of the export job: a resampled volume written to files, DICOM slices, PNGs and a preview.
 
 :func:`write_outputs` writes one volume that lies on a :class:`Reference` grid (or a slab of its
 slices) to every :class:`ExportTargets` target at once: every output is checked before any is
@@ -6,8 +6,8 @@ written, written to a temporary, and moved into place together; missing folders 
 removed again on failure. DICOM and PNG slices copy the reference's own slices (for an irregular
 reference, each sampled on its acquired slice's plane, from the :class:`ExportSource`).
 
-Part of the use-case layer with :mod:`AlignSeriesLib.operations`, which loads the references and
-runs whole jobs; front ends reach both through ``operations``.
+Part of the use-case layer. The whole job, which decides the grid, the source and the transforms
+and calls this, is :func:`AlignSeriesLib.export_job.resample_and_write`; front ends call that.
 """
 
 from __future__ import annotations
@@ -62,6 +62,13 @@ class Reference:
             raise AlignSeriesError(f"reference '{self.name}' has neither a node nor a DICOM series to read voxels from")
         return self.series.read_voxels()
 
+    @property
+    def warnings(self) -> list:
+        """What to know about the reference: its DICOM reconstruction's warnings (skipped files, missing slices)."""
+        if self.series is not None:
+            return list(self.series.warnings)
+        return mrml.node_warnings(self.node) if self.node is not None else []
+
 
 def output_grid(reference: Reference, *, slab: tuple[int, int] | None = None) -> VolumeGeometry:
     """The reference grid, or slices ``FIRST .. FIRST+COUNT-1`` of it (``slab = (first, count)``)."""
@@ -71,6 +78,10 @@ def output_grid(reference: Reference, *, slab: tuple[int, int] | None = None) ->
 @dataclass
 class ExportTargets:
     """Where one export writes, and how; every field is optional.
+
+    One more kind of output (e.g. a DICOM SEG aligned with the reference's slices) is one more field here, its
+    check in ``_check_targets`` and one more branch in ``_write_targets``, which already has the reference
+    slices of the export and their voxels (sampled from the export source on an irregular reference).
 
     Attributes
     ----------
@@ -89,7 +100,7 @@ class ExportTargets:
         Window of scalar PNGs; default from the data (:data:`.preview.DEFAULT_WINDOW_PERCENTILES`).
     series_uid : str, optional
         SeriesInstanceUID of the DICOM output; default derived from the reference series UID and the
-        volume's name (:func:`dicom_export.derived_series_uid`), so that slabs exported separately
+        input's name (:func:`dicom_export.derived_series_uid`), so that slabs exported separately
         make one series.
     preview_at_ras : (3,) sequence of float, optional
         Point (RAS mm) the preview's three planes cut through; the reference's centre by default.
@@ -108,10 +119,23 @@ class ExportTargets:
     preview_at_ras: tuple[float, float, float] | None = None
     compress: bool = False
 
+    @classmethod
+    def for_output(cls, output=None, **fields) -> ExportTargets:
+        """Targets whose main output is ``output``: a DICOM folder when it names one (:func:`is_folder_output`),
+        else a volume file; ``fields`` as the attributes."""
+        if not output:
+            return cls(**fields)
+        return cls(dicom_folder=output, **fields) if is_folder_output(output) else cls(volume_file=output, **fields)
 
-@dataclass
+    @property
+    def slices(self) -> bool:
+        """True when a target is aligned slice for slice with the reference's DICOM slices."""
+        return bool(self.dicom_folder or self.png_folder)
+
+
+@dataclass(frozen=True)
 class ExportSource:
-    """The input an export was resampled from, when the writer has it.
+    """The input an export was resampled from, and how (decided once, by the export job).
 
     The DICOM and PNG outputs of an irregular (regularized) reference sample it at each reference
     slice's own plane, and the DICOM encoding is chosen from its value range, the same for every slab.
@@ -119,29 +143,27 @@ class ExportSource:
     Attributes
     ----------
     input_node : vtkMRMLVolumeNode
-    transform_node : vtkMRMLTransformNode, optional
-        Input-to-reference transform, applied after the input's own parents.
+    name : str
+        The input's stable name (its file's, or its DICOM series'), for the DICOM series' description
+        and default SeriesInstanceUID: the same for every slab of one input, whatever its node is called.
+    input_to_world_ras : (4, 4) ndarray
+        The input's own RAS to the reference's world: its parent transforms, then the registration
+        transform, each once (:func:`AlignSeriesLib.export_job.input_to_world_ras`).
     interpolation : str
     labelmap : bool
     background : float, optional
     """
 
     input_node: object
-    transform_node: object = None
+    name: str
+    input_to_world_ras: np.ndarray
     interpolation: str = "linear"
     labelmap: bool = False
     background: float | None = None
 
-    def input_to_world_ras(self) -> np.ndarray:
-        """The input's own RAS to the reference world: its parents, then the transform."""
-        matrix = mrml.parent_to_world_matrix(self.input_node)
-        if self.transform_node is not None:
-            matrix = mrml.transform_to_parent_matrix(self.transform_node) @ matrix
-        return matrix
 
-
-def write_outputs(volume_node, reference: Reference, targets: ExportTargets, *,
-                  slab: tuple[int, int] | None = None, source: ExportSource | None = None) -> list[Path]:
+def write_outputs(volume_node, reference: Reference, targets: ExportTargets, source: ExportSource, *,
+                  slab: tuple[int, int] | None = None) -> list[Path]:
     """Write a volume that lies on ``reference``'s grid (or a slab of it) to every target, all or nothing.
 
     Every output is checked before any is written, written to a temporary beside its destination,
@@ -150,24 +172,25 @@ def write_outputs(volume_node, reference: Reference, targets: ExportTargets, *,
     Parameters
     ----------
     volume_node : vtkMRMLVolumeNode
-        On ``output_grid(reference, slab=slab)`` (as :func:`resample_volume` made it); for a
-        regularized reference, on its whole regularized grid.
+        On ``output_grid(reference, slab=slab)`` (as the export job made it); for a regularized
+        reference, on its whole regularized grid.
     reference : Reference
     targets : ExportTargets
     slab : (first, count), optional
         The reference slices the export covers; all of them by default. For a regularized reference
         they count the acquired slices (the DICOM and PNG outputs).
-    source : ExportSource, optional
-        The input ``volume_node`` was resampled from. Without it the DICOM and PNG slices of a
-        regularized reference are sampled from ``volume_node`` itself, and the DICOM encoding is
-        chosen from ``volume_node``'s values.
+    source : ExportSource
+        The input ``volume_node`` was resampled from: the DICOM and PNG slices of a regularized
+        reference are sampled from it, and the DICOM encoding is chosen from its values.
 
     Returns
     -------
     list of Path
         The files written (a DICOM or PNG folder's files each).
     """
-    series_uid = _series_uid(volume_node, reference, targets)
+    series_uid = _series_uid(source, reference, targets)
+    files.check_outputs_spare_inputs(_input_places(volume_node, reference, source), (
+        targets.volume_file, targets.dicom_folder, targets.png_folder, targets.preview))
     merge = _check_targets(reference, targets, slab, series_uid)  # every output checked before any is written
     with files.staged_outputs(force=targets.force, create_folders=True) as staging:
         staged = _write_targets(volume_node, reference, targets, slab, staging,
@@ -175,18 +198,36 @@ def write_outputs(volume_node, reference: Reference, targets: ExportTargets, *,
         return [staging.final_path(path) for path in staged]
 
 
+def check_targets(reference: Reference, targets: ExportTargets, source: ExportSource, *,
+                  slab: tuple[int, int] | None = None) -> None:
+    """Refuse an export before any work (outputs that exist, slices that do not fit); written outputs are checked
+    again by :func:`write_outputs`."""
+    _check_targets(reference, targets, slab, _series_uid(source, reference, targets))
+
+
+def _input_places(volume_node, reference: Reference | None, source: ExportSource | None) -> list[Path]:
+    """Every file and DICOM folder the export was made from, which its outputs must never touch."""
+    nodes = (volume_node,) + ((source.input_node,) if source else ())  # the node names its transform's file
+    if reference is not None:
+        nodes += (reference.node,)
+    series_files = reference.series.files if reference is not None and reference.series is not None else []
+    reference_file = reference.path if reference is not None else None
+    return files.protected_places([reference_file, *series_files, *mrml_files.source_paths(*nodes)])
+
+
 @dataclass
 class _SliceExport:
-    source: ExportSource | None
+    source: ExportSource
     series_uid: str | None
     merge_dicom: bool
 
 
-def _series_uid(volume_node, reference: Reference, targets: ExportTargets) -> str | None:
+def _series_uid(source: ExportSource, reference: Reference, targets: ExportTargets) -> str | None:
+    """The export's SeriesInstanceUID: given, or derived from the reference series and the input's name."""
     if not targets.dicom_folder or reference.series is None:
         return None
     return targets.series_uid or dicom_export.derived_series_uid(reference.series.series_instance_uid,
-                                                                 volume_node.GetName())
+                                                                 source.name)
 
 
 def _check_targets(reference: Reference, targets: ExportTargets, slab: tuple[int, int] | None,
@@ -241,6 +282,7 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets, sl
     if targets.volume_file:
         written.append(mrml_files.save_node(volume_node, staging.file(targets.volume_file), force=True,
                                             compress=targets.compress))
+    first_k = (slab or (0, 0))[0]
     if targets.dicom_folder or targets.png_folder:
         slices = _reference_slices(reference, slab, targets.dicom_folder or targets.png_folder)
         array = _slice_array(volume_node, reference, slab, export.source)
@@ -248,22 +290,25 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets, sl
         folder = staging.folder(targets.dicom_folder, merge=export.merge_dicom)
         description, timestamp = _existing_series(targets, export)
         written += dicom_export.write_dicom_files(
-            array, slices, folder, series_description=description or f"{volume_node.GetName()} (AlignSeries)",
-            labelmap=labelmap, encoding=_whole_export_encoding(volume_node, export.source, labelmap),
-            series_instance_uid=export.series_uid, series_timestamp=timestamp)
+            array, slices, folder,
+            series_description=description or f"{export.source.name} (AlignSeries)",
+            labelmap=labelmap, encoding=_whole_export_encoding(export.source, labelmap),
+            series_instance_uid=export.series_uid, series_timestamp=timestamp, first_k=first_k)
     if targets.png_folder:
         window = None if targets.png_window is None else _window_of_center_width(*targets.png_window)
         written += dicom_export.write_png_files(array, slices, staging.folder(targets.png_folder), labelmap=labelmap,
-                                                window=window, first_k=(slab or (0, 0))[0])
+                                                window=window, first_k=first_k)
     if targets.preview:
         written.append(_write_preview(volume_node, reference, targets, staging.file(targets.preview)))
     return written
 
 
 def _write_preview(volume_node, reference: Reference, targets: ExportTargets, path: Path) -> Path:
+    """The fused picture of the volume and the reference voxels of its grid (a part of the reference's grid)."""
     grid = mrml.volume_geometry(volume_node)
-    first = int(round(reference.geometry.world_to_ijk(grid.origin_ras)[2]))
-    reference_voxels = reference.voxels()[first:first + grid.dimensions[2]]
+    i, j, k = (int(index) for index in np.rint(reference.geometry.world_to_ijk(grid.origin_ras)))
+    columns, rows, slices = grid.dimensions
+    reference_voxels = reference.voxels()[k:k + slices, j:j + rows, i:i + columns]
     return preview.write_fusion_png(
         reference_voxels, mrml.volume_array(volume_node), grid, path, force=True,
         names=(reference.name, volume_node.GetName()), at_ras=targets.preview_at_ras,
@@ -290,15 +335,13 @@ def _existing_series(targets: ExportTargets, export: _SliceExport) -> tuple[str 
     return header.get("SeriesDescription"), timestamp
 
 
-def _whole_export_encoding(volume_node, source: ExportSource | None, labelmap: bool) -> dicom_export.PixelEncoding:
+def _whole_export_encoding(source: ExportSource, labelmap: bool) -> dicom_export.PixelEncoding:
     """One DICOM encoding for the whole export: from the input's value range and type (and the background).
 
     Resampling keeps values within the input's range and the background (cubic output is clamped),
     so every slab of one input gets the same encoding.
     """
-    if source is None:
-        return dicom_export.pixel_encoding(mrml.volume_array(volume_node), labelmap=labelmap)
-    values = mrml.volume_array(source.input_node)
+    values = mrml.volume_array(source.input_node, copy=False)
     low, high = float(np.min(values)), float(np.max(values))
     if source.background is not None:
         low, high = min(low, float(source.background)), max(high, float(source.background))
@@ -309,7 +352,7 @@ def _whole_export_encoding(volume_node, source: ExportSource | None, labelmap: b
 
 
 def _slice_array(volume_node, reference: Reference, slab: tuple[int, int] | None,
-                 source: ExportSource | None) -> np.ndarray:
+                 source: ExportSource) -> np.ndarray:
     """The voxels of the exported reference slices ``[k, j, i]``.
 
     On a regular reference: the volume's own voxels. On a regularized one: the input sampled at each
@@ -318,35 +361,16 @@ def _slice_array(volume_node, reference: Reference, slab: tuple[int, int] | None
     if reference.series is None or not reference.series.regularized:
         return mrml.volume_array(volume_node)
     first, count = slab or (0, len(reference.series.slices))
-    source = source or ExportSource(volume_node, labelmap=volume_node.IsA("vtkMRMLLabelMapVolumeNode"))
-    input_array = mrml.volume_array(source.input_node)
+    input_array = mrml.volume_array(source.input_node, copy=False)
     input_geometry = mrml.volume_geometry(source.input_node, world=False)
     planes = []
     for slice_ijk_to_lps, header in zip(reference.series.slice_ijk_to_lps[first:first + count],
                                         reference.series.slices[first:first + count], strict=True):
         plane = VolumeGeometry((header.columns, header.rows, 1), lps_to_ras_matrix(slice_ijk_to_lps))
         planes.append(resample.resample_to_geometry(
-            input_array, input_geometry, plane, source.input_to_world_ras(), interpolation=source.interpolation,
+            input_array, input_geometry, plane, source.input_to_world_ras, interpolation=source.interpolation,
             labelmap=source.labelmap, background=source.background).array[0])
     return np.stack(planes)
-
-
-def slab_of(volume_node, reference: Reference) -> tuple[int, int] | None:
-    """The reference slices ``(first, count)`` a volume node's grid coincides with (1e-4 mm), or None.
-
-    For a volume resampled earlier (the panel's export of an existing node); the command line knows
-    its slab and passes it on.
-    """
-    grid = mrml.volume_geometry(volume_node)
-    first = int(round(reference.geometry.world_to_ijk(grid.origin_ras)[2]))
-    count = grid.dimensions[2]
-    fits = grid.dimensions[:2] == reference.geometry.dimensions[:2] and 0 <= first <= (
-        reference.geometry.dimensions[2] - count)
-    if not fits or not resample.slab(reference.geometry, first, count).is_close(grid, atol=1e-4):
-        return None
-    if reference.series is not None and reference.series.regularized:  # slabs count the acquired slices
-        return (0, len(reference.series.slices)) if (first, count) == (0, reference.geometry.dimensions[2]) else None
-    return first, count
 
 
 def _reference_slices(reference: Reference, slab: tuple[int, int] | None, path) -> Sequence:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import math
 import os
+import re
 import shutil
 import struct
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import AlignSeriesError, OutputExistsError
+from .errors import AlignSeriesError, OutputExistsError, OutputWriteError, one_line
 
 #: Volume files read with Slicer's volumes logic, by suffix (one list for the bridge, the CLI and the panel).
 VOLUME_FILE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
@@ -90,6 +91,85 @@ def check_input_file(path, what: str = "input file") -> Path:
     return path
 
 
+def check_outputs_spare_inputs(inputs, outputs) -> None:
+    """Refuse, before any work, an output that would replace or write into an input.
+
+    An output is refused when it is an input file, lies inside an input folder, or is a folder
+    holding an input. Paths are compared by the file system objects they resolve to (device and
+    inode, after symlinks), so a symlink, a hard link, ``..`` or another letter case on a
+    case-insensitive file system does not hide an input. ``force`` never changes this: it replaces
+    earlier outputs only.
+
+    Parameters
+    ----------
+    inputs : iterable of path or None
+        Input files and folders (DICOM folders protect everything inside them); None is skipped.
+    outputs : iterable of path or None
+        Output files and folders, existing or not; None is skipped.
+
+    Raises
+    ------
+    AlignSeriesError
+        Naming the output and the input it would touch.
+
+    Examples
+    --------
+    >>> check_outputs_spare_inputs(["ct.nii"], ["ct.nii"])   # doctest: +SKIP
+    Traceback (most recent call last):
+    AlignSeriesError: output ct.nii is the input ct.nii: inputs are never written, with or without --force; ...
+    """
+    protected = [(Path(path), *_identities(path)) for path in inputs if path]
+    for output in filter(None, outputs):
+        output_itself, output_chain = _identities(output)
+        for source, source_itself, source_chain in protected:
+            if source_itself is None:
+                continue
+            if source_itself == output_itself:
+                relation = "is"
+            elif source_itself in output_chain:
+                relation = "lies inside"
+            elif output_itself is not None and output_itself in source_chain:
+                relation = "is a folder holding"
+            else:
+                continue
+            raise AlignSeriesError(f"output {output} {relation} the input {source}: inputs are never written, with "
+                                   "or without --force (which replaces earlier outputs only); choose another output")
+
+
+def protected_places(paths) -> list[Path]:
+    """The places an output must never touch for these inputs (for :func:`check_outputs_spare_inputs`).
+
+    A folder and any file Slicer reads whole (a volume, transform or points file) stand for themselves;
+    a DICOM file (any other file) for its folder, the input DICOM folder. Duplicates are dropped.
+    """
+    places: dict[Path, None] = {}
+    for path in filter(None, paths):
+        path = Path(path)
+        whole_file = path.is_dir() or is_volume_file(path) or file_suffix(path) in _WHOLE_INPUT_SUFFIXES
+        places[path if whole_file else path.parent] = None
+    return list(places)
+
+
+#: Input files that are not DICOM slices: protected as files, not by their folder.
+_WHOLE_INPUT_SUFFIXES = (".h5", ".tfm", ".txt", ".json", ".mat4", ".mat", ".mrk.json", ".fcsv", ".csv")
+
+
+def _identities(path) -> tuple[tuple[int, int] | None, set[tuple[int, int]]]:
+    """(device, inode) of ``path`` (None when it does not exist) and of it and every existing folder above it."""
+    resolved = Path(path).resolve()
+    chain = set()
+    itself = None
+    for place in (resolved, *resolved.parents):
+        try:
+            status = place.stat()
+        except OSError:
+            continue
+        chain.add((status.st_dev, status.st_ino))
+        if place == resolved:
+            itself = (status.st_dev, status.st_ino)
+    return itself, chain
+
+
 def check_output_path(path, *, force: bool = False) -> Path:
     """Check that ``path`` may be written: its folder exists and is writable, and it is new or ``force``.
 
@@ -128,8 +208,8 @@ def atomic_output(path, *, force: bool = False) -> Iterator[Path]:
     ...     temporary.write_text("{}")
     """
     path = check_output_path(path, force=force)
-    suffix = "".join(path.suffixes[-2:]) or ".tmp"
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial{suffix}")
+    remove_stale_temporaries(path)
+    temporary = temporary_beside(path, ".partial" + ("".join(path.suffixes[-2:]) or ".tmp"))
     try:
         yield temporary
         if not temporary.exists() or temporary.stat().st_size == 0:
@@ -138,6 +218,108 @@ def atomic_output(path, *, force: bool = False) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+
+
+def check_room_to_write(path, size: int) -> None:
+    """Refuse a write of up to ``size`` bytes to ``path`` that the file-size limit or the free space cannot hold.
+
+    Some of Slicer's writers (ITK's NRRD, MetaImage and HDF5 writers) crash the process on a short write
+    instead of reporting it; this check turns the predictable cases into an error first.
+
+    Raises
+    ------
+    OutputWriteError
+        Naming the output, the size needed and the limit (``ulimit -f``) or the free space.
+    """
+    path = destination_of(path)
+    limit = _file_size_limit()
+    if limit is not None and size > limit:
+        raise OutputWriteError(f"{path}: writing it needs up to {_size_text(size)}, but this process may write "
+                               f"files of at most {_size_text(limit)} (ulimit -f): raise the limit")
+    free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+    if size > free:
+        raise OutputWriteError(f"{path}: writing it needs up to {_size_text(size)}, but its file system has only "
+                               f"{_size_text(free)} free: free some space or write elsewhere")
+
+
+def _file_size_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if limit == resource.RLIM_INFINITY else limit
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 2**20:.2f} MiB ({size} bytes)"
+
+
+#: Marker in the name of every temporary written beside an output: ``.NAME.alignseries-PID-RANDOM.partial…`` (being
+#: written) or ``….old`` (an output being replaced), so that the next run of that output can tell what a run that
+#: was killed left behind (:func:`remove_stale_temporaries`).
+TEMPORARY_MARKER = "alignseries-"
+_RANDOM_DIGITS = 12
+
+
+def temporary_beside(path, ending: str) -> Path:
+    """A new hidden name beside ``path`` for a temporary of it, marked with this process's id."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{TEMPORARY_MARKER}{os.getpid()}-{uuid.uuid4().hex[:_RANDOM_DIGITS]}{ending}")
+
+
+def destination_of(path) -> Path:
+    """The output a temporary of :func:`temporary_beside` stands for (nested ones too); other paths as they are."""
+    path = Path(path)
+    found = re.match(rf"\.+(.+?)\.{TEMPORARY_MARKER}\d+-[0-9a-f]{{{_RANDOM_DIGITS}}}\.partial", path.name)
+    return path.with_name(found.group(1)) if found else path
+
+
+def remove_stale_temporaries(path, *, writers_stopped: bool = False) -> list[Path]:
+    """Remove the temporaries of ``path`` (see :data:`TEMPORARY_MARKER`) whose writing process is gone.
+
+    Only names of that exact form are touched (nested ones included: a temporary of a temporary), and
+    only when the process id in the name is not running here (a live writer keeps its files), or
+    every such process is known to be stopped (``writers_stopped``).
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    path = Path(str(path).rstrip("/\\")).absolute()
+    pattern = re.compile(rf"\.+{re.escape(path.name)}\.{TEMPORARY_MARKER}(\d+)-[0-9a-f]{{{_RANDOM_DIGITS}}}"
+                         r"\.(partial|old)")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:  # no folder yet (or not readable): nothing of ours there
+        return []
+    removed = []
+    for entry in entries:
+        found = pattern.match(entry.name)
+        if found and (writers_stopped or not _process_running(int(found.group(1)))):
+            _remove(entry)
+            removed.append(entry)
+    return removed
+
+
+def _process_running(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (unknown counts as running: its files are kept)."""
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":
+        try:
+            import psutil  # a dependency of distributed; without it nothing is removed
+        except ImportError:
+            return True
+        return psutil.pid_exists(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_text_atomic(path, text: str, *, force: bool = False) -> Path:
@@ -174,8 +356,8 @@ class StagedOutputs:
         """A temporary file path beside ``path``, with its suffixes (for writers that choose a format by name)."""
         self._make_parents(path)
         path = check_output_path(path, force=self.force)
-        suffix = "".join(path.suffixes[-2:]) or ".tmp"
-        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial{suffix}")
+        remove_stale_temporaries(path)
+        temporary = temporary_beside(path, ".partial" + ("".join(path.suffixes[-2:]) or ".tmp"))
         self._entries.append((temporary, path, "file"))
         return temporary
 
@@ -187,13 +369,19 @@ class StagedOutputs:
         """
         path = Path(path).absolute()
         self._make_parents(path)
+        remove_stale_temporaries(path)
+        temporary = temporary_beside(path, ".partial")
         try:
-            temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+            temporary.mkdir(FOLDER_MODE)
         except OSError as error:
             raise AlignSeriesError(f"cannot write in the output folder's parent {path.parent}: {error}") from None
-        temporary.chmod(FOLDER_MODE)
         self._entries.append((temporary, path, "merge" if merge else "folder"))
         return temporary
+
+    @property
+    def destinations(self) -> list[Path]:
+        """Where the staged outputs go."""
+        return [destination for _, destination, _ in self._entries]
 
     def final_path(self, temporary_file) -> Path:
         """Where a file written inside a staged temporary (or a staged file itself) will be after commit."""
@@ -214,8 +402,8 @@ class StagedOutputs:
                 moves = _files_of(temporary, destination) if kind == "merge" else [(temporary, destination)]
                 for source, target in moves:
                     backup = _set_aside(target, self.force)
+                    undo.append((target, backup))  # before the move: a failed move puts back what was set aside
                     os.replace(source, target) if source.is_file() else os.rename(source, target)
-                    undo.append((target, backup))
                     finish.append(backup)
         except BaseException:
             for target, backup in reversed(undo):
@@ -249,7 +437,7 @@ class StagedOutputs:
             self._created.append(folder)
 
 
-#: Permissions of a staged folder (``tempfile.mkdtemp`` makes it private).
+#: Permissions of a staged folder (before the umask).
 FOLDER_MODE = 0o755
 
 
@@ -257,15 +445,21 @@ FOLDER_MODE = 0o755
 def staged_outputs(*, force: bool = False, create_folders: bool = False) -> Iterator[StagedOutputs]:
     """Yield a :class:`StagedOutputs`; commit it when the block succeeds, discard it when the block or the commit fails.
 
-    On a failure the folders it created are removed again, so nothing new is left behind.
+    On a failure the folders it created are removed again, so nothing new is left behind. A write that
+    fails mid-way (an ``OSError`` without a file name, such as a full disk or the file-size limit) is
+    reported as an :class:`OutputWriteError` naming the outputs.
     """
     staging = StagedOutputs(force=force, create_folders=create_folders)
     try:
         yield staging
         staging.commit()
-    except BaseException:
+    except BaseException as error:
         staging.discard()
         staging.remove_created_folders()
+        if (isinstance(error, OSError) and not isinstance(error, AlignSeriesError) and error.filename is None
+                and staging.destinations):
+            outputs = ", ".join(map(str, staging.destinations))
+            raise OutputWriteError(f"writing {outputs} failed, nothing was written: {one_line(error)}") from None
         raise
 
 
@@ -280,7 +474,7 @@ def _set_aside(target: Path, force: bool) -> Path | None:
         return None
     if not force and not (target.is_dir() and not any(target.iterdir())):
         raise OutputExistsError(f"output exists, not overwritten (use --force): {target}")
-    backup = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.old")
+    backup = temporary_beside(target, ".old")
     os.rename(target, backup)
     return backup
 
@@ -306,6 +500,47 @@ _SAMPLE_BYTES = {
     **dict.fromkeys(("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t", "float",
                      "met_int", "met_uint", "met_float"), 4),
 }
+
+
+#: Voxel spacings (mm) a volume file may give: outside them the header is corrupt (or not in mm), as DICOM's
+#: PixelSpacing checks refuse (1e-9 mm or 1e9 mm voxels would make every distance meaningless).
+MIN_SPACING_MM = 1e-6
+MAX_SPACING_MM = 1e5
+
+
+def check_voxel_spacing(path, spacing) -> None:
+    """Refuse a volume file whose voxel spacing is not finite or lies outside [MIN_SPACING_MM, MAX_SPACING_MM].
+
+    Raises
+    ------
+    AlignSeriesError
+        Naming the file, the spacing and the accepted range.
+    """
+    spacing = [float(value) for value in spacing]
+    if not all(MIN_SPACING_MM <= value <= MAX_SPACING_MM for value in spacing):  # NaN fails both comparisons
+        raise AlignSeriesError(f"{path}: voxel spacing {spacing} mm is outside {MIN_SPACING_MM:g} .. "
+                               f"{MAX_SPACING_MM:g} mm (a corrupt header, or not in mm): not read")
+
+
+def nifti_scaling(path) -> tuple[float, float] | None:
+    """``(scl_slope, scl_inter)`` of a NIfTI-1 file that stores integers and scales them; None otherwise.
+
+    Such a file loads as floating point (the reader applies the scaling); see
+    ``mrml_files.load_volume_file``, which keeps integer results integer.
+    """
+    header = _nifti_header(Path(path))
+    if header is None:
+        return None
+    order, data = header
+    datatype = struct.unpack_from(f"{order}h", data, 70)[0]
+    slope, inter = struct.unpack_from(f"{order}2f", data, 112)
+    integer_storage = datatype in _NIFTI_INTEGER_TYPES
+    scaled = slope not in (0.0, 1.0) or inter != 0.0
+    return (slope or 1.0, inter) if integer_storage and scaled and all(map(math.isfinite, (slope, inter))) else None
+
+
+#: NIfTI-1 datatype codes of integer voxels (int8/16/32/64, uint8/16/32/64).
+_NIFTI_INTEGER_TYPES = (2, 4, 8, 256, 512, 768, 1024, 1280)
 
 
 def check_volume_file(path, *, max_bytes: int) -> None:
@@ -380,7 +615,8 @@ def _nrrd_claim(path: Path):
     return sizes, sample_bytes, offset if attached and raw else None
 
 
-def _nifti_claim(path: Path):
+def _nifti_header(path: Path) -> tuple[str, bytes] | None:
+    """The byte order and the first 352 bytes of a NIfTI-1 file, or None when it is not one."""
     try:
         with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as file:
             header = file.read(352)
@@ -391,18 +627,25 @@ def _nifti_claim(path: Path):
         return None
     for order in "<>":
         if struct.unpack_from(f"{order}i", header, 0)[0] == 348:
-            break
-    else:
+            return order, header
+    return None
+
+
+def _nifti_claim(path: Path):
+    found = _nifti_header(path)
+    if found is None:
         return None
+    order, header = found
     dim = struct.unpack_from(f"{order}8h", header, 40)
     bitpix = struct.unpack_from(f"{order}h", header, 72)[0]
     pixdim = struct.unpack_from(f"{order}8f", header, 76)
     vox_offset = struct.unpack_from(f"{order}f", header, 108)[0]
-    sform_code = struct.unpack_from(f"{order}h", header, 254)[0]
+    qform_code, sform_code = struct.unpack_from(f"{order}2h", header, 252)
     if not 1 <= dim[0] <= 7:
         raise AlignSeriesError(f"{path}: NIfTI dim[0] (number of dimensions) is {dim[0]}, expected 1 to 7")
     voxel_size = pixdim[1:min(dim[0], 3) + 1]
-    if sform_code == 0 and not all(size > 0 and size < float("inf") for size in voxel_size):
+    uses_pixdim = sform_code == 0 or qform_code > 0  # the qform (and no transform at all) scales by pixdim
+    if uses_pixdim and not all(size > 0 and size < float("inf") for size in voxel_size):
         raise AlignSeriesError(f"{path}: NIfTI pixdim (voxel size) {list(voxel_size)} must be positive and finite")
     plain = not path.name.lower().endswith(".gz")
     return list(dim[1:dim[0] + 1]), max(bitpix // 8, 1), int(vox_offset) if plain else None

@@ -26,7 +26,7 @@ import numpy as np
 import slicer
 from vtkmodules.util import numpy_support
 
-from . import dicom_series, preview, reslice
+from . import dicom_pixels, dicom_series, preview, reslice
 from . import vtk_classes as vtk
 from .dicom_series import DicomVolume
 from .errors import (
@@ -35,6 +35,7 @@ from .errors import (
     DicomDecodeError,
     DicomError,
     GeometryError,
+    MissingDependencyError,
     TransformFileError,
 )
 from .geometry import VolumeGeometry, as_matrix4
@@ -558,12 +559,13 @@ def load_dicom_volume(scene, dicom_volume, *, name: str | None = None, registrat
 
 def _slicer_read_slices(scene, dicom_volume) -> np.ndarray:
     """(K, Rows, Columns) source slices of a single-frame volume, read by Slicer's ITK/GDCM reader in k order."""
-    if any(header.tile is not None for header in dicom_volume.slices):
-        raise DicomError(f"'{dicom_volume.name}': compressed MOSAIC file {dicom_volume.files[0]} needs a pydicom "
-                         "decoder plugin (pylibjpeg or python-gdcm); Slicer's reader cannot unpack its tiles")
-    if any(frame is not None for frame in dicom_volume.frames):
-        raise DicomError(f"'{dicom_volume.name}': compressed multi-frame file {dicom_volume.files[0]} needs a pydicom "
-                         "decoder plugin (pylibjpeg or python-gdcm)")
+    what = ("MOSAIC" if any(header.tile is not None for header in dicom_volume.slices)
+            else "multi-frame" if any(frame is not None for frame in dicom_volume.frames) else None)
+    if what is not None:  # Slicer's reader cannot unpack MOSAIC tiles or place frames: pydicom's decoders must
+        decoders = " ".join(dicom_pixels.DECODER_REQUIREMENTS)
+        raise MissingDependencyError(
+            f"'{dicom_volume.name}': compressed {what} file {dicom_volume.files[0]} needs pydicom's decoders, which "
+            f"are not installed: pip install {decoders}", package=decoders)
     file_list = vtk.vtkStringArray()
     for path in dicom_volume.files:
         file_list.InsertNextValue(path)

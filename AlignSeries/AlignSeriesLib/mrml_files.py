@@ -9,9 +9,9 @@ file, no overwrite without ``force``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +19,33 @@ import slicer
 
 from . import dicom_pixels, preview, transform_files
 from . import vtk_classes as vtk
-from .errors import AlignSeriesError, GeometryError, LandmarkError, TransformFileError
+from .errors import AlignSeriesError, GeometryError, LandmarkError, OutputWriteError, TransformFileError
 from .files import (
     MARKUPS_FILE_SUFFIXES,
     WRITABLE_VOLUME_SUFFIXES,
     atomic_output,
     check_input_file,
+    check_outputs_spare_inputs,
+    check_room_to_write,
     check_volume_file,
+    check_voxel_spacing,
+    destination_of,
     file_stem,
     file_suffix,
+    nifti_scaling,
+    protected_places,
+    temporary_beside,
 )
 from .geometry import VolumeGeometry
 from .mrml import (
     FIXED_VOLUME_REFERENCE_ROLE,
     MOVING_VOLUME_REFERENCE_ROLE,
+    SOURCE_FILES_ATTRIBUTE,
     module_logic,
     node_name,
     remove_with_helpers,
     set_linear_transform,
+    set_volume_array,
     transform_to_parent_matrix,
     volume_array,
     volume_geometry,
@@ -87,10 +96,35 @@ def load_volume_file(scene, path, *, labelmap: bool | None = None, name: str | N
         remove_with_helpers(scene, node)
         raise AlignSeriesError(f"{path}: {components} values per voxel (a vector, RGB or 4D volume); "
                                "AlignSeries aligns and resamples scalar volumes only")
+    try:
+        check_voxel_spacing(path, node.GetSpacing())
+    except AlignSeriesError:
+        remove_with_helpers(scene, node)
+        raise
+    _keep_scaled_integers_integer(node, path)
     display_node = node.GetDisplayNode()
     if display_node is not None and display_node.IsA("vtkMRMLScalarVolumeDisplayNode") and not labelmap:
         display_node.SetWindowLevelMinMax(*preview.window_of(volume_array(node, copy=False)))
     return node
+
+
+def _keep_scaled_integers_integer(node, path: Path) -> None:
+    """Give a NIfTI file of scaled integers (``scl_slope``/``scl_inter``) integer voxels when the scaled values are.
+
+    The reader applies the file's scaling and returns floating point; when every scaled value is a whole
+    number that fits 16 (or 32) bits, the volume holds those integers instead, so a DICOM export stores them
+    exactly (no fractional RescaleSlope).
+    """
+    if nifti_scaling(path) is None:
+        return
+    voxels = volume_array(node, copy=False)
+    whole = np.rint(voxels)
+    if voxels.dtype.kind != "f" or not np.array_equal(whole, voxels):  # NaN is never equal: stays floating point
+        return
+    low, high = (float(whole.min()), float(whole.max())) if whole.size else (0.0, 0.0)
+    fitting = [dtype for dtype in (np.int16, np.int32) if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max]
+    if fitting:
+        set_volume_array(node, whole.astype(fitting[0]), volume_geometry(node, world=False))
 
 
 def read_volume_file_geometry(path) -> VolumeGeometry:
@@ -122,7 +156,9 @@ def read_volume_file_geometry(path) -> VolumeGeometry:
     if min(dimensions) < 1 or reader.GetNumberOfComponents() != 1 or not np.isfinite(ras_to_ijk).all() or (
             abs(np.linalg.det(ras_to_ijk[:3, :3])) < 1e-12):
         return _geometry_by_full_read(path)
-    return VolumeGeometry(dimensions, np.linalg.inv(ras_to_ijk))
+    ijk_to_ras = np.linalg.inv(ras_to_ijk)
+    check_voxel_spacing(path, np.linalg.norm(ijk_to_ras[:3, :3], axis=0))
+    return VolumeGeometry(dimensions, ijk_to_ras)
 
 
 def _geometry_by_full_read(path: Path) -> VolumeGeometry:
@@ -131,6 +167,31 @@ def _geometry_by_full_read(path: Path) -> VolumeGeometry:
 
     node = load_volume_file(new_scene(), path)
     return volume_geometry(node, world=False)
+
+
+#: Node attribute: the files a volume was computed from (JSON list), so that no output of it replaces them.
+DERIVED_FROM_ATTRIBUTE = "AlignSeries.derivedFrom"
+
+
+def source_paths(*nodes) -> list[Path]:
+    """The files the nodes were read or computed from: storage-node files, DICOM files, their inputs' files.
+
+    What :func:`AlignSeriesLib.files.check_outputs_spare_inputs` protects (through ``files.protected_places``).
+    """
+    paths: list[str] = []
+    for node in filter(None, nodes):
+        storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+        if storage is not None:
+            paths += [storage.GetFileName(), *map(storage.GetNthFileName, range(storage.GetNumberOfFileNames()))]
+        for attribute, key in ((SOURCE_FILES_ATTRIBUTE, "files"), (DERIVED_FROM_ATTRIBUTE, "files")):
+            text = node.GetAttribute(attribute)
+            paths += json.loads(text)[key] if text else []
+    return [Path(path) for path in dict.fromkeys(filter(None, paths))]
+
+
+def mark_derived(node, *sources) -> None:
+    """Record on ``node`` that it was computed from the ``sources`` nodes (see :func:`source_paths`)."""
+    node.SetAttribute(DERIVED_FROM_ATTRIBUTE, json.dumps({"files": [str(path) for path in source_paths(*sources)]}))
 
 
 def save_node(node, path, *, force: bool = False, compress: bool = False) -> Path:
@@ -148,23 +209,72 @@ def save_node(node, path, *, force: bool = False, compress: bool = False) -> Pat
     """
     path = Path(path)
     _check_node_can_be_written(node, path)
+    check_outputs_spare_inputs(protected_places(source_paths(node)), [path])
+    compressed = uses_compression(path, compress=compress)
+    if file_suffix(path) != ".nii.gz":  # a short write crashes ITK's NRRD, MetaImage and HDF5 writers: predict it
+        check_room_to_write(path, _written_size_bound(node, compressed))
     with atomic_output(path, force=force) as temporary_path:
-        scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=temporary_path.parent))
+        scratch = temporary_beside(temporary_path, ".partial")
+        scratch.mkdir()
         try:
             storage_node = node.CreateDefaultStorageNode()
             storage_node.SetFileName(str(scratch / path.name))
             storage_node.SetWriteFileFormat(file_suffix(path).lstrip(".").removeprefix("seg."))
             if hasattr(storage_node, "SetUseCompression"):
-                storage_node.SetUseCompression(uses_compression(path, compress=compress))
+                storage_node.SetUseCompression(compressed)
             written = storage_node.WriteData(node) and (scratch / path.name).is_file()
             messages = vtk_messages()
             if not written:
                 raise AlignSeriesError(f"{path}: Slicer could not write '{node.GetName()}' in this format"
                                        f"{_because(messages)}")
+            _check_complete(scratch / path.name, path, node, compressed)
             os.replace(scratch / path.name, temporary_path)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return path
+
+
+#: Bytes a file may hold beyond its voxels (header, compression overhead), and the most an ITK transform file takes.
+HEADER_BYTES_BOUND = 16384
+TRANSFORM_FILE_BYTES_BOUND = 16384
+
+
+def _voxel_bytes(node) -> int:
+    image = node.GetImageData()
+    return image.GetScalarSize() * image.GetNumberOfPoints() * image.GetNumberOfScalarComponents()
+
+
+def _written_size_bound(node, compressed: bool) -> int:
+    """The most bytes :func:`save_node` writes for ``node`` (compressed data may exceed the raw by 0.1 %).
+
+    For a compressed file this bound is far above what compressible data takes: on a nearly full disk, a
+    compressed NRRD or MetaImage file is refused though it might have fitted (``.nii.gz``, which is checked
+    after writing instead, is not).
+    """
+    if not node.IsA("vtkMRMLVolumeNode"):
+        return TRANSFORM_FILE_BYTES_BOUND
+    voxels = _voxel_bytes(node)
+    return HEADER_BYTES_BOUND + (voxels + voxels // 1000 if compressed else voxels)
+
+
+def _check_complete(written: Path, path: Path, node, compressed: bool) -> None:
+    """Refuse a volume file that a writer left short without saying so (NIfTI's writer only logs a short write)."""
+    if not node.IsA("vtkMRMLVolumeNode"):
+        return
+    size = written.stat().st_size
+    voxels = _voxel_bytes(node)
+    if not compressed:
+        complete = size >= voxels
+    elif file_suffix(path) == ".nii.gz":  # gzip keeps the data's length (mod 2**32) in its last four bytes
+        with open(written, "rb") as file:
+            file.seek(max(size - 4, 0))
+            stored = int.from_bytes(file.read(4), "little")
+        complete = (stored - voxels) % 2**32 < HEADER_BYTES_BOUND
+    else:
+        complete = size > 0
+    if not complete:
+        raise OutputWriteError(f"{destination_of(path)}: the writer stopped after {size} bytes of {voxels} bytes of "
+                               "voxels (a full disk or the file-size limit, ulimit -f): nothing written")
 
 
 def uses_compression(path, *, compress: bool = False) -> bool:
@@ -323,11 +433,26 @@ def load_points_file(scene, path) -> tuple[np.ndarray, list[str]]:
         count = markups_node.GetNumberOfControlPoints()
         if count == 0:
             raise LandmarkError(f"{path}: the markups file holds no control points")
+        refuse_undefined_points(path, markups_node)
         points_ras = np.array([markups_node.GetNthControlPointPosition(n) for n in range(count)])
         labels = [markups_node.GetNthControlPointLabel(n) for n in range(count)]
     finally:
         scene.RemoveNode(markups_node)
     return points_ras, labels
+
+
+def refuse_undefined_points(where, markups_node) -> None:
+    """Refuse control points without a position (``null``, missing, or not placed): they read as 0,0,0.
+
+    ``where`` names the file or the list in the message.
+    """
+    defined = markups_node.PositionDefined
+    undefined = [f"{n + 1} ('{markups_node.GetNthControlPointLabel(n)}')"
+                 for n in range(markups_node.GetNumberOfControlPoints())
+                 if markups_node.GetNthControlPointPositionStatus(n) != defined]
+    if undefined:
+        raise LandmarkError(f"{where}: control point(s) {', '.join(undefined)} without a position (null, missing "
+                            "or not placed): place them in Slicer or remove them from the list")
 
 
 def save_points_file(scene, path, points_ras, labels=None, *, force: bool = False,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import alignment, dicom_export, dicom_reg, dicom_series, files, landmarks, mrml, mrml_files, resample
+from . import alignment, dicom_reg, dicom_series, files, landmarks, mrml, mrml_files
 from .describe import describe_dicom, summary_line, volume_file_info
 from .dicom_series import DicomVolume
 from .errors import (
@@ -33,26 +33,20 @@ from .errors import (
     ProgressCallback,
     TransformFileError,
 )
-from .exports import (
-    ExportSource,
-    ExportTargets,
-    Reference,
-    is_folder_output,
-    output_grid,
-    write_outputs,
-)
+from .export_job import ExportOptions, ExportResult, part_of, resample_and_write
+from .exports import ExportTargets, Reference
 from .files import file_stem, is_volume_file
 from .geometry import VolumeGeometry
 
 logger = logging.getLogger(__name__)
 
 
-
 # -- loading --------------------------------------------------------------------------------------
 
 
 def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool = True,
-                 regularize_spacing: float | None = None, progress: ProgressCallback | None = None) -> list:
+                 regularize_spacing: float | None = None, progress: ProgressCallback | None = None,
+                 chosen: tuple[int | None, str] | None = None) -> list:
     """Load every volume that ``paths`` hold: one volume file, or DICOM folders and files.
 
     Parameters
@@ -68,6 +62,9 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
         Spacing (mm) along the normal of a regularized grid; by default the smallest acquired gap.
     progress : callable, optional
         ``progress(fraction) -> bool`` during the DICOM header scan; True cancels.
+    chosen : (index, role), optional
+        Load only volume number ``index`` (1-based; None: the only one) of those found, as
+        :func:`load_one_volume` does; the others are never read.
 
     Returns
     -------
@@ -76,12 +73,18 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
     """
     paths = _as_paths(paths)
     if _is_one_volume_file(paths):
+        if chosen is not None:
+            _chosen_index([file_stem(paths[0])], *chosen)
         return [mrml_files.load_volume_file(scene, paths[0], labelmap=labelmap)]
     scan = dicom_series.scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing,
                                    progress=progress)
-    for path, reason in scan.skipped:
-        logger.warning("skipped %s: %s", path, reason)
-    return [mrml.load_dicom_volume(scene, volume, registrations=scan.registrations) for volume in scan.volumes]
+    skipped = scan.skipped_warning()
+    if skipped is not None:  # once, grouped, whatever the number of volumes
+        logger.warning("%s", skipped.message)
+    volumes = scan.volumes
+    if chosen is not None:
+        volumes = [volumes[_chosen_index([volume.name for volume in volumes], *chosen)]]
+    return [mrml.load_dicom_volume(scene, volume, registrations=scan.registrations) for volume in volumes]
 
 
 def load_one_volume(scene, paths, *, index: int | None = None, role: str = "--input",
@@ -94,8 +97,7 @@ def load_one_volume(scene, paths, *, index: int | None = None, role: str = "--in
         If ``paths`` hold no volume, or several and ``index`` does not choose one; the message
         lists the volumes found.
     """
-    nodes = load_volumes(scene, paths, labelmap=labelmap, progress=progress)
-    return nodes[_chosen_index([node.GetName() for node in nodes], index, role)]
+    return load_volumes(scene, paths, labelmap=labelmap, progress=progress, chosen=(index, role))[0]
 
 
 def load_reference(scene, paths, *, index: int | None = None, role: str = "--reference") -> Reference:
@@ -340,10 +342,12 @@ def _labels_pair_otherwise(fixed, moving, fixed_labels, moving_labels, pairing, 
         return []
     label_rms = landmarks.register_landmarks(fixed, by_labels.reorder(moving), mode=mode, weights=weights).rms_error
     differing = int(np.count_nonzero(by_labels.moving_order != pairing.moving_order))
-    return [AlignSeriesWarning("labels_disagree_with_order", (
+    warning = AlignSeriesWarning("labels_disagree_with_order", (
         f"points were paired by list order, but their labels pair {differing} of {len(fixed)} points differently "
         f"(expected: the same pairs): RMS error {rms_error:.2f} mm by order, {label_rms:.2f} mm by labels; "
-        "use --match labels if the labels are right"))]
+        "use --match labels if the labels are right"))
+    logger.warning("%s", warning.message)  # on stderr too, beside the text output
+    return [warning]
 
 
 def points_and_labels(scene, source, role: str) -> tuple[np.ndarray, list[str]]:
@@ -351,6 +355,7 @@ def points_and_labels(scene, source, role: str) -> tuple[np.ndarray, list[str]]:
     if isinstance(source, str | Path):
         return mrml_files.load_points_file(scene, source)
     if hasattr(source, "IsA") and source.IsA("vtkMRMLMarkupsNode"):
+        mrml_files.refuse_undefined_points(f"{role} '{source.GetName()}'", source)
         count = source.GetNumberOfControlPoints()
         points = np.array([source.GetNthControlPointPositionWorld(n) for n in range(count)]).reshape(-1, 3)
         return points, [source.GetNthControlPointLabel(n) for n in range(count)]
@@ -402,11 +407,14 @@ def _series_reference(series: DicomVolume, sop_class_uid: str) -> dicom_reg.Seri
 
 # -- resampling and export ------------------------------------------------------------------------
 
+#: Share of :func:`resample_and_export`'s progress taken by loading the input; the export job takes the rest.
+LOAD_SHARE = 0.3
+
 
 def resample_volume(scene, input_node, grid: VolumeGeometry, *, transform_node=None, interpolation: str = "linear",
                     labelmap: bool | None = None, background=None, output_node=None,
                     progress: ProgressCallback | None = None, crop_to_overlap: bool = False):
-    """Resample a volume onto a grid through a transform, into a new (or given) volume node.
+    """Resample a volume onto any grid, into a new (or given) volume node: the export job with nothing to write.
 
     Parameters
     ----------
@@ -414,20 +422,16 @@ def resample_volume(scene, input_node, grid: VolumeGeometry, *, transform_node=N
     input_node : vtkMRMLScalarVolumeNode or vtkMRMLLabelMapVolumeNode
         Never modified. Its parent transforms are applied (linear only).
     grid : VolumeGeometry
-        The output grid in world RAS (:func:`output_grid`, or a node's ``mrml.volume_geometry``).
+        The output grid in world RAS (a node's ``mrml.volume_geometry``).
     transform_node : vtkMRMLTransformNode, optional
-        Moving-to-fixed (input-to-reference) linear transform, applied after the input's own parents.
-    interpolation : {"nearest", "linear", "cubic"}
-    labelmap : bool, optional
-        Resample label-safe; by default true for label map nodes.
-    background : float, optional
-        Value outside the input; its minimum by default (0 for labels).
+        Moving-to-fixed (input-to-reference) linear transform, applied once above the input's own parents
+        (:func:`export_job.input_to_world_ras`).
+    interpolation, labelmap, background, crop_to_overlap
+        As :class:`export_job.ExportOptions`.
     output_node : vtkMRMLScalarVolumeNode, optional
         Node to fill; a new node is created when omitted (never the input).
     progress : callable, optional
         ``progress(fraction) -> bool``; True cancels.
-    crop_to_overlap : bool
-        Use only the part of ``grid`` that the (transformed) input covers (:func:`resample.crop_to_overlap`).
 
     Returns
     -------
@@ -435,175 +439,53 @@ def resample_volume(scene, input_node, grid: VolumeGeometry, *, transform_node=N
         On the grid (world coordinates, no parent transform), with the resampling's warnings kept
         on the node (:func:`mrml.node_warnings`).
     """
-    if output_node is not None and input_node is not None and output_node.GetID() == input_node.GetID():
-        raise AlignSeriesError("the output volume must differ from the input volume: the input is never modified")
-    labelmap = input_node.IsA("vtkMRMLLabelMapVolumeNode") if labelmap is None else labelmap
-    input_geometry = mrml.volume_geometry(input_node, world=False)
-    input_to_world_ras = mrml.parent_to_world_matrix(input_node)
-    if transform_node is not None:
-        input_to_world_ras = mrml.transform_to_parent_matrix(transform_node) @ input_to_world_ras
-    if crop_to_overlap:
-        grid = resample.crop_to_overlap(grid, input_geometry, input_to_world_ras)
-    result = resample.resample_to_geometry(
-        mrml.volume_array(input_node, copy=False), input_geometry, grid, input_to_world_ras,
-        interpolation=interpolation, labelmap=labelmap, background=background, progress=progress)
-    if output_node is None:
-        output_node = mrml.add_volume_node(scene, result.array, grid, f"{input_node.GetName()}_resampled",
-                                           labelmap=labelmap, copy=False)  # a new array: the node takes it
-    else:
-        mrml.set_volume_array(output_node, result.array, grid, copy=False)
-    mrml.set_node_warnings(output_node, result.warnings)  # resample logged them already
-    return output_node
+    options = ExportOptions(interpolation, labelmap, background, crop_to_overlap=crop_to_overlap)
+    return resample_and_write(scene, input_node, Reference("grid", grid), None, options, progress,
+                              transform_node=transform_node, output_node=output_node).volume_node
 
 
-# -- one whole resample job -----------------------------------------------------------------------
+def resample_and_export(scene, input_paths, reference_paths, targets: ExportTargets,
+                        options: ExportOptions | None = None, *, transform=None, input_index: int | None = None,
+                        reference_index: int | None = None,
+                        progress: ProgressCallback | None = None) -> ExportResult:
+    """Load an input and a reference from paths, then run the export job (:func:`export_job.resample_and_write`).
 
-
-@dataclass
-class ResampleExport:
-    """What :func:`resample_and_export` made: the resampled node and the files written.
-
-    Attributes
-    ----------
-    volume_node : vtkMRMLScalarVolumeNode or vtkMRMLLabelMapVolumeNode
-        The input on the reference grid (or its slab or overlap), in the scene.
-    written : list of Path
-        Every file written (a DICOM or PNG folder's files each).
-    targets : ExportTargets
-    """
-
-    volume_node: object
-    written: list[Path]
-    targets: ExportTargets
-
-    @property
-    def outputs(self) -> list[Path]:
-        """The main output's files (the volume file, or the DICOM folder's files)."""
-        return [path for path in self.written if not self._is_extra(path)]
-
-    @property
-    def extras(self) -> list[Path]:
-        """The optional pictures beside the main output (PNG slices, fused preview)."""
-        return [path for path in self.written if self._is_extra(path)]
-
-    def _is_extra(self, path: Path) -> bool:
-        png_folder, preview_file = self.targets.png_folder, self.targets.preview
-        path = Path(path).absolute()  # written paths are absolute; the targets may be relative
-        return (png_folder is not None and path.parent == Path(png_folder).absolute()) or (
-            preview_file is not None and path == Path(preview_file).absolute())
-
-
-def resample_and_export(scene, input_paths, reference_paths, output, *, transform=None, interpolation: str = "linear",
-                        labelmap: bool | None = None, background=None, crop_to_overlap: bool = False,
-                        slab: tuple[int, int] | None = None, png_folder=None, preview=None, force: bool = False,
-                        input_index: int | None = None, reference_index: int | None = None,
-                        png_window: tuple[float, float] | None = None, series_uid: str | None = None,
-                        preview_at_ras: tuple[float, float, float] | None = None,
-                        compress: bool = False, progress: ProgressCallback | None = None) -> ResampleExport:
-    """Load an input and a reference, resample the input onto the reference grid and write every output.
-
-    The whole job of ``alignseries resample``, for the command line and the batch runner alike.
-
-    An irregular (regularized) reference gets DICOM and PNG slices sampled at each acquired slice's
-    own plane; the volume node (and volume file) holds the regularized grid. Without a transform,
-    an input whose FrameOfReferenceUID differs from the reference's gets a
-    ``frame_of_reference_mismatch`` warning: the two are placed by their coordinates alone.
+    The whole job of ``alignseries resample``, for the command line and the batch runner alike: the input is
+    loaded (DICOM or a volume file), the reference read header-only (:func:`load_reference`), a transform
+    file read into a node; the job decides everything else.
 
     Parameters
     ----------
     scene : vtkMRMLScene
     input_paths, reference_paths : str, Path or list of them
         DICOM folders/files or one volume file each (:func:`load_volumes`).
-    output : str or Path
-        A volume file (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``), or a folder (ending in ``/`` or
-        existing) for a DICOM series aligned with a DICOM reference.
+    targets : ExportTargets
+        What to write (:meth:`ExportTargets.for_output` makes them from an output path).
+    options : ExportOptions, optional
     transform : str or Path, optional
         Moving-to-fixed (input-to-reference) transform file; a FLIRT ``.mat`` is read against the
         input's grid (``-in``) and the reference's (``-ref``).
-    interpolation : {"nearest", "linear", "cubic"}
-    labelmap : bool, optional
-        Treat the input as a label map; inferred from the file (``.seg.nrrd``) when None.
-    background : float, optional
-    crop_to_overlap : bool
-        Output only the part of the reference grid the input covers (volume file outputs only).
-    slab : (first, count), optional
-        Output only these reference slices.
-    png_folder, preview : str or Path, optional
-        Also write one PNG per reference slice, and a fused picture.
-    force : bool
-        Replace existing outputs.
     input_index, reference_index : int, optional
         Which volume (1-based) of paths that hold several.
-    png_window, series_uid, preview_at_ras : optional
-        As :class:`ExportTargets`.
-    compress : bool
-        Gzip a ``.nrrd``/``.mha`` output (:attr:`ExportTargets.compress`); raw by default.
     progress : callable, optional
-        ``progress(fraction) -> bool`` over the whole job (the input's DICOM scan, then the resampling, then
-        the writing); True cancels.
+        ``progress(fraction) -> bool`` over the whole job (the input's DICOM scan, then the job); True cancels.
 
     Raises
     ------
     AlignSeriesError
-        For contradictory options, and everything that loading, resampling and writing raise.
+        For contradictory options (before loading), and everything that loading, resampling and writing raise.
     """
-    to_folder = is_folder_output(output)
-    if crop_to_overlap and (png_folder or to_folder):
-        raise AlignSeriesError("--crop-to-overlap gives a grid smaller than the reference, with no DICOM slices to "
-                               "align with: write a volume file (.nrrd, .nii.gz, .mha) and drop --png")
-    if slab and crop_to_overlap:
-        raise AlignSeriesError("--slab and --crop-to-overlap choose the output grid in two ways: give one")
-    input_node = load_one_volume(scene, input_paths, index=input_index, role="--input", labelmap=labelmap or None,
-                                 progress=_part_of(progress, 0.0, 0.3))
+    files.check_outputs_spare_inputs(files.protected_places([*_as_paths(input_paths), *_as_paths(reference_paths),
+                                                             transform]), (targets.volume_file, targets.dicom_folder,
+                                                                           targets.png_folder, targets.preview))
+    options = options or ExportOptions()
+    options.check_against(targets)
+    input_node = load_one_volume(scene, input_paths, index=input_index, role="--input",
+                                 labelmap=options.labelmap or None, progress=part_of(progress, 0.0, LOAD_SHARE))
     reference = load_reference(scene, reference_paths, index=reference_index)
     transform_node = None
     if transform:  # a FLIRT .mat is relative to the two grids: -in = the input, -ref = the reference
         transform_node = read_transform(scene, transform, moving_geometry=mrml.volume_geometry(input_node, world=False),
                                         fixed_geometry=reference.geometry)
-    slab = (int(slab[0]), int(slab[1])) if slab else None
-    regularized = reference.series is not None and reference.series.regularized
-    output_node = resample_volume(scene, input_node, output_grid(reference, slab=None if regularized else slab),
-                                  transform_node=transform_node, interpolation=interpolation,
-                                  labelmap=labelmap or None, background=background, crop_to_overlap=crop_to_overlap,
-                                  progress=_part_of(progress, 0.3, 0.9))
-    mismatch = None if transform_node is not None else frame_of_reference_mismatch(input_node, reference)
-    if mismatch is not None:
-        logger.warning("%s", mismatch.message)
-        mrml.set_node_warnings(output_node, [*mrml.node_warnings(output_node), mismatch])
-    if to_folder and series_uid is None and reference.series is not None:  # the same for every slab of this job
-        series_uid = dicom_export.derived_series_uid(reference.series.series_instance_uid,
-                                                     *(Path(path).resolve().name for path in _as_paths(input_paths)))
-    targets = ExportTargets(volume_file=None if to_folder else output, dicom_folder=output if to_folder else None,
-                            png_folder=png_folder, preview=preview, force=force, png_window=png_window,
-                            series_uid=series_uid, preview_at_ras=preview_at_ras, compress=compress)
-    source = ExportSource(input_node, transform_node, interpolation,
-                          output_node.IsA("vtkMRMLLabelMapVolumeNode"), background)
-    written = write_outputs(output_node, reference, targets, slab=slab, source=source)
-    if progress is not None:
-        progress(1.0)
-    return ResampleExport(output_node, written, targets)
-
-
-def _part_of(progress: ProgressCallback | None, start: float, end: float) -> ProgressCallback | None:
-    """The callback of one step of a job that covers fractions ``start`` to ``end`` of ``progress``."""
-    if progress is None:
-        return None
-    return lambda fraction: progress(start + (end - start) * fraction)
-
-
-def frame_of_reference_mismatch(input_node, reference: Reference) -> AlignSeriesWarning | None:
-    """A ``frame_of_reference_mismatch`` warning when the input and the reference name different frames.
-
-    Their coordinates then mean nothing to each other without a transform (``transform`` refuses
-    such a pair in ``frameOfReference`` mode); None when the frames agree or either is unknown.
-    """
-    input_uid = mrml.frame_of_reference_uid(input_node)
-    reference_uid = (reference.series.frame_of_reference_uid if reference.series is not None
-                     else mrml.frame_of_reference_uid(reference.node) if reference.node is not None else None)
-    if not input_uid or not reference_uid or input_uid == reference_uid:
-        return None
-    return AlignSeriesWarning("frame_of_reference_mismatch", (
-        f"the input's FrameOfReferenceUID {input_uid} differs from the reference's {reference_uid}, and no "
-        "transform was given: the input was placed by its own coordinates, which need not match the "
-        "reference's (expected: the same frame, or a transform); give --transform (from landmarks, a REG, "
-        "or a centers/moments pre-alignment)"))
+    return resample_and_write(scene, input_node, reference, targets, options, part_of(progress, LOAD_SHARE, 1.0),
+                              transform_node=transform_node)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from AlignSeriesLib import __version__, exports, mrml, operations
+from AlignSeriesLib import __version__, export_job, exports, mrml, operations
 from AlignSeriesLib.choices import GEOMETRY_MODES, INTERPOLATIONS, LANDMARK_MODES, MATCH_METHODS
 from AlignSeriesLib.errors import AlignSeriesError, AlignSeriesWarning, ProgressCallback
 from AlignSeriesLib.geometry import as_matrix4
@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 PathLike = str | Path
+
+#: Largest difference (mm) between a volume's grid and a reference's for the volume to lie on the reference.
+GRID_ATOL_MM = 1e-4
 
 
 # -- loading ------------------------------------------------------------------------------------------
@@ -195,12 +198,18 @@ def resample(volume: Volume, reference, transform=None, interpolation: str = "li
              slab: tuple[int, int] | None = None, progress: ProgressCallback | None = None) -> Volume:
     """``volume`` resampled onto ``reference``'s grid, through a moving-to-fixed transform.
 
+    The export job of the command line and the Slicer module (:func:`AlignSeriesLib.export_job.resample_and_write`),
+    with nothing written yet: the result remembers its reference, grid and source, so :func:`write_dicom` and
+    :func:`write_pngs` write its slices as the command line would (an irregular reference's slices sampled
+    from ``volume`` on each acquired plane, one DICOM encoding for every slab).
+
     Parameters
     ----------
     volume : Volume
         The moving volume (e.g. a mask, an MR). Never modified.
-    reference : Volume
-        The fixed volume whose grid the output takes.
+    reference : Volume, str or Path
+        The fixed volume whose grid the output takes, or its path (a DICOM folder or files, or a volume
+        file), read header-only.
     transform : TransformResult, (4, 4) array_like, str or Path, optional
         Maps ``volume``'s RAS to ``reference``'s (moving to fixed): a result of :func:`transform` or
         :func:`landmarks`, a 4x4 RAS matrix, or a transform file (``.h5``/``.tfm``/``.txt``, ``.json``/
@@ -222,21 +231,22 @@ def resample(volume: Volume, reference, transform=None, interpolation: str = "li
     Returns
     -------
     Volume
-        On the reference grid, with the resampling's ``warnings`` (e.g. ``no_overlap``).
+        On the reference grid, with ``warnings``: the input's and the reference's, then the resampling's
+        (e.g. ``no_overlap``).
     """
     input_node = _node_of(volume, "volume")
     ref = _reference_of(reference)
+    options = export_job.ExportOptions(interpolation, labelmap, background, slab, crop_to_overlap)
     transform_node, temporary = _transform_node(transform, volume, ref)
-    try:
-        output = operations.resample_volume(
-            _scene.scene(), input_node,
-            exports.output_grid(ref, slab=(int(slab[0]), int(slab[1])) if slab else None),
-            transform_node=transform_node, interpolation=interpolation, labelmap=labelmap,
-            background=background, progress=progress, crop_to_overlap=crop_to_overlap)
+    try:  # the job keeps the transform as a matrix: a temporary node can go
+        job = export_job.resample_and_write(_scene.scene(), input_node, ref, None, options, progress,
+                                            transform_node=transform_node)
     finally:
         if temporary:
             _scene.remove(transform_node)
-    return Volume._of_node(output)
+    output = Volume._of_node(job.volume_node)
+    output._job, output._sources = job, (volume, reference)
+    return output
 
 
 def write_dicom(volume: Volume, reference, folder: PathLike, *, force: bool = False,
@@ -251,9 +261,10 @@ def write_dicom(volume: Volume, reference, folder: PathLike, *, force: bool = Fa
     Parameters
     ----------
     volume : Volume
-        On ``reference``'s grid or a slab of it (as :func:`resample` made it).
-    reference : Volume
-        Loaded from DICOM (its slices are what the output is aligned with).
+        As :func:`resample` made it onto ``reference`` (its grid, slab and source are remembered), or a volume
+        that lies on the reference's whole grid (e.g. loaded from a file written earlier).
+    reference : Volume, str or Path
+        Loaded from DICOM, or its DICOM folder or files (its slices are what the output is aligned with).
     folder : str or Path
     series_uid : str, optional
         SeriesInstanceUID; by default derived from the reference's series UID and the volume's name.
@@ -266,7 +277,7 @@ def write_dicom(volume: Volume, reference, folder: PathLike, *, force: bool = Fa
     Raises
     ------
     AlignSeriesError
-        If ``reference`` is not a DICOM series, or ``volume`` is not on its grid.
+        If ``reference`` is not a DICOM series, or ``volume`` was resampled onto another reference.
     """
     return _export(volume, reference, exports.ExportTargets(dicom_folder=folder, force=force,
                                                                series_uid=series_uid))
@@ -296,14 +307,31 @@ def write_pngs(volume: Volume, reference, folder: PathLike, *, force: bool = Fal
 
 
 def _export(volume: Volume, reference, targets: exports.ExportTargets) -> list[Path]:
+    """Write the slices of ``volume`` on ``reference``: through the job that made it, or a job made now."""
     node = _node_of(volume, "volume")
+    job = volume._job
+    if job is not None and reference is volume._sources[1]:
+        return job.write(targets)
     ref = _reference_of(reference)
-    slab = exports.slab_of(node, ref)
-    if slab is None:
+    if job is not None:
+        if not _same_reference(job.reference, ref):
+            raise AlignSeriesError(f"'{volume.name}' was resampled onto '{job.reference.name}' "
+                                   f"({job.reference.geometry.summary()}), not onto '{ref.name}' "
+                                   f"({ref.geometry.summary()}): give that reference, or resample onto this one")
+        return job.write(targets)
+    if not volume.geometry.is_close(ref.geometry, atol=GRID_ATOL_MM):
         raise AlignSeriesError(f"'{volume.name}' ({volume.geometry.summary()}) is not on the grid of the reference "
                                f"'{ref.name}' ({ref.geometry.summary()}): resample it first with "
                                "alignseries.resample(volume, reference)")
-    return exports.write_outputs(node, ref, targets, slab=slab)
+    made = export_job.resample_and_write(_scene.scene(), node, ref, targets)  # on the grid: voxels copied
+    _scene.remove(made.volume_node)
+    return made.written
+
+
+def _same_reference(first: exports.Reference, second: exports.Reference) -> bool:
+    """True when two references are one grid with the same DICOM slices (e.g. a folder given as a path and loaded)."""
+    uids = [None if ref.series is None else ref.series.sop_instance_uids for ref in (first, second)]
+    return uids[0] == uids[1] and first.geometry.is_close(second.geometry, atol=1e-6)
 
 
 # -- arguments ------------------------------------------------------------------------------------------
@@ -325,7 +353,9 @@ def _node_of(volume, role: str):
 
 
 def _reference_of(reference) -> exports.Reference:
-    """The grid (and DICOM series, if any) of a reference :class:`Volume`."""
+    """The grid (and DICOM series, if any) of a reference :class:`Volume`, or of a path read header-only."""
+    if isinstance(reference, str | Path):
+        return operations.load_reference(_scene.scene(), reference, role="reference")
     return operations.reference_of_node(_node_of(reference, "reference"))
 
 

@@ -60,6 +60,8 @@ class Volume:
             raise TypeError("make a Volume with alignseries.load(), Volume.from_array(), Volume.from_nibabel() "
                             "or Volume.from_sitk()")
         self._node = node
+        self._job = None  # the export job that made this volume (alignseries.resample), to write its slices
+        self._sources: tuple = ()  # what that job read from: kept alive as long as this volume
         _scene.own(self, node)
 
     # -- construction -------------------------------------------------------------------------------
@@ -197,8 +199,9 @@ class Volume:
 
     @property
     def warnings(self) -> list[AlignSeriesWarning]:
-        """What to know about this volume: DICOM reconstruction or resampling warnings."""
-        return mrml.node_warnings(self._node)
+        """What to know about this volume: its DICOM reconstruction's warnings; for a resampled volume, its input's
+        and its reference's (skipped files, missing slices), then the resampling's."""
+        return list(self._job.warnings) if self._job is not None else mrml.node_warnings(self._node)
 
     @property
     def dicom(self) -> DicomVolume | None:
