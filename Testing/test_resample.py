@@ -10,6 +10,7 @@ from AlignSeriesLib.geometry import VolumeGeometry, apply_affine
 from AlignSeriesLib.resample import (
     LABELWISE_MAX_LABELS,
     crop_to_overlap,
+    footprint_box,
     geometry_covering,
     reference_ijk_to_input_ijk_matrix,
     resample_to_geometry,
@@ -490,3 +491,129 @@ def test_a_grid_offset_beyond_the_copy_tolerance_is_interpolated():
         result = resample_to_geometry(array, input_geometry, reference)
         assert result.method == method
     assert not np.array_equal(result.array, array)  # 2e-3 voxel: interpolated, values move
+
+
+# -- work proportional to the overlap: the footprint ----------------------------------------------
+
+SMALL_INPUT = dict(dimensions=(14, 12, 10), spacing=(1.1, 0.9, 1.3))
+WIDE_REFERENCE = dict(dimensions=(50, 46, 40), spacing=(1.0, 1.0, 1.0))
+REFLECTION = np.diag([-1.0, 1.0, 1.0, 1.0]) @ rigid(degrees=17.0, shift=(2.0, 1.0, -3.0))
+
+
+def footprint_case(kind: str):
+    """(array, input geometry, reference geometry, moving_to_fixed_ras) of a named case."""
+    input_geometry = grid(orientation="oblique", centre=(4.0, -3.0, 2.0), **SMALL_INPUT)
+    reference = grid(orientation="lps_axial", **WIDE_REFERENCE)
+    transform = rigid(degrees=23.0)
+    if kind == "reflection":
+        transform = REFLECTION
+    elif kind == "slab":  # a chunk of 3 slices through the input
+        reference = slab(reference, 19, 3)
+    elif kind == "tilted plane":  # one slice of an irregular reference, on its own tilted plane
+        reference = grid((50, 46, 1), (1.0, 1.0, 1.0), "oblique", centre=(3.0, -2.0, 1.0))
+    elif kind == "whole grid":  # the input covers the whole (small) reference
+        reference = grid((8, 7, 6), (1.0, 1.0, 1.0), "mirrored", centre=(5.0, -3.0, 2.0))
+    elif kind == "edge":  # the input crosses the reference's corner
+        transform = np.eye(4)
+        transform[:3, 3] = (-24.0, 22.0, -19.0)
+    values = np.random.default_rng(11).integers(0, 1000, input_geometry.shape)
+    return values.astype(np.int16) + smooth_phantom(input_geometry, np.int16), input_geometry, reference, transform
+
+
+FOOTPRINT_CASES = ["oblique", "reflection", "slab", "tilted plane", "whole grid", "edge"]
+
+
+@pytest.mark.parametrize("kind", FOOTPRINT_CASES)
+@pytest.mark.parametrize("interpolation", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_footprint_resampling_is_the_full_grid_resampling_bit_for_bit(kind, interpolation, dtype):
+    array, input_geometry, reference, transform = footprint_case(kind)
+    options = dict(interpolation=interpolation, background=-999)
+    full = resample_to_geometry(array.astype(dtype), input_geometry, reference, transform, footprint=False, **options)
+    fast = resample_to_geometry(array.astype(dtype), input_geometry, reference, transform, **options)
+    assert fast.array.dtype == full.array.dtype == dtype
+    assert np.array_equal(fast.array, full.array)
+    assert (full.array != -999).any()  # the case samples the input
+    if kind not in ("whole grid", "tilted plane"):
+        assert (full.array == -999).any()  # and reaches outside the footprint
+
+
+@pytest.mark.parametrize("kind", FOOTPRINT_CASES)
+@pytest.mark.parametrize("interpolation", ["nearest", "linear", "cubic"])
+def test_label_map_footprint_resampling_is_the_full_grid_resampling(kind, interpolation):
+    _, input_geometry, reference, transform = footprint_case(kind)
+    labels = label_phantom(input_geometry, labels=(1, 2, 5, 9))
+    labels[:, :, :3] = 3  # a label touching the input's edge
+    full = resample_to_geometry(labels, input_geometry, reference, transform, interpolation=interpolation,
+                                labelmap=True, footprint=False)
+    fast = resample_to_geometry(labels, input_geometry, reference, transform, interpolation=interpolation,
+                                labelmap=True)
+    assert fast.method == full.method and np.array_equal(fast.array, full.array)
+    assert full.array.any()
+
+
+@pytest.mark.parametrize("kind", ["oblique", "reflection", "edge"])
+@pytest.mark.parametrize("interpolation", ["nearest", "linear", "cubic"])
+def test_every_voxel_the_input_reaches_lies_in_its_footprint_and_the_footprint_is_small(kind, interpolation):
+    array, input_geometry, reference, transform = footprint_case(kind)
+    full = resample_to_geometry(array, input_geometry, reference, transform, interpolation=interpolation,
+                                background=-999, footprint=False).array
+    matrix = reference_ijk_to_input_ijk_matrix(reference, input_geometry, transform)
+    first, stop = footprint_box(matrix, input_geometry.dimensions, reference.dimensions, interpolation)
+    inside = np.zeros(reference.shape, dtype=bool)
+    inside[first[2]:stop[2], first[1]:stop[1], first[0]:stop[0]] = True
+    assert np.all(full[~inside] == -999)
+    assert (full[inside] != -999).mean() > 0.05  # the box is not much larger than the (turned) input's reach
+    assert inside.mean() < 0.25  # a small input costs a small part of the wide grid
+
+
+def test_footprint_box_is_empty_when_the_input_cannot_reach_the_grid():
+    input_geometry, reference = grid(**SMALL_INPUT), grid(**WIDE_REFERENCE)
+    far = np.eye(4)
+    far[:3, 3] = (0.0, 0.0, 80.0)  # 80 mm above a 40 mm tall reference
+    matrix = reference_ijk_to_input_ijk_matrix(reference, input_geometry, far)
+    first, stop = footprint_box(matrix, input_geometry.dimensions, reference.dimensions, "cubic")
+    assert stop[2] <= first[2]
+    near = np.eye(4)
+    near[:3, 3] = (0.0, 0.0, 25.0)  # the input's top slices (6.5 mm of it) reach the reference's last ones
+    first, stop = footprint_box(reference_ijk_to_input_ijk_matrix(reference, input_geometry, near),
+                                input_geometry.dimensions, reference.dimensions, "linear")
+    assert stop[2] == 40 and 30 <= first[2] < 40
+    result = resample_to_geometry(smooth_phantom(input_geometry), input_geometry, reference, far, background=-5)
+    assert np.all(result.array == -5)
+
+
+def test_footprint_resampling_reports_progress_and_can_cancel():
+    array, input_geometry, reference, transform = footprint_case("oblique")
+    fractions = []
+    reported = resample_to_geometry(array, input_geometry, reference, transform, progress=fractions.append)
+    plain = resample_to_geometry(array, input_geometry, reference, transform, footprint=False)
+    assert np.array_equal(reported.array, plain.array)
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) > 1
+    with pytest.raises(OperationCancelledError, match="cancelled"):
+        resample_to_geometry(array, input_geometry, reference, transform, progress=lambda fraction: fraction > 0.3)
+
+
+
+@pytest.mark.parametrize("kind", ["oblique", "reflection", "edge"])
+def test_thin_slabs_give_the_full_grid_resampling(kind, monkeypatch):
+    from AlignSeriesLib import resample
+
+    monkeypatch.setattr(resample, "FOOTPRINT_SLABS", 1000)  # one vtkImageReslice call per output slice
+    array, input_geometry, reference, transform = footprint_case(kind)
+    for interpolation in ("nearest", "linear", "cubic"):
+        options = dict(interpolation=interpolation, background=-999)
+        full = resample_to_geometry(array, input_geometry, reference, transform, footprint=False, **options).array
+        assert np.array_equal(resample_to_geometry(array, input_geometry, reference, transform, **options).array, full)
+
+
+@pytest.mark.parametrize("kind", ["oblique", "whole grid"])
+@pytest.mark.parametrize("labelmap", [False, True])
+def test_a_resampled_array_goes_to_a_volume_node_without_a_copy(scene, kind, labelmap):
+    from AlignSeriesLib import mrml
+
+    array, input_geometry, reference, transform = footprint_case(kind)
+    values = (array % 3).astype(np.uint8) if labelmap else array
+    result = resample_to_geometry(values, input_geometry, reference, transform, labelmap=labelmap)
+    node = mrml.add_volume_node(scene, result.array, reference, "resampled", labelmap=labelmap, copy=False)
+    assert np.shares_memory(mrml.volume_array(node, copy=False), result.array)

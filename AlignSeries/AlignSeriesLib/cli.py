@@ -19,8 +19,6 @@ import signal
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
 from .choices import GEOMETRY_MODES, INTERPOLATIONS, LANDMARK_MODES, MATCH_METHODS, REFINE_MODELS
 from .errors import AlignSeriesError, one_line
@@ -437,11 +435,15 @@ def _format_transform_text(document: dict) -> str:
 
 
 def _format_row(row) -> str:
+    import numpy as np  # not at the top: `--help` needs no numpy (0.1 to 0.4 s of start-up)
+
     return "  " + " ".join(f"{value:12.6f}" for value in np.asarray(row, dtype=float))
 
 
 def _jsonable(value):
     """``value`` with arrays as lists, paths as text, and NaN or infinity (an undefined error) as null."""
+    import numpy as np  # loaded by every command that reaches here; not by `--help`
+
     if isinstance(value, dict):
         return {key: _jsonable(item) for key, item in value.items()}
     if isinstance(value, list | tuple | np.ndarray):

@@ -24,10 +24,10 @@ from collections.abc import Iterator
 
 import numpy as np
 import slicer
-import vtk
-from vtk.util import numpy_support
+from vtkmodules.util import numpy_support
 
-from . import dicom_pixels, dicom_series, preview
+from . import dicom_pixels, dicom_series, preview, reslice
+from . import vtk_classes as vtk
 from .dicom_series import DicomVolume
 from .errors import (
     AlignSeriesError,
@@ -72,7 +72,7 @@ def in_slicer_application() -> bool:
     return getattr(slicer, "app", None) is not None
 
 
-def new_scene() -> vtk.vtkObject:
+def new_scene() -> slicer.vtkMRMLScene:
     """Create a MRML scene set up like the Slicer application's (headless ``slicer-core``).
 
     The scene gets an application logic with its colour logic and default colour nodes, and the
@@ -297,7 +297,8 @@ def volume_array(volume_node, *, copy: bool = True) -> np.ndarray:
     """
     if volume_node is None or volume_node.GetImageData() is None:
         raise GeometryError(f"volume '{node_name(volume_node)}' has no image data")
-    view = slicer.util.arrayFromVolume(volume_node)
+    image = volume_node.GetImageData()  # as slicer.util.arrayFromVolume, without its `import vtk`
+    view = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(image.GetDimensions()[::-1])
     if copy:
         return view.copy()
     view.flags.writeable = False
@@ -342,10 +343,7 @@ def new_voxel_array(shape, dtype) -> np.ndarray:
     :func:`add_volume_node` with ``copy=False`` then gives it to a node without copying: read voxels
     straight into it.
     """
-    vtk_type = numpy_support.get_vtk_array_type(np.dtype(dtype))
-    array = numpy_support.create_vtk_array(vtk_type)
-    array.SetNumberOfValues(int(np.prod(shape, dtype=np.int64)))
-    return numpy_support.vtk_to_numpy(array).view(np.dtype(dtype)).reshape(shape)
+    return reslice.filled_array(shape, dtype, None)
 
 
 def _dicom_database():
@@ -683,8 +681,8 @@ _VTK_OUTPUT: dict = {"window": None, "read": 0}
 def capture_vtk_messages() -> None:
     """Collect VTK's and ITK's error and warning output instead of printing it (see :func:`vtk_messages`)."""
     if _VTK_OUTPUT["window"] is None:
-        _VTK_OUTPUT["window"] = vtk.vtkStringOutputWindow()
-        vtk.vtkOutputWindow.SetInstance(_VTK_OUTPUT["window"])
+        window = _VTK_OUTPUT["window"] = vtk.vtkStringOutputWindow()
+        vtk.vtkOutputWindow.SetInstance(window)
         vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)  # MRML storage nodes log there directly
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import slicer
-import vtk
 
-from . import dicom_pixels, transform_files
+from . import dicom_pixels, preview, transform_files
+from . import vtk_classes as vtk
 from .errors import AlignSeriesError, GeometryError, LandmarkError, OutputWriteError, TransformFileError
 from .files import (
     MARKUPS_FILE_SUFFIXES,
@@ -55,6 +55,11 @@ from .points_files import read_points_csv, write_points_csv
 
 # -- volume files --------------------------------------------------------------------------------------
 
+# Bits of vtkSlicerVolumesLogic's loading options: a label map; this one file (no search of its folder for a
+# numbered series of files).
+_LABEL_MAP = 1
+_SINGLE_FILE = 4
+
 
 def load_volume_file(scene, path, *, labelmap: bool | None = None, name: str | None = None):
     """Read a volume file (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``) with Slicer's volumes logic.
@@ -75,9 +80,14 @@ def load_volume_file(scene, path, *, labelmap: bool | None = None, name: str | N
         labelmap = path.name.lower().endswith(".seg.nrrd")
     volumes_logic = module_logic(scene, "Volumes")
     new_name = name or file_stem(path)
-    options = 1 if labelmap else 0  # bit 0 of AddArchetypeVolume's options: load as label map
-    with _native_ijk_orientation(scene):
-        node = volumes_logic.AddArchetypeVolume(str(path), new_name, options)
+    with _loading_defaults(scene):
+        if labelmap:
+            node = volumes_logic.AddArchetypeVolume(str(path), new_name, _LABEL_MAP | _SINGLE_FILE)
+        else:  # the scalar factory alone: AddArchetypeVolume first tries (reads the file as) DWI, DTI and vectors
+            node = volumes_logic.AddArchetypeScalarVolume(str(path), new_name, _SINGLE_FILE, None)
+            if node is None:  # every factory, for the reason (e.g. a vector volume)
+                vtk_messages()
+                node = volumes_logic.AddArchetypeVolume(str(path), new_name, _SINGLE_FILE)
     messages = vtk_messages()  # logged; the reason of a failure
     if node is None or node.GetImageData() is None:
         raise AlignSeriesError(f"{path}: Slicer could not read this file as a volume{_because(messages)}")
@@ -92,6 +102,9 @@ def load_volume_file(scene, path, *, labelmap: bool | None = None, name: str | N
         remove_with_helpers(scene, node)
         raise
     _keep_scaled_integers_integer(node, path)
+    display_node = node.GetDisplayNode()
+    if display_node is not None and display_node.IsA("vtkMRMLScalarVolumeDisplayNode") and not labelmap:
+        display_node.SetWindowLevelMinMax(*preview.window_of(volume_array(node, copy=False)))
     return node
 
 
@@ -287,22 +300,29 @@ def _check_node_can_be_written(node, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _native_ijk_orientation(scene):
-    """Within this block, volume files load on their own grid, a left-handed one included.
+def _loading_defaults(scene):
+    """Within this block, volume files load on their own grid (a left-handed one included), without a full scan.
 
-    By default Slicer's volume storage node reverses the k axis of a left-handed (mirrored) grid;
-    the image stays in place but the grid and slice order are no longer the file's.
+    By default Slicer's volume storage node reverses the k axis of a left-handed (mirrored) grid; the image stays
+    in place but the grid and slice order are no longer the file's. And a scalar volume's display node computes its
+    automatic window/level from every voxel (2.5 s for 80 M int16 voxels, eight times the read itself): it is
+    switched off here, and :func:`load_volume_file` sets the window of a regular subsample
+    (:func:`AlignSeriesLib.preview.window_of`), as :func:`AlignSeriesLib.mrml.add_volume_node` does.
     """
-    previous = scene.GetDefaultNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-    default = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    if previous is not None:
-        default.Copy(previous)
-    default.SetForceRightHandedIJKCoordinateSystem(False)
-    scene.AddDefaultNode(default)
+    defaults = {"vtkMRMLVolumeArchetypeStorageNode": lambda node: node.SetForceRightHandedIJKCoordinateSystem(False),
+                "vtkMRMLScalarVolumeDisplayNode": lambda node: node.SetAutoWindowLevel(False)}
+    previous = {name: scene.GetDefaultNodeByClass(name) for name in defaults}
+    for name, change in defaults.items():
+        default = getattr(slicer, name)()
+        if previous[name] is not None:
+            default.Copy(previous[name])
+        change(default)
+        scene.AddDefaultNode(default)
     try:
         yield
     finally:
-        scene.AddDefaultNode(previous if previous is not None else slicer.vtkMRMLVolumeArchetypeStorageNode())
+        for name, default in previous.items():
+            scene.AddDefaultNode(default if default is not None else getattr(slicer, name)())
 
 
 def load_transform_file(scene, path):

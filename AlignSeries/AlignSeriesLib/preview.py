@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import vtk
-from vtk.util import numpy_support
+from vtkmodules.util import numpy_support
 
+from . import vtk_classes as vtk
 from .errors import AlignSeriesError
 from .files import atomic_output
 from .geometry import VolumeGeometry

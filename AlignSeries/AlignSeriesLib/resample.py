@@ -15,12 +15,11 @@ Frames and conventions
 
 How it is computed
 ------------------
-``vtkImageReslice`` works in index space: the input is wrapped without copying as a
+``vtkImageReslice`` works in index space (:mod:`.reslice`): the input is wrapped without copying as a
 ``vtkImageData`` of spacing 1 and origin 0, and the reslice axes are the combined
-reference-index-to-input-index matrix, which sidesteps VTK's partial support of direction
-matrices. Threads come from ``vtkSMPTools`` with the ``STDThread`` backend
-(:data:`SMP_BACKEND`). Integer outputs are rounded to nearest (``vtkImageReslice`` rounds and
-clamps to the output type), never truncated.
+reference-index-to-input-index matrix, which sidesteps VTK's partial support of direction matrices.
+Threads come from ``vtkSMPTools`` with the ``STDThread`` backend. Integer outputs are rounded to nearest
+(``vtkImageReslice`` rounds and clamps to the output type), never truncated.
 
 Interpolation and value range
 -----------------------------
@@ -30,6 +29,18 @@ Interpolation and value range
   intensities that are not in the input's range (and never wraps).
 * The output keeps the input's scalar type. Only a ``background`` that the type cannot hold
   (e.g. ``-1`` for ``uint8``, ``nan`` for ``int16``) widens it, with a ``dtype_widened`` warning.
+
+Work proportional to the overlap
+--------------------------------
+Only the input's *footprint* in the output grid is interpolated: the box of output voxels that
+contains the input's voxel centres grown by the kernel's support (:data:`KERNEL_SUPPORT`: half a
+voxel for nearest, one for linear, two for cubic, in input voxels) and mapped through the
+transform, plus one output voxel against rounding. Every output voxel outside it is filled with
+``background`` without interpolating. ``vtkImageReslice`` computes each output voxel from its
+absolute index, and returns ``background`` for every sample beyond half a voxel outside the input,
+so the result is the full-grid resampling's, bit for bit (``footprint=False`` interpolates the whole
+grid, for comparison). A partial MR or a mask covering a fifth of a whole-body grid costs about a
+fifth of the grid.
 
 Exact where nothing moves
 -------------------------
@@ -60,12 +71,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import vtk
-from vtk.util import numpy_support
 
 from .choices import INTERPOLATIONS
 from .errors import AlignSeriesWarning, GeometryError, OperationCancelledError, ProgressCallback, ResampleError
 from .geometry import VolumeGeometry, apply_affine, as_matrix4, moving_ijk_to_fixed_ijk
+from .reslice import Box, Reslicer, box_shape, filled_array, window
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +92,18 @@ EXACT_COPY_ATOL = 1e-3
 #: Tolerance, in voxels, when deciding whether two grids' voxel boxes overlap.
 OVERLAP_ATOL = 1e-6
 
-#: ``vtkSMPTools`` backend used for resampling; the default ``Sequential`` backend uses one core.
-SMP_BACKEND = "STDThread"
-
 #: Number of output slabs processed one after the other when a ``progress`` callback is given.
 PROGRESS_STEPS = 10
 
+#: Number of ``vtkImageReslice`` calls (slabs of output slices) when only a footprint is interpolated: the
+#: temporary of each is a few percent of the output.
+FOOTPRINT_SLABS = 32
+
+#: Reach of each interpolation kernel beyond a sample point, in input voxels: the footprint of the input
+#: in the output grid is its voxel centres' box grown by this much (see "Work proportional to the overlap").
+KERNEL_SUPPORT = {"nearest": 0.5, "linear": 1.0, "cubic": 2.0}
+
 _VOTE_SCALE = 255  # one-hot masks are interpolated to uint8 weights 0..255
-_VTK_INTERPOLATION_MODES = {"nearest": vtk.VTK_NEAREST_INTERPOLATION, "linear": vtk.VTK_LINEAR_INTERPOLATION,
-                            "cubic": vtk.VTK_CUBIC_INTERPOLATION}
 _SUPPORTED_KINDS = "biuf"
 
 
@@ -133,6 +146,7 @@ def resample_to_geometry(
     labelmap: bool = False,
     background: float | None = None,
     progress: ProgressCallback | None = None,
+    footprint: bool = True,
 ) -> ResampleResult:
     """Resample an array onto a reference grid through a linear world transform.
 
@@ -156,6 +170,9 @@ def resample_to_geometry(
     progress : callable, optional
         Called with the completed fraction (0..1) as the work advances; returning True cancels
         (:class:`OperationCancelledError` is raised).
+    footprint : bool
+        Interpolate only the input's footprint in the output grid (the default; same voxels, see the
+        module notes); False interpolates every output voxel.
 
     Returns
     -------
@@ -190,9 +207,12 @@ def resample_to_geometry(
         output, method = _copied(array, copy, reference_geometry.shape, background, output_dtype), "copy"
         _report(progress, 1.0)
     else:
-        vtk.vtkSMPTools.SetBackend(SMP_BACKEND)
-        job = _Reslicer(array, reference_ijk_to_input_ijk, reference_geometry.shape)
-        if labelmap and interpolation != "nearest":
+        labelwise = labelmap and interpolation != "nearest"
+        box = (footprint_box(reference_ijk_to_input_ijk, input_geometry.dimensions, reference_geometry.dimensions,
+                             "linear" if labelwise else interpolation)
+               if footprint else _whole_box(reference_geometry.dimensions))
+        job = Reslicer(array, reference_ijk_to_input_ijk, reference_geometry.shape, box)
+        if labelwise:
             output, method, label_warnings = _resample_labels(job, background, output_dtype, progress)
             warnings.extend(label_warnings)
         else:
@@ -222,6 +242,41 @@ def reference_ijk_to_input_ijk_matrix(
     """
     fixed_to_moving_ras = np.linalg.inv(_checked_transform(moving_to_fixed_ras))
     return moving_ijk_to_fixed_ijk(reference_geometry, input_geometry, fixed_to_moving_ras)
+
+
+def footprint_box(reference_ijk_to_input_ijk, input_dimensions, reference_dimensions,
+                  interpolation: str = "linear") -> Box:
+    """The box of output voxels where an input can contribute: everywhere else resampling gives background.
+
+    Parameters
+    ----------
+    reference_ijk_to_input_ijk : (4, 4) array_like
+        Reference index to input index (:func:`reference_ijk_to_input_ijk_matrix`).
+    input_dimensions, reference_dimensions : tuple of 3 int
+        ``(I, J, K)`` of the input and of the reference grid.
+    interpolation : {"nearest", "linear", "cubic"}
+        Its kernel's support (:data:`KERNEL_SUPPORT`) grows the input's box.
+
+    Returns
+    -------
+    first, stop : tuple of 3 int
+        Reference indices ``(i, j, k)``: the box is ``first <= index < stop``, within the reference grid;
+        empty (some ``stop <= first``) when the input cannot reach it.
+    """
+    support = KERNEL_SUPPORT[interpolation]
+    low, high = -support, np.asarray(input_dimensions, dtype=float) - 1 + support
+    corners = np.array([[(low, high[0])[a], (low, high[1])[b], (low, high[2])[c]]
+                        for c in (0, 1) for b in (0, 1) for a in (0, 1)])
+    in_reference = apply_affine(np.linalg.inv(np.asarray(reference_ijk_to_input_ijk, dtype=float)), corners)
+    first = np.maximum(np.floor(in_reference.min(axis=0)).astype(int) - 1, 0)
+    stop = np.minimum(np.ceil(in_reference.max(axis=0)).astype(int) + 2, np.asarray(reference_dimensions))
+    stop = np.maximum(stop, first)
+    return (int(first[0]), int(first[1]), int(first[2])), (int(stop[0]), int(stop[1]), int(stop[2]))
+
+
+def _whole_box(reference_dimensions) -> Box:
+    i, j, k = (int(n) for n in reference_dimensions)
+    return (0, 0, 0), (i, j, k)
 
 
 def geometry_covering(
@@ -510,79 +565,28 @@ def _copied(array: np.ndarray, copy: list[tuple[int, int, int]], reference_shape
     return output
 
 
-# -- the VTK pipeline -----------------------------------------------------------------------------
+# -- resampling in the box --------------------------------------------------------------------------
 
 
-class _Reslicer:
-    """Resamples arrays of one input shape onto one reference grid with ``vtkImageReslice``.
-
-    Parameters
-    ----------
-    array : (K, J, I) C-contiguous ndarray
-        The input, ``[k, j, i]``; wrapped without copying.
-    reference_ijk_to_input_ijk : (4, 4) ndarray
-    reference_shape : tuple of 3 int
-        ``(K, J, I)`` of the output.
-    """
-
-    def __init__(self, array: np.ndarray, reference_ijk_to_input_ijk: np.ndarray, reference_shape):
-        self.array = array
-        self.reference_shape = tuple(reference_shape)
-        self.axes = vtk.vtkMatrix4x4()
-        self.axes.DeepCopy(reference_ijk_to_input_ijk.ravel().tolist())
-
-    def reslice(self, array: np.ndarray, *, mode: str, background: float, output_dtype: np.dtype,
-                slices: tuple[int, int] | None = None, scale: float = 1.0) -> np.ndarray:
-        """Resample ``array`` (same shape as the input) onto output slices ``slices = (first, stop)``.
-
-        Returns a ``(stop - first, J, I)`` array of ``output_dtype``, rounded and clamped to it.
-        """
-        first, stop = slices or (0, self.reference_shape[0])
-        reslice = vtk.vtkImageReslice()
-        reslice.SetEnableSMP(True)  # threads from vtkSMPTools (SMP_BACKEND) rather than vtkMultiThreader
-        reslice.SetInputData(_wrap(array))
-        reslice.SetResliceAxes(self.axes)
-        reslice.SetOutputSpacing(1.0, 1.0, 1.0)
-        reslice.SetOutputOrigin(0.0, 0.0, 0.0)
-        reslice.SetOutputExtent(0, self.reference_shape[2] - 1, 0, self.reference_shape[1] - 1, first, stop - 1)
-        reslice.SetOutputScalarType(numpy_support.get_vtk_array_type(_vtk_dtype(output_dtype)))
-        reslice.SetInterpolationMode(_VTK_INTERPOLATION_MODES[mode])
-        reslice.SetBackgroundLevel(float(background))
-        reslice.SetScalarScale(scale)
-        reslice.Update()
-        scalars = numpy_support.vtk_to_numpy(reslice.GetOutput().GetPointData().GetScalars())
-        return scalars.view(output_dtype).reshape((stop - first, *self.reference_shape[1:]))
-
-
-def _vtk_dtype(dtype: np.dtype) -> np.dtype:
-    return np.dtype(np.uint8) if dtype.kind == "b" else np.dtype(dtype)
-
-
-def _wrap(array: np.ndarray) -> vtk.vtkImageData:
-    """A ``vtkImageData`` (spacing 1, origin 0) sharing the memory of a C-contiguous [k, j, i] array."""
-    flat = array.reshape(-1).view(_vtk_dtype(array.dtype))
-    image = vtk.vtkImageData()
-    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(flat, deep=False))
-    return image
-
-
-def _resample_scalars(job: _Reslicer, interpolation: str, background, output_dtype: np.dtype,
+def _resample_scalars(job: Reslicer, interpolation: str, background, output_dtype: np.dtype,
                       progress: ProgressCallback | None) -> np.ndarray:
-    """Nearest, linear or cubic resampling of the whole output, in slabs when reporting progress."""
-    slices = job.reference_shape[0]
-    if progress is None:
-        output = job.reslice(job.array, mode=interpolation, background=background, output_dtype=output_dtype)
+    """Nearest, linear or cubic resampling of the box, background elsewhere.
+
+    The whole grid without progress is one call whose result is the output; otherwise the box is done in slabs
+    (:data:`FOOTPRINT_SLABS`) written into a background-filled output.
+    """
+    options = {"mode": interpolation, "background": background, "output_dtype": output_dtype}
+    if job.whole and progress is None:
+        output = job.reslice(job.array, box=job.box, **options)
     else:
-        output = np.empty(job.reference_shape, dtype=output_dtype)
-        step = max(1, math.ceil(slices / PROGRESS_STEPS))
-        for first in range(0, slices, step):
-            stop = min(first + step, slices)
-            output[first:stop] = job.reslice(job.array, mode=interpolation, background=background,
-                                             output_dtype=output_dtype, slices=(first, stop))
-            _report(progress, stop / slices)
+        output = filled_array(job.reference_shape, output_dtype, background)
+        slabs = job.slabs(math.ceil(box_shape(job.box)[0] / (FOOTPRINT_SLABS if progress is None else PROGRESS_STEPS)))
+        for done, box in enumerate(slabs, start=1):
+            if 0 not in box_shape(box):
+                output[window(box)] = job.reslice(job.array, box=box, **options)
+            _report(progress, done / len(slabs))
     if interpolation == "cubic":
-        _clamp_to_input_range(output, job.array, background)
+        _clamp_to_input_range(output[window(job.box)], job.array, background)
     return output
 
 
@@ -598,9 +602,9 @@ def _clamp_to_input_range(output: np.ndarray, array: np.ndarray, background) -> 
     np.clip(output, low, high, out=output)
 
 
-def _resample_labels(job: _Reslicer, background, output_dtype: np.dtype,
+def _resample_labels(job: Reslicer, background, output_dtype: np.dtype,
                      progress: ProgressCallback | None) -> tuple[np.ndarray, str, list[AlignSeriesWarning]]:
-    """Label-wise linear vote, or nearest neighbour when there are too many labels."""
+    """Label-wise linear vote in the box (background elsewhere), or nearest neighbour when there are too many labels."""
     labels = _label_values(job.array, LABELWISE_MAX_LABELS)
     if labels is None:
         message = (f"label map has more than {LABELWISE_MAX_LABELS} distinct values: resampled by nearest "
@@ -610,18 +614,19 @@ def _resample_labels(job: _Reslicer, background, output_dtype: np.dtype,
     foreground = [label for label in labels if label != background]
     votes = [(background, _VOTE_SCALE)] + [(label, 0) for label in foreground]
     mask = np.empty(job.array.shape, dtype=bool)
-    output = np.full(job.reference_shape, background, dtype=output_dtype)
+    output = filled_array(job.reference_shape, output_dtype, background)
+    voted = output[window(job.box)]
     best_weight: np.ndarray | None = None
     for done, (label, outside_weight) in enumerate(votes, start=1):
         np.equal(job.array, label, out=mask)
-        weight = job.reslice(mask, mode="linear", background=outside_weight, output_dtype=np.dtype(np.uint8),
-                             scale=_VOTE_SCALE)
+        weight = job.reslice(mask, box=job.box, mode="linear", background=outside_weight,
+                             output_dtype=np.dtype(np.uint8), scale=_VOTE_SCALE)
         if best_weight is None:  # the background's vote: the output starts as background everywhere
             best_weight = weight
         else:
             wins = weight >= best_weight
             np.copyto(best_weight, weight, where=wins)
-            np.copyto(output, label, where=wins)
+            np.copyto(voted, label, where=wins)
         _report(progress, done / len(votes))
     return output, "label-wise linear", []
 

@@ -14,7 +14,6 @@ import importlib
 from pathlib import Path
 
 import numpy as np
-import slicer
 
 from AlignSeriesLib import mrml, mrml_files, registration
 from AlignSeriesLib.dicom_series import DicomVolume
@@ -176,9 +175,7 @@ class Volume:
     @property
     def array(self) -> np.ndarray:
         """The voxels, indexed ``[k, j, i]`` (read-only; ``.copy()`` to change them)."""
-        view = slicer.util.arrayFromVolume(self._node)
-        view.flags.writeable = False
-        return view
+        return mrml.volume_array(self._node, copy=False)
 
     @property
     def geometry(self) -> VolumeGeometry:

@@ -39,7 +39,7 @@ QUICK = {"cases": 12, "size": (128, 128, 50)}
 BIG = (512, 512, 300)
 #: Lowest acceptable scaling efficiency from 1 to 2 workers: 2 workers must not be slower than 1. The
 #: ceiling on a 2-core machine is well below 1.0, because one worker already resamples on both cores
-#: (``vtkSMPTools`` threads, see ``resample.SMP_BACKEND``); only reading and writing gain a second core.
+#: (``vtkSMPTools`` threads, see ``reslice.SMP_BACKEND``); only reading and writing gain a second core.
 MIN_EFFICIENCY = 0.5
 INPUTS = 4
 

@@ -10,10 +10,18 @@ Printed per case: median time, ratio to our method of the same order, mean bias 
 output against the analytic phantom (truncation shows as about -0.5), and memory above the
 baseline (libraries + input) compared with the output's size.
 
+Footprint case (``--footprint``): a mask (uint8 labels) of 120 slices, turned by the same rigid transform, onto
+a 600-slice 512 x 512 reference grid, i.e. covering a fifth of it; label-safe nearest neighbour. AlignSeries
+interpolates only the mask's footprint (:func:`AlignSeriesLib.resample.footprint_box`) and is timed against
+its own full-grid resampling (``footprint=False``) and SimpleITK's full ``Resample``, alternating, in one process,
+median of ``--repeats``; the footprint and full-grid outputs must be identical voxel for voxel. Memory: peak
+resident size during the case minus the size before it.
+
 Usage::
 
     .venv/bin/python Testing/benchmarks/bench_resample.py            # full size
     .venv/bin/python Testing/benchmarks/bench_resample.py --small    # 1/8 of the voxels
+    .venv/bin/python Testing/benchmarks/bench_resample.py --footprint [--small]
 """
 
 from __future__ import annotations
@@ -30,7 +38,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "AlignSeries"))
 
 from AlignSeriesLib.geometry import VolumeGeometry, apply_affine  # noqa: E402
-from AlignSeriesLib.resample import reference_ijk_to_input_ijk_matrix, resample_to_geometry  # noqa: E402
+from AlignSeriesLib.resample import (  # noqa: E402
+    footprint_box,
+    reference_ijk_to_input_ijk_matrix,
+    resample_to_geometry,
+)
 
 CASES = {
     "alignseries nearest": ("ours", "nearest"), "alignseries linear": ("ours", "linear"),
@@ -42,6 +54,8 @@ CASES = {
 }
 TARGETS = {"nearest": ("simpleitk nearest", 1.6), "linear": ("simpleitk linear", 1.1),
            "cubic": ("simpleitk bspline", 5.0)}
+#: Footprint case: AlignSeries at least this many times as fast as SimpleITK's full-grid Resample.
+FOOTPRINT_TARGET = 3.0
 MAX_SECONDS_PER_CASE = 25.0  # stop repeating a case once it has taken this long in total
 BIAS_SLICE_STEP = 10  # bias is measured on every n-th output slice
 BIAS_MARGIN = 2.0  # voxels kept away from the input's faces when measuring bias
@@ -119,7 +133,7 @@ def _method(name: str, array, input_geometry: VolumeGeometry, reference: VolumeG
     return lambda: array[: reference.shape[0], : reference.shape[1], : reference.shape[2]].copy()
 
 
-def _sitk_method(array, input_geometry, reference, transform, order):
+def _sitk_method(array, input_geometry, reference, transform, order, pixel_type=np.int16):
     import SimpleITK as sitk  # noqa: N813
 
     image = sitk.GetImageFromArray(array, isVector=False)
@@ -138,7 +152,7 @@ def _sitk_method(array, input_geometry, reference, transform, order):
     resampler.SetOutputDirection((reference.ijk_to_lps[:3, :3] / reference.spacing).ravel().tolist())
     resampler.SetTransform(affine)
     resampler.SetDefaultPixelValue(float(array.min()))
-    resampler.SetOutputPixelType(sitk.sitkInt16)
+    resampler.SetOutputPixelType(sitk.sitkUInt8 if pixel_type == np.uint8 else sitk.sitkInt16)
     resampler.SetInterpolator({"nearest": sitk.sitkNearestNeighbor, "linear": sitk.sitkLinear,
                                "cubic": sitk.sitkBSpline}[order])
     return lambda: resampler.Execute(image)  # converted to an array after timing (see _as_array)
@@ -180,6 +194,58 @@ def _bias(output: np.ndarray, input_geometry: VolumeGeometry, reference: VolumeG
     return float(np.mean(np.concatenate(differences)))
 
 
+def footprint_benchmark(small: bool, repeats: int) -> None:
+    """Time the footprint case (see the module notes) and check its voxels against the full grid's."""
+    size, slices = (256, 300) if small else (512, 600)
+    spacing = (0.7, 0.7, 1.0) if not small else (1.4, 1.4, 2.0)
+    reference = centred((size, size, slices), spacing)
+    mask_geometry = centred((size, size, slices // 5), spacing).transformed(_shift(0.0, 0.0, slices * spacing[2] / 6))
+    mask = (phantom(mask_geometry) > 1200).astype(np.uint8)
+    transform = moving_to_fixed_ras()
+    methods = {
+        "alignseries footprint": lambda: resample_to_geometry(mask, mask_geometry, reference, transform,
+                                                              interpolation="nearest", labelmap=True).array,
+        "simpleitk full grid": _sitk_method(mask, mask_geometry, reference, transform, "nearest", np.uint8),
+        "alignseries full grid": lambda: resample_to_geometry(mask, mask_geometry, reference, transform,
+                                                              interpolation="nearest", labelmap=True,
+                                                              footprint=False).array,
+    }
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    extra: dict[str, float] = dict.fromkeys(methods, 0.0)
+    outputs = {}
+    for _ in range(repeats):
+        for name, method in methods.items():
+            outputs.pop(name, None)
+            Path("/proc/self/clear_refs").write_text("5")
+            before = _status_kib("VmRSS")
+            start = time.perf_counter()
+            outputs[name] = method()
+            times[name].append(time.perf_counter() - start)
+            extra[name] = max(extra[name], (_status_kib("VmHWM") - before) / 1024)
+    matrix = reference_ijk_to_input_ijk_matrix(reference, mask_geometry, transform)
+    first, stop = footprint_box(matrix, mask_geometry.dimensions, reference.dimensions, "nearest")
+    box = np.prod(np.subtract(stop, first)) / np.prod(reference.dimensions)
+    same = np.array_equal(outputs["alignseries footprint"], outputs["alignseries full grid"])
+    print(f"mask {mask_geometry.dimensions} ({mask_geometry.shape[0] / slices:.0%} of the slices) onto "
+          f"{reference.dimensions}, rigid 10 deg; footprint box {box:.0%} of the grid; median of {repeats}, "
+          "alternating")
+    ours = float(np.median(times["alignseries footprint"]))
+    for name in methods:
+        median = float(np.median(times[name]))
+        print(f"  {name:24s} {median:7.3f} s  ratio {median / ours:5.2f}x  extra memory {extra[name]:6.0f} MiB")
+    ratio = float(np.median(times["simpleitk full grid"])) / ours
+    output_mib = outputs["alignseries full grid"].nbytes / 2**20
+    print(f"footprint voxels identical to the full grid's: {same}; {ratio:.2f}x SimpleITK (target {FOOTPRINT_TARGET}x:"
+          f" {'met' if ratio >= FOOTPRINT_TARGET and same else 'NOT met'}); output {output_mib:.0f} MiB, input "
+          f"{mask.nbytes / 2**20:.0f} MiB")
+
+
+def _shift(*mm) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, 3] = mm
+    return matrix
+
+
 def _status_kib(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -193,7 +259,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (median reported)")
     parser.add_argument("--cases", nargs="*", default=list(CASES), help="subset of cases to run")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case and print JSON
+    parser.add_argument("--footprint", action="store_true", help="the footprint case only (a mask on a wide grid)")
     args = parser.parse_args()
+    if args.footprint:
+        footprint_benchmark(args.small, args.repeats)
+        return
     if args.case:
         print(json.dumps(run_case(args.case, args.small, args.repeats)))
         return
