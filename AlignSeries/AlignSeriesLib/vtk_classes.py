@@ -11,6 +11,7 @@ from vtkmodules.vtkCommonCore import (
     VTK_CUBIC_INTERPOLATION,
     VTK_LINEAR_INTERPOLATION,
     VTK_NEAREST_INTERPOLATION,
+    reference,
     vtkDataArray,
     vtkLogger,
     vtkObject,
@@ -27,7 +28,7 @@ from vtkmodules.vtkIOImage import vtkPNGWriter
 from vtkmodules.vtkRenderingCore import vtkTextProperty, vtkTextRenderer
 
 __all__ = [
-    "VTK_CUBIC_INTERPOLATION", "VTK_LINEAR_INTERPOLATION", "VTK_NEAREST_INTERPOLATION", "vtkDataArray",
+    "VTK_CUBIC_INTERPOLATION", "VTK_LINEAR_INTERPOLATION", "VTK_NEAREST_INTERPOLATION", "reference", "vtkDataArray",
     "vtkImageData", "vtkImageReslice", "vtkLogger", "vtkMatrix4x4", "vtkObject", "vtkOutputWindow", "vtkPNGWriter",
     "vtkSMPTools", "vtkStreamingDemandDrivenPipeline", "vtkStringArray", "vtkStringOutputWindow", "vtkTextProperty",
     "vtkTextRenderer", "vtkVector3d",
