@@ -193,7 +193,6 @@ def resample_and_write(scene, input_node, reference: Reference, targets: ExportT
         progress=part_of(progress, 0.0, RESAMPLE_SHARE))
     node = mrml.add_volume_node(scene, resampled.array, grid, f"{input_node.GetName()}_resampled",
                                 labelmap=labelmap, copy=False)  # a new array: the node takes it
-    mrml_files.mark_derived(node, input_node, transform_node)  # its outputs never replace these files
     mismatch = None if transform_node is not None else frame_of_reference_mismatch(input_node, reference)
     node_warnings = [*resampled.warnings, *([mismatch] if mismatch else [])]
     mrml.set_node_warnings(node, node_warnings)  # resample logged its own already
@@ -208,6 +207,7 @@ def resample_and_write(scene, input_node, reference: Reference, targets: ExportT
     except BaseException:
         mrml.remove_with_helpers(scene, node)  # a failed job leaves the scene as it was
         raise
+    mrml_files.mark_derived(result.volume_node, input_node, transform_node)  # never saved over these files
     if progress is not None:
         progress(1.0)
     return result
