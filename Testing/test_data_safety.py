@@ -160,17 +160,19 @@ def test_the_api_never_saves_over_the_files_a_volume_came_from(study):
     assert fingerprints(study["root"]) == before
 
 
-def test_the_panel_export_never_writes_its_reference(study, scene):
-    """The module logic's export (``AlignSeriesLogic.exportResampledVolume``) is the one export job."""
+def test_the_panel_export_never_writes_its_inputs(study, scene):
+    """The module logic's writeVolume runs the export job (``export_job.resample_and_write``) on nodes."""
     before = fingerprints(study["root"])
-    reference_node = operations.load_one_volume(scene, study["volume"])
-    input_node = operations.load_one_volume(scene, study["series"])
+    volume_node = operations.load_one_volume(scene, study["volume"])
+    series_node = operations.load_one_volume(scene, study["series"])
     nodes = scene.GetNumberOfNodes()
-
-    for targets in (exports.ExportTargets(volume_file=study["volume"], force=True),
-                    exports.ExportTargets(preview=study["series"] / "IM00001", force=True)):
+    for node, reference_node, targets in (
+            (volume_node, volume_node, exports.ExportTargets(volume_file=study["volume"], force=True)),
+            (series_node, volume_node, exports.ExportTargets(preview=study["series"] / "IM00001", force=True)),
+            (series_node, series_node, exports.ExportTargets(dicom_folder=study["series"], force=True))):
         with pytest.raises(ValueError, match="inputs are never written"):
-            export_job.resample_and_write(scene, input_node, operations.reference_of_node(reference_node), targets)
+            export_job.resample_and_write(scene, node, operations.reference_of_node(reference_node), targets,
+                                          export_job.ExportOptions("nearest"))
     assert fingerprints(study["root"]) == before
     assert scene.GetNumberOfNodes() == nodes  # a refused export leaves the scene as it was
 

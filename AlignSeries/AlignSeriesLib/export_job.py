@@ -198,7 +198,6 @@ def resample_and_write(scene, input_node, reference: Reference, targets: ExportT
                                 labelmap=labelmap, copy=False)  # a new array: the node takes it
     if labelmap and input_node.GetAttribute(mrml.LABEL_TABLE_ATTRIBUTE):  # label names travel with the labels
         node.SetAttribute(mrml.LABEL_TABLE_ATTRIBUTE, input_node.GetAttribute(mrml.LABEL_TABLE_ATTRIBUTE))
-    mrml_files.mark_derived(node, input_node, transform_node)  # its outputs never replace these files
     mismatch = None if transform_node is not None else frame_of_reference_mismatch(input_node, reference)
     node_warnings = [*resampled.warnings, *([mismatch] if mismatch else [])]
     mrml.set_node_warnings(node, node_warnings)  # resample logged its own already
@@ -213,6 +212,7 @@ def resample_and_write(scene, input_node, reference: Reference, targets: ExportT
     except BaseException:
         mrml.remove_with_helpers(scene, node)  # a failed job leaves the scene as it was
         raise
+    mrml_files.mark_derived(result.volume_node, input_node, transform_node)  # never saved over these files
     if progress is not None:
         progress(1.0)
     return result

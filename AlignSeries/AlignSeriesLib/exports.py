@@ -203,8 +203,7 @@ def write_outputs(volume_node, reference: Reference, targets: ExportTargets, sou
         The files written (a DICOM or PNG folder's files each).
     """
     series_uid = _series_uid(source, reference, targets)
-    files.check_outputs_spare_inputs(_input_places(volume_node, reference, source), (
-        targets.volume_file, targets.dicom_folder, targets.png_folder, targets.preview))
+    _check_inputs_spared(volume_node, reference, source, targets)
     merge = _check_targets(reference, targets, slab, series_uid)  # every output checked before any is written
     with files.staged_outputs(force=targets.force, create_folders=True) as staging:
         staged = _write_targets(volume_node, reference, targets, slab, staging,
@@ -214,19 +213,21 @@ def write_outputs(volume_node, reference: Reference, targets: ExportTargets, sou
 
 def check_targets(reference: Reference, targets: ExportTargets, source: ExportSource, *,
                   slab: tuple[int, int] | None = None) -> None:
-    """Refuse an export before any work (outputs that exist, slices that do not fit); written outputs are checked
-    again by :func:`write_outputs`."""
+    """Refuse an export before any work (outputs that exist or would touch an input, slices that do not fit);
+    written outputs are checked again by :func:`write_outputs`."""
+    _check_inputs_spared(None, reference, source, targets)
     _check_targets(reference, targets, slab, _series_uid(source, reference, targets))
 
 
-def _input_places(volume_node, reference: Reference | None, source: ExportSource | None) -> list[Path]:
-    """Every file and DICOM folder the export was made from, which its outputs must never touch."""
-    nodes = (volume_node,) + ((source.input_node,) if source else ())  # the node names its transform's file
-    if reference is not None:
-        nodes += (reference.node,)
+def _check_inputs_spared(volume_node, reference: Reference | None, source: ExportSource | None,
+                         targets: ExportTargets) -> None:
+    """Refuse outputs that touch a file or DICOM folder the export was made from (as ``files`` checks it)."""
+    nodes = (volume_node, source.input_node if source else None, reference.node if reference else None)
     series_files = reference.series.files if reference is not None and reference.series is not None else []
     reference_file = reference.path if reference is not None else None
-    return files.protected_places([reference_file, *series_files, *mrml_files.source_paths(*nodes)])
+    files.check_outputs_spare_inputs(
+        files.protected_places([reference_file, *series_files, *mrml_files.source_paths(*nodes)]),
+        (targets.volume_file, targets.dicom_folder, targets.png_folder, targets.preview))
 
 
 @dataclass
