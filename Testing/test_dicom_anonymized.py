@@ -178,3 +178,23 @@ def test_exports_from_an_anonymized_reference_name_the_uids_used(tmp_path, capsy
     assert len(frames) == 1 and UID(frames.pop()).is_valid
     (reread,) = dicom_series.scan_dicom(tmp_path / "out").volumes
     np.testing.assert_allclose(reread.geometry.ijk_to_lps, volume.geometry.ijk_to_lps, atol=1e-4)
+
+
+def test_a_seg_on_an_anonymized_reference_references_the_uids_used(tmp_path):
+    highdicom = pytest.importorskip("highdicom")
+    from AlignSeriesLib import dicom_seg
+
+    anonymized_copy(tmp_path / "ref", UID_KEYWORDS, "remove", drop_meta_uid=True)
+    (volume,) = dicom_series.scan_dicom(tmp_path / "ref").volumes
+    labels = np.zeros(volume.geometry.shape, np.uint8)
+    labels[:, 10:20, 10:20] = 1
+
+    dicom_seg.write_seg(labels, volume.slices, tmp_path / "mask.seg.dcm")
+
+    seg = highdicom.seg.segread(tmp_path / "mask.seg.dcm")
+    assert seg.StudyInstanceUID == volume.study_instance_uid
+    referenced = {item.ReferencedSOPInstanceUID for series in seg.ReferencedSeriesSequence
+                  for item in series.ReferencedInstanceSequence}
+    assert referenced == set(volume.sop_instance_uids)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == volume.series_instance_uid
+    assert UID(seg.FrameOfReferenceUID).is_valid

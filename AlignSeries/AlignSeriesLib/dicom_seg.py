@@ -47,6 +47,7 @@ from pydicom.valuerep import DSfloat
 
 from . import __version__
 from .dicom_headers import SliceHeader
+from .dicom_identity import used_uids
 from .dicom_stack import SliceFrame
 from .errors import AlignSeriesWarning, DicomError, MissingDependencyError
 from .label_table import Code, LabelTable
@@ -322,8 +323,8 @@ def _source_images(reference_slices: Sequence[SliceHeader]) -> list[Dataset]:
         source = Dataset()
         for element in files[reference.path]:
             source.add(element)
-        source.SOPInstanceUID = reference.sop_instance_uid
-        source.FrameOfReferenceUID = reference.frame_of_reference_uid or ""
+        for keyword, uid in used_uids(reference).items():  # anonymized files: the UIDs the scan used
+            setattr(source, keyword, uid)
         source.Rows, source.Columns = reference.rows, reference.columns
         source.ImageOrientationPatient = orientation
         source.ImagePositionPatient = _decimal_strings(reference.position_lps)
@@ -351,6 +352,8 @@ def _multiframe_source(reference_slices: Sequence[SliceHeader]) -> Dataset:
     for keyword in identity.dir():
         if keyword not in header or not header[keyword].value:
             setattr(header, keyword, identity[keyword].value)
+    for keyword, uid in used_uids(reference_slices[0]).items():  # anonymized files: the UIDs the scan used
+        setattr(header, keyword, uid)
     _share_plane(header, reference_slices[0], _slice_thickness(reference_slices))
     return header
 
@@ -412,8 +415,8 @@ def _identity_of(path: str) -> Dataset:
     if identity.get("PatientIdentityRemoved") == "YES" and not identity.get("DeidentificationMethod") and (
             not identity.get("DeidentificationMethodCodeSequence")):
         identity.DeidentificationMethod = "as the reference series (its method is not recorded)"
-    if "SOPClassUID" not in identity or "StudyInstanceUID" not in identity:
-        raise DicomError(f"reference {path} has no SOPClassUID or StudyInstanceUID: a SEG cannot reference it")
+    if "SOPClassUID" not in identity:  # the UIDs themselves come from the slice headers (used_uids)
+        raise DicomError(f"reference {path} has no SOPClassUID: a SEG cannot reference it")
     return identity
 
 
