@@ -23,6 +23,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from .describe import explained
+from .dicom_files import inflation_note, unreadable_note
 from .dicom_seg import GENERIC_CODE, SEG_SOP_CLASSES, Segment, import_highdicom
 from .dicom_stack import POSITION_ATOL, SliceFrame, analyse_stack, order_along_normal, regular_grid
 from .errors import AlignSeriesWarning, DicomError
@@ -74,11 +75,11 @@ class SegVolume:
 def is_seg_file(path) -> bool:
     """True when ``path`` is a file whose SOPClassUID is a DICOM Segmentation's (header read only)."""
     path = Path(path)
-    if not path.is_file():
-        return False
+    if not path.is_file() or unreadable_note(str(path)) or inflation_note(str(path)):
+        return False  # the DICOM scan says what the file is
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    except (OSError, pydicom.errors.InvalidDicomError, ValueError):
+    except (OSError, MemoryError, pydicom.errors.InvalidDicomError, ValueError):
         return False
     return str(header.get("SOPClassUID", "")) in SEG_SOP_CLASSES
 
