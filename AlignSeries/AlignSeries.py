@@ -826,7 +826,8 @@ class AlignSeriesLogic(ScriptedLoadableModuleLogic):
         Derived from the reference's SeriesInstanceUID and the input's name: every slab of one input on one
         reference gets the same UID, so slabs exported into one folder make one series.
         """
-        from AlignSeriesLib import dicom_export, mrml
+        from AlignSeriesLib import mrml
+        from AlignSeriesLib.dicom import export as dicom_export
 
         referenceUid = referenceVolume.GetAttribute(mrml.SERIES_UID_ATTRIBUTE) or referenceVolume.GetName()
         return dicom_export.derived_series_uid(referenceUid, inputVolume.GetName())

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from AlignSeriesLib import phantom
-from AlignSeriesLib.dicom_series import scan_dicom
+from AlignSeriesLib.dicom.series import scan_dicom
 from AlignSeriesLib.geometry import VolumeGeometry, apply_affine
 from AlignSeriesLib.registration import ImageOnGrid
 from AlignSeriesLib.resample import crop_to_overlap

@@ -14,7 +14,7 @@ from AlignSeriesLib.alignment import (
     intensity_centroid_ras,
     moments_transform,
 )
-from AlignSeriesLib.dicom_reg import SeriesReference, read_registration, write_registration
+from AlignSeriesLib.dicom.reg import SeriesReference, read_registration, write_registration
 from AlignSeriesLib.errors import FrameOfReferenceError, GeometryError
 from AlignSeriesLib.geometry import VolumeGeometry, apply_affine
 

@@ -18,8 +18,8 @@ import pytest
 from conftest import SHARED_DICOM, run
 from pydicom.uid import UID
 
-from AlignSeriesLib import dicom_series
 from AlignSeriesLib.alignment import frame_of_reference_transform
+from AlignSeriesLib.dicom import series as dicom_series
 from AlignSeriesLib.errors import FrameOfReferenceError
 
 UID_KEYWORDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID")
@@ -182,7 +182,7 @@ def test_exports_from_an_anonymized_reference_name_the_uids_used(tmp_path, capsy
 
 def test_a_seg_on_an_anonymized_reference_references_the_uids_used(tmp_path):
     highdicom = pytest.importorskip("highdicom")
-    from AlignSeriesLib import dicom_seg
+    from AlignSeriesLib.dicom import seg as dicom_seg
 
     anonymized_copy(tmp_path / "ref", UID_KEYWORDS, "remove", drop_meta_uid=True)
     (volume,) = dicom_series.scan_dicom(tmp_path / "ref").volumes

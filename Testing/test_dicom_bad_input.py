@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from dicom_fixtures import ORIENTATIONS, stack_positions, write_phantom_series
 
-from AlignSeriesLib import dicom_series
+from AlignSeriesLib.dicom import series as dicom_series
 from AlignSeriesLib.errors import DicomError
 
 FIRST_LPS = (0.0, 0.0, 0.0)
@@ -208,7 +208,7 @@ def test_classic_multi_frame_file_without_per_frame_positions_is_refused(tmp_pat
 def test_an_incompatible_pydicom_is_named_never_reported_as_a_corrupt_file(tmp_path, monkeypatch, error):
     """What an older pydicom (Slicer 5.10's 2.4) raises is about the library, not about the file."""
     write_phantom_series(tmp_path, stack_positions((0, 0, 0), ORIENTATIONS["axial"], [0.0, 2.0]))
-    from AlignSeriesLib import dicom_headers
+    from AlignSeriesLib.dicom import headers as dicom_headers
 
     def incompatible(*args, **kwargs):
         raise error

@@ -24,8 +24,9 @@ import pydicom
 import pytest
 from conftest import MODULE_DIR, PROJECT_ROOT, SHARED_DICOM
 
-from AlignSeriesLib import dicom_headers, dicom_pixels
-from AlignSeriesLib.dicom_files import FileNote
+from AlignSeriesLib.dicom import headers as dicom_headers
+from AlignSeriesLib.dicom import pixels as dicom_pixels
+from AlignSeriesLib.dicom.file_kinds import FileNote
 
 sitk = pytest.importorskip("SimpleITK")
 
@@ -174,7 +175,7 @@ def test_every_decoded_image_equals_gdcm_and_every_common_syntax_is_covered(deco
 
 @pytest.mark.skipif(not (SHARED_DICOM / "mr_siemens_sag_t1_jpegll").is_dir(), reason="../shared/data/dicom absent")
 def test_the_jpeg_lossless_series_reads_in_the_core_without_slicer(tmp_path):
-    from AlignSeriesLib import dicom_series
+    from AlignSeriesLib.dicom import series as dicom_series
 
     (volume,) = dicom_series.scan_dicom(SHARED_DICOM / "mr_siemens_sag_t1_jpegll" / "dicom").volumes
     voxels = volume.read_voxels()  # would raise DicomDecodeError without a JPEG Lossless plugin

@@ -1,4 +1,4 @@
-"""Tests of AlignSeriesLib.dicom_export: DICOM series and PNG slices aligned with a DICOM reference."""
+"""Tests of AlignSeriesLib.dicom.export: DICOM series and PNG slices aligned with a DICOM reference."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from conftest import require_shared_dicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from AlignSeriesLib import dicom_export
-from AlignSeriesLib.dicom_export import export_png_slices, pixel_encoding, write_dicom_series
-from AlignSeriesLib.dicom_headers import read_headers
+from AlignSeriesLib.dicom import export as dicom_export
+from AlignSeriesLib.dicom.export import export_png_slices, pixel_encoding, write_dicom_series
+from AlignSeriesLib.dicom.headers import read_headers
 from AlignSeriesLib.errors import AlignSeriesError, DicomError, OutputExistsError
 from AlignSeriesLib.geometry import VolumeGeometry
 from AlignSeriesLib.resample import geometry_covering, resample_to_geometry

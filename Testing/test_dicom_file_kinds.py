@@ -20,7 +20,7 @@ import pytest
 from conftest import MODULE_DIR, run
 from dicom_fixtures import stack_positions, write_multiframe, write_phantom_series
 
-from AlignSeriesLib import dicom_series
+from AlignSeriesLib.dicom import series as dicom_series
 
 PYDICOM_FILES = pathlib.Path(pydicom.__file__).parent / "data" / "test_files"
 

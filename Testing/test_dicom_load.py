@@ -8,7 +8,8 @@ import pytest
 from conftest import SHARED_DICOM, real_series_names
 from dicom_fixtures import ORIENTATIONS, stack_positions, write_phantom_series
 
-from AlignSeriesLib import dicom_series, mrml, operations
+from AlignSeriesLib import mrml, operations
+from AlignSeriesLib.dicom import series as dicom_series
 from AlignSeriesLib.errors import IrregularSeriesError
 
 SERIES = real_series_names() or ["absent"]

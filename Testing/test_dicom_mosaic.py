@@ -21,9 +21,11 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from AlignSeriesLib import dicom_headers, dicom_mosaic, dicom_series
-from AlignSeriesLib.dicom_headers import FileNote
-from AlignSeriesLib.dicom_mosaic import MosaicTile, tile_origin_lps, tile_size, tiles_per_side
+from AlignSeriesLib.dicom import headers as dicom_headers
+from AlignSeriesLib.dicom import mosaic as dicom_mosaic
+from AlignSeriesLib.dicom import series as dicom_series
+from AlignSeriesLib.dicom.headers import FileNote
+from AlignSeriesLib.dicom.mosaic import MosaicTile, tile_origin_lps, tile_size, tiles_per_side
 from AlignSeriesLib.errors import DicomError, MissingDependencyError
 
 with warnings.catch_warnings():

@@ -10,8 +10,9 @@ import pydicom
 import pytest
 from conftest import SHARED_DICOM, require_shared_dicom
 
-from AlignSeriesLib import dicom_headers, dicom_pixels
-from AlignSeriesLib.dicom_headers import FileNote
+from AlignSeriesLib.dicom import headers as dicom_headers
+from AlignSeriesLib.dicom import pixels as dicom_pixels
+from AlignSeriesLib.dicom.headers import FileNote
 from AlignSeriesLib.errors import DicomDecodeError
 
 PYDICOM_TEST_FILES = pathlib.Path(pydicom.__file__).parent / "data" / "test_files"

@@ -13,8 +13,8 @@ import pytest
 from conftest import real_series_names
 from dicom_fixtures import pixel_centers_lps
 
-from AlignSeriesLib import dicom_series
-from AlignSeriesLib.dicom_stack import POSITION_ATOL
+from AlignSeriesLib.dicom import series as dicom_series
+from AlignSeriesLib.dicom.stack import POSITION_ATOL
 from AlignSeriesLib.geometry import ras_to_lps_points
 
 pytestmark = pytest.mark.skipif(not real_series_names(), reason="real DICOM data (../shared/data/dicom) is absent")

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from scipy.spatial.transform import Rotation
 
-from AlignSeriesLib.dicom_reg import (
+from AlignSeriesLib.dicom.reg import (
     SPATIAL_REGISTRATION_SOP_CLASS_UID,
     SeriesReference,
     SpatialRegistration,

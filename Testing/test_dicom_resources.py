@@ -25,7 +25,7 @@ from dicom_fixtures import stack_positions, write_phantom_series
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 
-from AlignSeriesLib.dicom_files import MAX_DECODED_ENVIRONMENT
+from AlignSeriesLib.dicom.file_kinds import MAX_DECODED_ENVIRONMENT
 
 TIMEOUT_SECONDS = 120
 GIB = 2**30

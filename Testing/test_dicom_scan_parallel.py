@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from dicom_fixtures import ORIENTATIONS, stack_positions, write_phantom_series, write_series
 
-from AlignSeriesLib import dicom_series
+from AlignSeriesLib.dicom import series as dicom_series
 from AlignSeriesLib.errors import OperationCancelledError
 
 

@@ -1,4 +1,4 @@
-"""DICOM SEG out and in (AlignSeriesLib.dicom_seg), checked by dciodvfy and two independent readers.
+"""DICOM SEG out and in (AlignSeriesLib.dicom.seg), checked by dciodvfy and two independent readers.
 
 Every SEG written here is validated by ``dciodvfy`` (Debian package dicom3tools, installed by the
 ``dciodvfy`` fixture where apt is available) and read back by highdicom (per reference instance or
@@ -23,8 +23,10 @@ import pydicom
 import pytest
 from conftest import SHARED_DICOM
 
-from AlignSeriesLib import dicom_seg, dicom_seg_read, dicom_series
-from AlignSeriesLib.dicom_stack import SliceFrame
+from AlignSeriesLib.dicom import seg as dicom_seg
+from AlignSeriesLib.dicom import seg_read as dicom_seg_read
+from AlignSeriesLib.dicom import series as dicom_series
+from AlignSeriesLib.dicom.stack import SliceFrame
 from AlignSeriesLib.errors import DicomError
 from AlignSeriesLib.label_table import Code, Label, LabelTable
 

@@ -20,8 +20,8 @@ from dicom_fixtures import (
 )
 from scipy.ndimage import map_coordinates
 
-from AlignSeriesLib import dicom_series
-from AlignSeriesLib.dicom_stack import POSITION_ATOL
+from AlignSeriesLib.dicom import series as dicom_series
+from AlignSeriesLib.dicom.stack import POSITION_ATOL
 from AlignSeriesLib.errors import DicomError, IrregularSeriesError
 from AlignSeriesLib.geometry import ras_to_lps_points
 

@@ -285,7 +285,7 @@ def test_an_output_the_batch_did_not_make_is_replaced_only_with_force(tmp_path, 
 def test_the_api_reads_a_reference_path_header_only_and_writes_through_the_job_that_resampled(
         tmp_path, reference_folder, monkeypatch):
     import alignseries
-    from AlignSeriesLib import dicom_pixels
+    from AlignSeriesLib.dicom import pixels as dicom_pixels
 
     folder, files_in_k_order = reference_folder
     grid = operations.load_reference(mrml.new_scene(), folder).geometry

@@ -15,7 +15,8 @@ import pytest
 from conftest import require_shared_dicom
 from dicom_fixtures import ORIENTATIONS, pixel_centers_lps, stack_positions, write_phantom_series
 
-from AlignSeriesLib import dicom_export, mrml, mrml_files, operations
+from AlignSeriesLib import mrml, mrml_files, operations
+from AlignSeriesLib.dicom import export as dicom_export
 from AlignSeriesLib.errors import OutputExistsError
 from AlignSeriesLib.export_job import ExportOptions
 from AlignSeriesLib.exports import ExportTargets

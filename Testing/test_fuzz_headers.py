@@ -21,7 +21,8 @@ import pytest
 from conftest import SHARED_DICOM, real_series_names
 from test_hostile_inputs import time_limit
 
-from AlignSeriesLib import dicom_series, operations
+from AlignSeriesLib import operations
+from AlignSeriesLib.dicom import series as dicom_series
 from AlignSeriesLib.errors import AlignSeriesError
 
 SEED = 1618

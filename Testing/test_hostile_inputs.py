@@ -21,7 +21,8 @@ import pytest
 from conftest import MODULE_DIR
 from hostile_corpus import all_cases, build_case, good_series, write_good_points, write_good_volume
 
-from AlignSeriesLib import cli, dicom_pixels, mrml, mrml_files, operations
+from AlignSeriesLib import cli, mrml, mrml_files, operations
+from AlignSeriesLib.dicom import pixels as dicom_pixels
 from AlignSeriesLib.errors import AlignSeriesError, DicomError
 from AlignSeriesLib.files import check_volume_file
 

@@ -30,7 +30,8 @@ if not slicer_qt_fakes.install():
                 "(see DESIGN.md, 'Real parts, not stand-ins')", allow_module_level=True)
 
 import AlignSeries  # noqa: E402  (needs qt, ctk and Slicer's framework installed first)
-from AlignSeriesLib import dicom_pixels, dicom_seg  # noqa: E402
+from AlignSeriesLib.dicom import pixels as dicom_pixels  # noqa: E402
+from AlignSeriesLib.dicom import seg as dicom_seg
 
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "AlignSeries.ui"
 MODULE_FILE = MODULE_DIR / "AlignSeries.py"
@@ -794,7 +795,7 @@ def _write_real_mosaic(path: Path) -> None:
 
 
 def test_a_mosaic_without_nibabel_installs_it_from_the_module_requirements_then_loads(app, tmp_path, monkeypatch):
-    from AlignSeriesLib import dicom_mosaic
+    from AlignSeriesLib.dicom import mosaic as dicom_mosaic
 
     _write_real_mosaic(tmp_path / "mosaic.dcm")
     available = {"nibabel": False}
@@ -829,7 +830,7 @@ def test_a_compressed_mosaic_without_decoders_installs_them_from_the_module_requ
 
 
 def test_without_slicer_package_manager_the_missing_package_is_named(scene, tmp_path, monkeypatch):
-    from AlignSeriesLib import dicom_mosaic
+    from AlignSeriesLib.dicom import mosaic as dicom_mosaic
     from AlignSeriesLib.errors import MissingDependencyError
 
     _write_real_mosaic(tmp_path / "mosaic.dcm")

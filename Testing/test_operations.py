@@ -8,7 +8,8 @@ import pytest
 import vtk
 from dicom_fixtures import stack_positions, write_phantom_series
 
-from AlignSeriesLib import dicom_export, export_job, exports, mrml, mrml_files, operations
+from AlignSeriesLib import export_job, exports, mrml, mrml_files, operations
+from AlignSeriesLib.dicom import export as dicom_export
 from AlignSeriesLib.errors import AlignSeriesError, OperationCancelledError
 from AlignSeriesLib.geometry import VolumeGeometry
 
@@ -33,7 +34,8 @@ def count_dcmread(monkeypatch) -> dict:
         return original(path, *args, **kwargs)
 
     monkeypatch.setattr(pydicom, "dcmread", counting)
-    from AlignSeriesLib import dicom_headers, dicom_pixels
+    from AlignSeriesLib.dicom import headers as dicom_headers
+    from AlignSeriesLib.dicom import pixels as dicom_pixels
     monkeypatch.setattr(dicom_headers.pydicom, "dcmread", counting)
     original_read_slices = dicom_pixels.read_slices
 
@@ -134,7 +136,7 @@ def test_the_reference_grid_reaches_the_exporters_without_a_dicom_reference_refu
 def test_png_names_come_from_the_series_object(reference_folder):
     folder, files, _ = reference_folder
     by_file = {str(f): pydicom.dcmread(f, stop_before_pixels=True) for f in files}
-    from AlignSeriesLib.dicom_series import scan_dicom
+    from AlignSeriesLib.dicom.series import scan_dicom
 
     for header in scan_dicom(folder).volumes[0].slices:
         dataset = by_file[header.path]

@@ -7,8 +7,8 @@ import pytest
 from conftest import require_shared_dicom
 from dicom_fixtures import ORIENTATIONS, stack_positions, write_phantom_series
 
-from AlignSeriesLib import dicom_series
-from AlignSeriesLib.dicom_stack import (
+from AlignSeriesLib.dicom import series as dicom_series
+from AlignSeriesLib.dicom.stack import (
     POSITION_ATOL,
     SliceFrame,
     analyse_stack,

@@ -19,7 +19,8 @@ from conftest import run, run_json
 from dicom_fixtures import pixel_centers_lps, stack_positions, write_series
 from PIL import Image
 
-from AlignSeriesLib import dicom_series, mrml, mrml_files, phantom, resample, transform_files
+from AlignSeriesLib import mrml, mrml_files, phantom, resample, transform_files
+from AlignSeriesLib.dicom import series as dicom_series
 from AlignSeriesLib.geometry import VolumeGeometry
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # also RAS from LPS: x and y change sign

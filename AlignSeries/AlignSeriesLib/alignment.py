@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .choices import GEOMETRY_MODES
-from .dicom_reg import SpatialRegistration, read_registration
+from .dicom.reg import SpatialRegistration, read_registration
 from .errors import AlignSeriesWarning, FrameOfReferenceError, GeometryError
 from .geometry import VolumeGeometry, moving_ijk_to_fixed_ijk
 

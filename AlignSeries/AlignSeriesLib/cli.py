@@ -271,7 +271,7 @@ def run_info(args) -> dict:
 
     options = {"regularize": args.regularize, "regularize_spacing": args.regularize_spacing,
                "progress": _progress_bar(args, "scanning")}
-    from . import dicom_seg_read
+    from .dicom import seg_read as dicom_seg_read
 
     scan: dict = {"skipped": [], "warnings": []}
     if len(args.paths) == 1 and dicom_seg_read.is_seg_file(args.paths[0]):

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
-from . import dicom_series, export_job, exports, mrml, mrml_files, operations, phantom
+from . import export_job, exports, mrml, mrml_files, operations, phantom
+from .dicom import series as dicom_series
 from .errors import AlignSeriesError, FrameOfReferenceError
 from .files import write_text_atomic
 from .geometry import apply_affine

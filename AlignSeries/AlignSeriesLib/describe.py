@@ -1,6 +1,6 @@
 """What ``alignseries info`` and the panel tell a person about a volume: the report, in dicts and text.
 
-Core module (no ``slicer``): it describes a :class:`~AlignSeriesLib.dicom_series.DicomVolume` or a
+Core module (no ``slicer``): it describes a :class:`~AlignSeriesLib.dicom.series.DicomVolume` or a
 bare :class:`~AlignSeriesLib.geometry.VolumeGeometry` (a volume file). The dict fields are the
 DESIGN.md ``info`` contract plus ``summary``, ``orientation``, ``mirrored`` and ``origin_lines``,
 which explain where the first voxel lies in LPS and RAS and why viewers may show another origin.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_series import DicomVolume
+from .dicom.series import DicomVolume
 from .errors import AlignSeriesWarning, ProgressCallback
 from .geometry import VolumeGeometry
 
@@ -145,7 +145,7 @@ def describe_dicom_scan(paths, *, regularize: bool = True, regularize_spacing: f
         ``volumes`` (as :func:`describe_dicom`), ``skipped`` (``{"path", "kind", "reason"}`` per skipped file)
         and ``warnings`` (one grouped ``skipped_file`` warning, "4 files skipped: 2 DICOMDIR, 2 raw data").
     """
-    from .dicom_series import scan_dicom
+    from .dicom.series import scan_dicom
 
     scan = scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing, progress=progress)
     warning = scan.skipped_warning()

@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import dicom_export, dicom_seg, files, mrml, mrml_files, preview, resample
-from .dicom_series import DicomVolume
+from . import files, mrml, mrml_files, preview, resample
+from .dicom import export as dicom_export
+from .dicom import seg as dicom_seg
+from .dicom.series import DicomVolume
 from .errors import AlignSeriesError, OutputExistsError
 from .geometry import VolumeGeometry, lps_to_ras_matrix
 from .label_table import LabelTable, label_table_from_json

@@ -9,7 +9,7 @@ Frames: MRML world coordinates are RAS; a transform node's "to parent" matrix ma
 fixed RAS (see :func:`set_linear_transform`).
 
 A volume loaded from DICOM travels through the layers as its
-:class:`~AlignSeriesLib.dicom_series.DicomVolume` (slices, files, UIDs, planes, warnings). On a node,
+:class:`~AlignSeriesLib.dicom.series.DicomVolume` (slices, files, UIDs, planes, warnings). On a node,
 node attributes are that object's save/reload form only: :func:`dicom_series_of` gives the object
 back, from memory when this process loaded it, else by a header-only scan of the files the node names.
 """
@@ -26,9 +26,11 @@ import numpy as np
 import slicer
 from vtkmodules.util import numpy_support
 
-from . import dicom_pixels, dicom_series, preview, reslice
+from . import preview, reslice
 from . import vtk_classes as vtk
-from .dicom_series import DicomVolume
+from .dicom import pixels as dicom_pixels
+from .dicom import series as dicom_series
+from .dicom.series import DicomVolume
 from .errors import (
     AlignSeriesError,
     AlignSeriesWarning,
@@ -566,7 +568,7 @@ def transform_to_parent_matrix(transform_node) -> np.ndarray:
 # -- DICOM --------------------------------------------------------------------------------------
 
 #: Largest difference (mm per index step, and mm for the origin) tolerated between a loaded node's
-#: IJKToRAS and the DICOM header geometry: the position tolerance of :mod:`AlignSeriesLib.dicom_stack`.
+#: IJKToRAS and the DICOM header geometry: the position tolerance of :mod:`AlignSeriesLib.dicom.stack`.
 DICOM_GEOMETRY_ATOL = dicom_series.POSITION_ATOL
 
 
@@ -582,7 +584,7 @@ def load_dicom_volume(scene, dicom_volume, *, name: str | None = None, registrat
     Parameters
     ----------
     scene : vtkMRMLScene
-    dicom_volume : AlignSeriesLib.dicom_series.DicomVolume
+    dicom_volume : AlignSeriesLib.dicom.series.DicomVolume
     name : str, optional
         Node name; default the volume's name.
     registrations : sequence of path

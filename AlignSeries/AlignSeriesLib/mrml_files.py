@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import slicer
 
-from . import dicom_pixels, preview, transform_files
+from . import preview, transform_files
 from . import vtk_classes as vtk
+from .dicom import pixels as dicom_pixels
 from .errors import AlignSeriesError, GeometryError, LandmarkError, OutputWriteError, TransformFileError
 from .files import (
     MARKUPS_FILE_SUFFIXES,

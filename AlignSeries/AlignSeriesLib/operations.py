@@ -7,7 +7,7 @@ a manifest row), calls one of these, and shows the result; so every front end ga
 at once.
 
 Data moves forward once. A DICOM series is scanned once, into a
-:class:`~AlignSeriesLib.dicom_series.DicomVolume`; a reference used only as a grid is read header-only
+:class:`~AlignSeriesLib.dicom.series.DicomVolume`; a reference used only as a grid is read header-only
 (:func:`load_reference`), and the exporters take that object with the slab they write.
 
 Progress callbacks have one polarity throughout: ``progress(fraction) -> bool``, returning True cancels
@@ -23,9 +23,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import alignment, dicom_reg, dicom_seg_read, dicom_series, files, landmarks, mrml, mrml_files, registration
+from . import alignment, files, landmarks, mrml, mrml_files, registration
 from .describe import describe_dicom, summary_line, volume_file_info
-from .dicom_series import DicomVolume
+from .dicom import reg as dicom_reg
+from .dicom import seg_read as dicom_seg_read
+from .dicom import series as dicom_series
+from .dicom.series import DicomVolume
 from .errors import (
     AlignSeriesError,
     AlignSeriesWarning,

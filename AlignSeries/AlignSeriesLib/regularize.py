@@ -1,6 +1,6 @@
 """Exact regularization: resample an irregular stack of parallel slices onto an orthogonal grid.
 
-The grid (see :func:`AlignSeriesLib.dicom_stack.regular_grid`) shares the slices' in-plane axes
+The grid (see :func:`AlignSeriesLib.dicom.stack.regular_grid`) shares the slices' in-plane axes
 and pixel spacing, so a grid point projects onto each source slice at a constant sub-pixel shift.
 Each output voxel is interpolated from the true slice positions:
 

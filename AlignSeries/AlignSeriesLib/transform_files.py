@@ -46,7 +46,7 @@ _FRAME_DECLARATION = re.compile(r"frame\s*[:=]\s*(RAS|LPS)\b", re.IGNORECASE)
 def transform_file_kind(path) -> str:
     """Classify a transform file name: "matrix" (.json/.mat4), "flirt" (.mat), "itk" (.h5/.tfm/.txt), "reg" (.dcm).
 
-    "reg" is a DICOM Spatial Registration object (:mod:`AlignSeriesLib.dicom_reg`).
+    "reg" is a DICOM Spatial Registration object (:mod:`AlignSeriesLib.dicom.reg`).
 
     Raises
     ------

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from AlignSeriesLib import mrml, mrml_files, registration
-from AlignSeriesLib.dicom_series import DicomVolume
+from AlignSeriesLib.dicom.series import DicomVolume
 from AlignSeriesLib.errors import AlignSeriesWarning, GeometryError
 from AlignSeriesLib.geometry import VolumeGeometry, as_matrix4
 

@@ -25,7 +25,8 @@ sys.path[:0] = [str(TESTING), str(TESTING.parent / "AlignSeries")]
 
 from dicom_fixtures import ORIENTATIONS, stack_positions, write_series  # noqa: E402
 
-from AlignSeriesLib import dicom_series, mrml, operations  # noqa: E402
+from AlignSeriesLib import mrml, operations  # noqa: E402
+from AlignSeriesLib.dicom import series as dicom_series  # noqa: E402
 
 TARGET_SPEEDUP_VS_SIMPLEITK = 2.0
 

@@ -69,7 +69,7 @@ def write_benchmark_series(folder: Path, slices: int, size: int) -> None:
 
 
 def stage_scan(folders: dict) -> float:
-    from AlignSeriesLib import dicom_series
+    from AlignSeriesLib.dicom import series as dicom_series
 
     start = time.perf_counter()
     dicom_series.scan_dicom(folders["long"])

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from pydicom.dataset import Dataset
 
 if TYPE_CHECKING:
-    from .dicom_headers import SliceHeader
+    from .headers import SliceHeader
 
 #: Namespace of the UIDs derived for files whose own are empty or missing (anonymized data): RFC 4122
 #: name-based UUIDs under the 2.25 root, so that the same file gives the same UID on every run.

@@ -13,7 +13,7 @@ DICOM exporter takes it, :mod:`.dicom_export`) becomes one SEG instance:
   ReferencedFrameNumber for a frame of a multi-frame reference) and carries that slice's own
   ImagePositionPatient, so tilted, unevenly spaced and unsorted references are exact. The slices'
   plane (orientation, pixel spacing, position, SOPInstanceUID) is taken from the
-  :class:`~AlignSeriesLib.dicom_headers.SliceHeader` objects the reader built; the reference files
+  :class:`~AlignSeriesLib.dicom.headers.SliceHeader` objects the reader built; the reference files
   are opened once each, only for the patient and study modules and the SOP class;
 * ``seg_type="binary"`` (default; what viewers read today): segment numbers are the label values
   when these run 1..N without gaps, else the labels are renumbered 1..N in ascending order (with a
@@ -45,12 +45,12 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pydicom.valuerep import DSfloat
 
-from . import __version__
-from .dicom_headers import SliceHeader
-from .dicom_identity import used_uids
-from .dicom_stack import SliceFrame
-from .errors import AlignSeriesWarning, DicomError, MissingDependencyError
-from .label_table import Code, LabelTable
+from .. import __version__
+from ..errors import AlignSeriesWarning, DicomError, MissingDependencyError
+from ..label_table import Code, LabelTable
+from .headers import SliceHeader
+from .identity import used_uids
+from .stack import SliceFrame
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def write_seg(array_kji: ArrayLike, reference_slices: Sequence[SliceHeader], pat
 def _segmentation(hd, sources: list[Dataset], reference_slices: Sequence[SliceHeader], pixels: np.ndarray,
                   seg_type: str, segments: list[Segment], algorithm: tuple[str, str] | None,
                   series_instance_uid: str, series_description: str, path, omit_empty_frames: bool):
-    from .dicom_export import SERIES_NUMBER_OFFSET  # the DICOM exporter's numbering (it imports VTK: not for `info`)
+    from .export import SERIES_NUMBER_OFFSET  # the DICOM exporter's numbering (it imports VTK: not for `info`)
 
     series_number = sources[0].get("SeriesNumber")
     return hd.seg.Segmentation(

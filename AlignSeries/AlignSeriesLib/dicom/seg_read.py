@@ -22,13 +22,13 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from .describe import explained
-from .dicom_files import inflation_note, unreadable_note
-from .dicom_seg import GENERIC_CODE, SEG_SOP_CLASSES, Segment, import_highdicom
-from .dicom_stack import POSITION_ATOL, SliceFrame, analyse_stack, order_along_normal, regular_grid
-from .errors import AlignSeriesWarning, DicomError
-from .geometry import VolumeGeometry
-from .label_table import Code, Label, LabelTable
+from ..describe import explained
+from ..errors import AlignSeriesWarning, DicomError
+from ..geometry import VolumeGeometry
+from ..label_table import Code, Label, LabelTable
+from .file_kinds import inflation_note, unreadable_note
+from .seg import GENERIC_CODE, SEG_SOP_CLASSES, Segment, import_highdicom
+from .stack import POSITION_ATOL, SliceFrame, analyse_stack, order_along_normal, regular_grid
 
 logger = logging.getLogger(__name__)
 

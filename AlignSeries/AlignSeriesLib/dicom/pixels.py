@@ -1,7 +1,7 @@
 """Pixel data of DICOM slices, read in a given order and rescaled to modality values.
 
 Uncompressed little-endian pixel data is read straight from each file at the offset the header
-scan recorded (:class:`AlignSeriesLib.dicom_headers.PixelLayout`) into one preallocated array,
+scan recorded (:class:`AlignSeriesLib.dicom.headers.PixelLayout`) into one preallocated array,
 without pydicom parsing the file again. Other transfer syntaxes go through pydicom's decoders;
 when none is installed for a syntax (e.g. JPEG Lossless without pylibjpeg or gdcm)
 :class:`DicomDecodeError` is raised, so that the caller can use another reader (the MRML bridge
@@ -10,7 +10,7 @@ uses Slicer's ITK/GDCM reader).
 Stored values are exact for every bit depth: only the low BitsStored bits of each sample count
 (bits above HighBit are cleared) and, for PixelRepresentation 1, the sign is extended from bit
 BitsStored - 1, as pydicom's ``pixel_array`` does. Slices of a Siemens MOSAIC are cut from their
-file's image (:class:`AlignSeriesLib.dicom_mosaic.MosaicTile`), the image read once per file.
+file's image (:class:`AlignSeriesLib.dicom.mosaic.MosaicTile`), the image read once per file.
 
 Values are ``stored * RescaleSlope + RescaleIntercept`` per slice, as ``int16`` when that is exact
 and fits, else ``float32`` when exact (stored values within 2**24), else ``int32`` or ``float64``.
@@ -26,15 +26,15 @@ import numpy as np
 import pydicom
 from pydicom.uid import UID
 
-from .dicom_files import MAX_DECODED_BYTES, limit_advice
-from .dicom_headers import SliceHeader
-from .errors import DicomDecodeError, DicomError
+from ..errors import DicomDecodeError, DicomError
+from .file_kinds import MAX_DECODED_BYTES, limit_advice
+from .headers import SliceHeader
 
 logger = logging.getLogger(__name__)
 
 #: Largest voxel array (bytes) a DICOM volume may need before anything is allocated: by default 4 GiB, a
 #: 2000-slice 1024 x 1024 float16-sized series; larger inputs are almost always a wrong folder. Set from
-#: the environment variable ``ALIGNSERIES_MAX_DECODED_GIB`` (see :data:`dicom_files.MAX_DECODED_BYTES`).
+#: the environment variable ``ALIGNSERIES_MAX_DECODED_GIB`` (see :data:`.file_kinds.MAX_DECODED_BYTES`).
 MAX_VOLUME_BYTES = MAX_DECODED_BYTES
 
 #: pip requirements of pydicom's pixel-data decoders (JPEG baseline/extended/lossless and JPEG-LS, JPEG 2000,

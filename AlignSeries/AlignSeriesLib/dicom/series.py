@@ -11,7 +11,7 @@ reconstructable volume:
    number and time); when none does, in InstanceNumber (or frame) order, with a ``duplicate_positions``
    warning. Each volume's name says what it follows.
 3. Each volume's slices are ordered along the slice normal and checked
-   (:mod:`AlignSeriesLib.dicom_stack`). An irregular volume (gantry tilt, missing slices,
+   (:mod:`AlignSeriesLib.dicom.stack`). An irregular volume (gantry tilt, missing slices,
    non-uniform spacing) is regularized onto an orthogonal grid by default
    (:mod:`AlignSeriesLib.regularize`); with ``regularize=False`` a tilted but evenly spaced volume
    keeps its exact sheared grid and any other irregular volume is refused.
@@ -34,10 +34,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import dicom_pixels
-from .dicom_files import FileNote, iter_files
-from .dicom_headers import SliceHeader, read_headers
-from .dicom_stack import (
+from ..errors import (
+    AlignSeriesWarning,
+    DicomError,
+    GeometryError,
+    IrregularSeriesError,
+    OperationCancelledError,
+    ProgressCallback,
+)
+from ..files import safe_name
+from ..geometry import VolumeGeometry
+from ..regularize import resample_stack
+from . import pixels as dicom_pixels
+from .file_kinds import FileNote, iter_files
+from .headers import SliceHeader, read_headers
+from .stack import (
     DEFAULT_SINGLE_SLICE_SPACING,
     POSITION_ATOL,
     GridSpacing,
@@ -50,17 +61,6 @@ from .dicom_stack import (
     regular_grid,
     stack_warnings,
 )
-from .errors import (
-    AlignSeriesWarning,
-    DicomError,
-    GeometryError,
-    IrregularSeriesError,
-    OperationCancelledError,
-    ProgressCallback,
-)
-from .files import safe_name
-from .geometry import VolumeGeometry
-from .regularize import resample_stack
 
 logger = logging.getLogger(__name__)
 
@@ -185,12 +185,12 @@ class DicomVolume:
             are the same array.
         read_slices : callable, optional
             ``read_slices(volume) -> (K, Rows, Columns)`` array of the source slices in k order;
-            default :func:`AlignSeriesLib.dicom_pixels.read_slices` (pydicom).
+            default :func:`AlignSeriesLib.dicom.pixels.read_slices` (pydicom).
         max_bytes : int
             Memory limit for the source and the output arrays.
         allocate : callable
             ``allocate(shape, dtype)``: the array the source slices are read into when no conversion is
-            needed (see :func:`AlignSeriesLib.dicom_pixels.read_slices`).
+            needed (see :func:`AlignSeriesLib.dicom.pixels.read_slices`).
 
         Returns
         -------
@@ -308,7 +308,7 @@ def scan_dicom(paths, *, regularize: bool = True, progress: ProgressCallback | N
     regularize_spacing : float, optional, mm
         Spacing along the normal of the regular grid of irregular volumes. Default: the smallest gap
         between adjacent acquired slices (not below a quarter of the median gap), or the usual gap
-        when slices are missing (:func:`AlignSeriesLib.dicom_stack.choose_grid_spacing`).
+        when slices are missing (:func:`AlignSeriesLib.dicom.stack.choose_grid_spacing`).
 
     Returns
     -------

@@ -2,7 +2,7 @@
 
 The volume must lie on the reference series' grid (see :mod:`.resample`), its slice ``k`` on the
 reference's slice ``k``: the reference slices are given as the
-:class:`~AlignSeriesLib.dicom_headers.SliceHeader` objects of the scanned reference series, in k
+:class:`~AlignSeriesLib.dicom.headers.SliceHeader` objects of the scanned reference series, in k
 order (``DicomVolume.slices``, or a slab of them). Those headers are the writers' only source of a
 slice's plane and identity (position, orientation, spacing, InstanceNumber, SOPInstanceUID, frame,
 MOSAIC tile); the DICOM writer opens one reference file per export, for the patient and study identity.
@@ -79,12 +79,12 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DSfloat
 
-from . import __version__
-from .dicom_headers import SliceHeader
-from .dicom_identity import used_uids
-from .errors import AlignSeriesError, DicomError, OutputExistsError
-from .files import safe_name, staged_outputs
-from .preview import png_bytes, window_of, windowed
+from .. import __version__
+from ..errors import AlignSeriesError, DicomError, OutputExistsError
+from ..files import safe_name, staged_outputs
+from ..preview import png_bytes, window_of, windowed
+from .headers import SliceHeader
+from .identity import used_uids
 
 logger = logging.getLogger(__name__)
 

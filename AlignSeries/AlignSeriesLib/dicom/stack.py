@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import AlignSeriesWarning, GeometryError
-from .geometry import VolumeGeometry
+from ..errors import AlignSeriesWarning, GeometryError
+from ..geometry import VolumeGeometry
 
 #: Largest distance (mm) by which a slice may miss the position a grid gives it and still count as
 #: on that grid. Real headers store positions with 3-6 decimals (rounding up to 0.0005 mm per

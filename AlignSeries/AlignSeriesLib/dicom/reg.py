@@ -31,9 +31,9 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
-from .errors import AlignSeriesWarning, DicomError
-from .files import atomic_output, check_input_file
-from .geometry import as_matrix4, lps_to_ras_transform, ras_to_lps_transform
+from ..errors import AlignSeriesWarning, DicomError
+from ..files import atomic_output, check_input_file
+from ..geometry import as_matrix4, lps_to_ras_transform, ras_to_lps_transform
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ Geometry (DICOM patient space, LPS, mm):
   point against ``row x column`` (descending or head-to-foot acquisitions); ``spacing`` is
   SpacingBetweenSlices, else SliceThickness.
 
-Each tile becomes its own :class:`AlignSeriesLib.dicom_headers.SliceHeader` (with a
+Each tile becomes its own :class:`AlignSeriesLib.dicom.headers.SliceHeader` (with a
 :class:`MosaicTile`), so ordering along the normal, checks and grouping of several mosaic files
 (time points, diffusion volumes) are those of ordinary slices.
 """
@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydicom.dataset import Dataset
 
-from .errors import DicomError, MissingDependencyError
+from ..errors import DicomError, MissingDependencyError
 
 if TYPE_CHECKING:
-    from .dicom_headers import SliceHeader
+    from .headers import SliceHeader
 
 #: Largest distance between the unit CSA SliceNormalVector and +-(row x column) accepted: beyond it
 #: the private header and ImageOrientationPatient disagree about the slice plane (same limit as the
-#: orthonormality of ImageOrientationPatient, ``dicom_headers.ORIENTATION_REJECT_ATOL``).
+#: orthonormality of ImageOrientationPatient, ``headers.ORIENTATION_REJECT_ATOL``).
 SLICE_NORMAL_ATOL = 0.02
 
 #: What a user must install to read MOSAIC files (the version pinned in requirements.txt).

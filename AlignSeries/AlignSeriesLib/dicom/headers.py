@@ -2,7 +2,7 @@
 
 Nothing here decodes pixel data. Files are read with pydicom's ``defer_size`` so that the pixel
 data element is skipped (its offset and length are kept for a later fast read, see
-:mod:`AlignSeriesLib.dicom_pixels`). Enhanced multi-frame objects give one header per frame, with
+:mod:`AlignSeriesLib.dicom.pixels`). Enhanced multi-frame objects give one header per frame, with
 the geometry taken from the per-frame functional groups, falling back to the shared ones.
 
 Frames: positions and directions are DICOM patient coordinates (LPS, mm), as in the files.
@@ -21,7 +21,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from .dicom_files import (
+from ..errors import DicomError, MissingDependencyError
+from .file_kinds import (
     API_ERRORS,
     READ_ERRORS,
     FileNote,
@@ -29,9 +30,8 @@ from .dicom_files import (
     non_image_note,
     unreadable_note,
 )
-from .dicom_identity import Identity, Substitution, file_identity, uid_value
-from .dicom_mosaic import MosaicTile, is_mosaic, tile_headers
-from .errors import DicomError, MissingDependencyError
+from .identity import Identity, Substitution, file_identity, uid_value
+from .mosaic import MosaicTile, is_mosaic, tile_headers
 
 logger = logging.getLogger(__name__)
 
