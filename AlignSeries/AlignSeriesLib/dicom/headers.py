@@ -11,9 +11,11 @@ Every error message names the file (and frame) and the DICOM tag that is missing
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pydicom
@@ -32,6 +34,7 @@ from .file_kinds import (
 )
 from .identity import Identity, Substitution, file_identity, uid_value
 from .mosaic import MosaicTile, is_mosaic, tile_headers
+from .plain import NotPlainError, read_plain
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,12 @@ ORIENTATION_REJECT_ATOL = 0.02
 MAX_COORDINATE_MM = 1e6
 
 _PIXEL_DATA_TAG = 0x7FE00010
+
+
+@functools.lru_cache(maxsize=256)
+def _uid(value: str) -> UID:
+    """``UID(value)``, made once per distinct value (a scan meets a few transfer syntaxes and SOP classes)."""
+    return UID(value)
 
 
 class TruncatedFileError(DicomError):
@@ -87,7 +96,7 @@ class PixelLayout:
     @property
     def is_native_little_endian(self) -> bool:
         """True when the pixels can be read straight from the file (uncompressed little endian)."""
-        syntax = UID(self.transfer_syntax)
+        syntax = _uid(self.transfer_syntax)
         return self.offset is not None and not syntax.is_compressed and syntax.is_little_endian and not (
             syntax.is_deflated
         )
@@ -186,7 +195,13 @@ def read_headers(path) -> list[SliceHeader] | FileNote:
         If the file is a Siemens MOSAIC and nibabel is not installed (not a reason to skip the file).
     """
     path = str(path)
-    unreadable = unreadable_note(path) or inflation_note(path)
+    unreadable = unreadable_note(path)
+    if unreadable:
+        return unreadable
+    plain = _plain_headers(path)
+    if plain is not None:
+        return plain
+    unreadable = inflation_note(path)
     if unreadable:
         return unreadable
     try:
@@ -212,6 +227,17 @@ def read_headers(path) -> list[SliceHeader] | FileNote:
     except READ_ERRORS as error:
         return FileNote(path, f"{path}: corrupt or truncated DICOM file: pydicom says {type(error).__name__}: {error}",
                         kind="corrupt or truncated")
+
+
+def _plain_headers(path: str) -> list[SliceHeader] | None:
+    """The headers of a plain file (:mod:`.plain`: no pydicom Dataset built), or None for any other file and
+    for any file whose headers are not plain images: pydicom reads those, and says what is wrong."""
+    try:
+        dataset = cast(Dataset, read_plain(path))  # offers the part of a Dataset that the functions below use
+        headers = _headers_of_dataset(path, dataset)
+    except (NotPlainError, DicomError) + READ_ERRORS + API_ERRORS:
+        return None
+    return headers if isinstance(headers, list) else None
 
 
 def _read_dataset(path: str) -> Dataset | None:
@@ -242,7 +268,7 @@ def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | File
     if sop_class == SPATIAL_REGISTRATION_SOP_CLASS:
         return FileNote(path, f"{path}: spatial registration object, kept for REG import", series_uid, True,
                         kind="REG")
-    name = UID(sop_class).name if sop_class else "no SOPClassUID"
+    name = _uid(sop_class).name if sop_class else "no SOPClassUID"
     _check_element_lengths(path, dataset)
     pixel_tag = _pixel_data_tag(dataset)
     non_image = non_image_note(path, dataset, sop_class, name, series_uid, pixel_tag)
@@ -278,7 +304,7 @@ def _headers_of_dataset(path: str, dataset: Dataset) -> list[SliceHeader] | File
 def _check_element_lengths(path: str, dataset: Dataset) -> None:
     """Raise TruncatedFileError when an element's declared length runs past the end of the file (pydicom defers
     long values, so a cut or corrupt length is otherwise seen only when the value is read)."""
-    if UID(str(dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))).is_deflated:
+    if _uid(str(dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))).is_deflated:
         return  # offsets count in the inflated stream
     tags = list(dataset.keys())
     last = max(tags) if tags else None  # an overrun swallows the rest of the file: only the last element can
@@ -328,7 +354,7 @@ def _pixel_layout(path: str, dataset: Dataset, pixel_tag: int = _PIXEL_DATA_TAG)
     element = dataset.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
     syntax = str(dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))
     value_length = getattr(element, "length", None)  # a RawDataElement's or deferred element's byte length
-    native = not UID(syntax).is_encapsulated and value_length != 0xFFFFFFFF
+    native = not _uid(syntax).is_encapsulated and value_length != 0xFFFFFFFF
     offset, length = (element.value_tell, value_length) if native and hasattr(element, "value_tell") else (None, None)
     bits_stored = _optional_int(path, dataset, "BitsStored", "(0028,0101)", bits_allocated)
     representation = _optional_int(path, dataset, "PixelRepresentation", "(0028,0103)", 0)
@@ -368,7 +394,7 @@ def _check_pixel_length(path: str, dataset: Dataset, layout: PixelLayout) -> Non
             f"x NumberOfFrames x BitsAllocated/8 = {rows} x {columns} x {frames} x {layout.bits_allocated // 8} "
             f"= {expected} bytes"
         )
-    if UID(layout.transfer_syntax).is_deflated:
+    if _uid(layout.transfer_syntax).is_deflated:
         return  # offsets count in the inflated stream, not in the file: pydicom checks while decoding
     available = os.path.getsize(path) - layout.offset
     if available < expected:

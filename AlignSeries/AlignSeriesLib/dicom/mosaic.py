@@ -227,8 +227,8 @@ def require_nibabel(what: str) -> None:
 
 def has_csa_image_header(dataset: Dataset) -> bool:
     """True when the dataset has a "SIEMENS CSA HEADER" private block (without reading its value)."""
-    return any(str(dataset[(0x0029, element)].value).strip() == CSA_CREATOR
-               for element in range(0x10, 0x100) if (0x0029, element) in dataset)
+    creators = [tag for tag in dataset.keys() if 0x00290010 <= tag <= 0x002900FF]  # private creators of (0029)
+    return any(str(dataset[tag].value).strip() == CSA_CREATOR for tag in creators)
 
 
 def read_csa_image_header(dataset: Dataset, *, where: str) -> dict:
