@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import cast
@@ -466,7 +467,7 @@ def _plane_geometry(where: str, position_source: Dataset, orientation_source: Da
     position = _required_vector(where, position_source, "ImagePositionPatient", "(0020,0032)", 3)
     orientation = _required_vector(where, orientation_source, "ImageOrientationPatient", "(0020,0037)", 6)
     spacing = _required_vector(where, spacing_source, "PixelSpacing", "(0028,0030)", 2)
-    if np.any(spacing <= 0):
+    if min(spacing.tolist()) <= 0:
         raise DicomError(f"{where}: PixelSpacing (0028,0030) must be positive, got {spacing.tolist()}")
     _check_orientation(where, orientation)
     return orientation, position, spacing
@@ -492,12 +493,13 @@ def _required_vector(where: str, dataset: Dataset, keyword: str, tag: str, size:
     if value is None or value == "":
         raise DicomError(f"{where}: missing {keyword} {tag}")
     try:
-        vector = np.array([float(v) for v in value], dtype=float)
+        numbers = [float(v) for v in value]
     except (TypeError, ValueError):
         raise DicomError(f"{where}: {keyword} {tag} is not numeric: {value!r}") from None
-    if vector.shape != (size,) or not np.all(np.isfinite(vector)):
+    if len(numbers) != size or not all(map(math.isfinite, numbers)):  # plain Python: numpy is slower on 3 numbers
         raise DicomError(f"{where}: {keyword} {tag} must be {size} finite numbers, got {list(value)!r}")
-    if np.any(np.abs(vector) > MAX_COORDINATE_MM):
+    vector = np.array(numbers, dtype=float)
+    if max(map(abs, numbers)) > MAX_COORDINATE_MM:
         raise DicomError(f"{where}: {keyword} {tag} {vector.tolist()} is beyond {MAX_COORDINATE_MM:g} mm: "
                          "a corrupt header")
     return vector

@@ -109,7 +109,9 @@ class PlainDataset:
         return self._elements[_tag_of(key)]
 
     def get(self, key, default=None):
-        tag = _tag_of(key)
+        tag = _KEYWORD_TAGS.get(key) if isinstance(key, str) else None
+        if tag is None:
+            tag = _tag_of(key)
         if tag in self._values:
             return self._values[tag]
         element = self._elements.get(tag)
@@ -130,9 +132,15 @@ def _tag_of(key) -> int:
     return int(key)
 
 
-@functools.lru_cache(maxsize=512)
+#: Tags of the keywords asked for so far.
+_KEYWORD_TAGS: dict[str, int] = {}
+
+
 def _keyword_tag(keyword: str) -> int | None:
-    return tag_for_keyword(keyword)
+    tag = tag_for_keyword(keyword)
+    if tag is not None:
+        _KEYWORD_TAGS[keyword] = tag
+    return tag
 
 
 @functools.lru_cache(maxsize=1024)
@@ -249,9 +257,10 @@ def _walk(reader: _Reader, position: int, *, implicit: bool, group: int | None =
     elements: dict[int, PlainElement] = {}
     stop = reader.size if end is None else end
     previous = -1
+    unpack_header, unpack_length, short_vrs = _EXPLICIT_HEADER.unpack_from, _LENGTH.unpack_from, _SHORT_VRS
     while position < stop:
         data, at = reader.window(position, 8)
-        tag_group, tag_element, vr_bytes, short_length = _EXPLICIT_HEADER.unpack_from(data, at)
+        tag_group, tag_element, vr_bytes, short_length = unpack_header(data, at)
         tag = tag_group << 16 | tag_element
         if group is not None and tag_group != group:
             break
@@ -261,12 +270,12 @@ def _walk(reader: _Reader, position: int, *, implicit: bool, group: int | None =
             raise NotPlainError(f"element {tag:08X} out of order")
         previous = tag
         if implicit:
-            vr, (length,), value_tell = _dictionary_vr(tag) or "UN", _LENGTH.unpack_from(data, at + 4), position + 8
-        elif vr_bytes in _SHORT_VRS:
-            vr, length, value_tell = _SHORT_VRS[vr_bytes], short_length, position + 8
+            vr, length, value_tell = _dictionary_vr(tag) or "UN", unpack_length(data, at + 4)[0], position + 8
+        elif vr_bytes in short_vrs:
+            vr, length, value_tell = short_vrs[vr_bytes], short_length, position + 8
         elif vr_bytes in _LONG_VRS:
             data, at = reader.window(position, 12)
-            vr, (length,), value_tell = _LONG_VRS[vr_bytes], _LENGTH.unpack_from(data, at + 8), position + 12
+            vr, length, value_tell = _LONG_VRS[vr_bytes], unpack_length(data, at + 8)[0], position + 12
         else:
             raise NotPlainError(f"element {tag:08X}: VR {vr_bytes!r}")
         if length == UNDEFINED:
@@ -274,13 +283,12 @@ def _walk(reader: _Reader, position: int, *, implicit: bool, group: int | None =
             elements[tag] = PlainElement(vr, None, length, None)
             continue
         position = value_tell + length
-        if length > KEPT_VALUE_BYTES:
-            elements[tag] = PlainElement(vr, value_tell, length, None)
-        elif position <= reader.start + len(data):
-            kept = data[value_tell - reader.start:position - reader.start]
-            elements[tag] = PlainElement(vr, value_tell, length, kept)
-        else:
-            elements[tag] = PlainElement(vr, value_tell, length, reader.bytes(value_tell, length))
+        kept = None
+        if length <= KEPT_VALUE_BYTES:
+            first = value_tell - reader.start
+            kept = data[first:first + length] if position <= reader.start + len(data) else reader.bytes(
+                value_tell, length)
+        elements[tag] = PlainElement(vr, value_tell, length, kept)
     if position > stop:
         raise NotPlainError("an element runs past its end")
     return elements, position
