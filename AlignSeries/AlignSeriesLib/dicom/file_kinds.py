@@ -118,10 +118,12 @@ def _files_in_folder(folder: Path) -> Iterator[Path]:
 
 
 
-def unreadable_note(path: str) -> FileNote | None:
+def unreadable_note(path: str, *, opening: bool = True) -> FileNote | None:
     """Why a file cannot be read (not a regular file, empty, a broken link, no read permission), else None.
 
     A FIFO, device or socket is named from its status and never opened: opening a FIFO blocks until a writer comes.
+    With ``opening`` False, only what the file's status tells (missing, broken link, not a regular file): for a
+    caller that opens the file next and asks again when that fails.
     """
     try:
         status = os.stat(path)
@@ -130,6 +132,8 @@ def unreadable_note(path: str) -> FileNote | None:
     if not stat.S_ISREG(status.st_mode):
         kind = _special_file_kind(status.st_mode)
         return FileNote(path, f"{path}: {kind}, not a regular file: skipped without opening it", kind=kind)
+    if not opening:
+        return None
     try:
         with open(path, "rb"):
             pass

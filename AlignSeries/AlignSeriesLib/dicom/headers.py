@@ -196,13 +196,13 @@ def read_headers(path) -> list[SliceHeader] | FileNote:
         If the file is a Siemens MOSAIC and nibabel is not installed (not a reason to skip the file).
     """
     path = str(path)
-    unreadable = unreadable_note(path)
+    unreadable = unreadable_note(path, opening=False)  # never open a FIFO; a plain file is then opened once
     if unreadable:
         return unreadable
     plain = _plain_headers(path)
     if plain is not None:
         return plain
-    unreadable = inflation_note(path)
+    unreadable = unreadable_note(path) or inflation_note(path)
     if unreadable:
         return unreadable
     try:
