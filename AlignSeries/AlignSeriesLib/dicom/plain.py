@@ -162,19 +162,27 @@ def syntax_encoding(syntax: str) -> tuple[bool, bool] | None:
 
 def _decode(tag: int, element: PlainElement):
     """An element's value as pydicom gives it (see :class:`PlainDataset`), or NotPlainError."""
-    vr = element.vr
+    if element.length == 0:
+        return _decoded(tag, element.vr, b"")
+    if element.value is None:
+        raise NotPlainError(f"element {tag:08X} not kept")
+    value = _decoded(tag, element.vr, element.value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoded(tag: int, vr: str, raw: bytes):
+    """:func:`_decode` of a value, made once per distinct value (a series repeats most of them in every file);
+    several values come as a tuple."""
     if vr != _dictionary_vr(tag):
         raise NotPlainError(f"element {tag:08X} has VR {vr}, not its dictionary's")
-    if element.length == 0:
+    if not raw:
         return "" if vr in _STRING_VRS else None
-    raw = element.value
-    if raw is None:
-        raise NotPlainError(f"element {tag:08X} not kept")
     if vr in _BINARY_FORMATS:
         size = struct.calcsize(_BINARY_FORMATS[vr])
         if len(raw) % size:
             raise NotPlainError(f"element {tag:08X}: {len(raw)} bytes of {vr}")
-        values = list(struct.unpack(f"<{len(raw) // size}{_BINARY_FORMATS[vr]}", raw))
+        values = struct.unpack(f"<{len(raw) // size}{_BINARY_FORMATS[vr]}", raw)
         return values[0] if len(values) == 1 else values
     if not raw.isascii() or b"\x1b" in raw:
         raise NotPlainError(f"element {tag:08X}: not plain ASCII text")
@@ -187,7 +195,7 @@ def _decode(tag: int, element: PlainElement):
     values = text.split("\\") if strip else text.rstrip(" \0").split("\\")
     if strip:
         values = [value.rstrip(strip) for value in values]
-    return values[0] if len(values) == 1 else values
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def _number_string(tag: int, vr: str, text: str):
@@ -196,7 +204,7 @@ def _number_string(tag: int, vr: str, text: str):
     try:
         if vr == "IS" and not all(_INTEGER.fullmatch(part.strip()) for part in parts):
             raise ValueError(text)
-        numbers = [float(part) if vr == "DS" else int(part) for part in parts]
+        numbers = tuple(float(part) if vr == "DS" else int(part) for part in parts)
     except ValueError:
         raise NotPlainError(f"element {tag:08X}: {vr} {text!r}") from None
     return numbers[0] if len(numbers) == 1 else numbers
