@@ -266,8 +266,12 @@ def _walk(reader: _Reader, position: int, *, implicit: bool, group: int | None =
     stop = reader.size if end is None else end
     previous = -1
     unpack_header, unpack_length, short_vrs = _EXPLICIT_HEADER.unpack_from, _LENGTH.unpack_from, _SHORT_VRS
+    data, start = reader.data, reader.start  # the reader's window, refreshed whenever the reader moves it
     while position < stop:
-        data, at = reader.window(position, 8)
+        at = position - start
+        if at < 0 or at + 12 > len(data):  # near the window's end (or a short final element): ask the reader
+            data, at = reader.window(position, 8)
+            start = reader.start
         tag_group, tag_element, vr_bytes, short_length = unpack_header(data, at)
         tag = tag_group << 16 | tag_element
         if group is not None and tag_group != group:
@@ -283,19 +287,23 @@ def _walk(reader: _Reader, position: int, *, implicit: bool, group: int | None =
             vr, length, value_tell = short_vrs[vr_bytes], short_length, position + 8
         elif vr_bytes in _LONG_VRS:
             data, at = reader.window(position, 12)
+            start = reader.start
             vr, length, value_tell = _LONG_VRS[vr_bytes], unpack_length(data, at + 8)[0], position + 12
         else:
             raise NotPlainError(f"element {tag:08X}: VR {vr_bytes!r}")
         if length == UNDEFINED:
             position = _skip_undefined(reader, value_tell, implicit)
+            data, start = reader.data, reader.start
             elements[tag] = PlainElement(vr, None, length, None)
             continue
         position = value_tell + length
         kept = None
         if length <= KEPT_VALUE_BYTES:
-            first = value_tell - reader.start
-            kept = data[first:first + length] if position <= reader.start + len(data) else reader.bytes(
-                value_tell, length)
+            if position - start <= len(data):
+                kept = data[value_tell - start:position - start]
+            else:
+                kept = reader.bytes(value_tell, length)
+                data, start = reader.data, reader.start
         elements[tag] = PlainElement(vr, value_tell, length, kept)
     if position > stop:
         raise NotPlainError("an element runs past its end")
