@@ -4,9 +4,12 @@ A synthetic 400-slice 512 x 512 int16 CT series (12 bits stored, RescaleIntercep
 file names) is written to a temporary folder. Each reader runs a few times in this one process;
 the table gives the median seconds and the ratio against SimpleITK's series reader
 (``GetGDCMSeriesFileNames`` + ``ReadImage``) and against a naive pydicom read (``dcmread`` of every
-file, sort by position, ``np.stack``).
+file, sort by position, ``np.stack``). The last line gives the header reading's CPU time per file on
+the scan's plain path (:mod:`AlignSeriesLib.dicom.plain`) and through pydicom's ``dcmread``, the scan's
+other path (one process, no pool), which is what a scan of many small files costs.
 
-Run: ``.venv/bin/python Testing/benchmarks/bench_dicom_load.py [--repeats N] [--slices K]``
+Run: ``.venv/bin/python Testing/benchmarks/bench_dicom_load.py [--repeats N] [--slices K] [--size N]``
+(``--slices 2000 --size 64`` for a long series of small images, where header reading dominates).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ sys.path[:0] = [str(TESTING), str(TESTING.parent / "AlignSeries")]
 from dicom_fixtures import ORIENTATIONS, stack_positions, write_series  # noqa: E402
 
 from AlignSeriesLib import mrml, operations  # noqa: E402
+from AlignSeriesLib.dicom import headers as dicom_headers  # noqa: E402
 from AlignSeriesLib.dicom import series as dicom_series  # noqa: E402
 
 TARGET_SPEEDUP_VS_SIMPLEITK = 2.0
@@ -69,6 +73,27 @@ def naive_pydicom(folder: Path):
                      for d in datasets]).shape
 
 
+def header_cpu_per_file(folder: Path, repeats: int) -> dict[str, float]:
+    """CPU seconds per file of reading every file's headers, on the plain path and through pydicom (best run)."""
+    files = sorted(folder.iterdir())
+    plain = dicom_headers._plain_headers
+    seconds = {}
+    try:
+        for name in ("plain", "pydicom"):
+            if name == "pydicom":
+                dicom_headers._plain_headers = lambda path: None
+            runs = []
+            for _ in range(repeats):
+                start = time.process_time()
+                for path in files:
+                    dicom_headers.read_headers(path)
+                runs.append(time.process_time() - start)
+            seconds[name] = min(runs) / len(files)
+    finally:
+        dicom_headers._plain_headers = plain
+    return seconds
+
+
 def median_seconds(function, folder: Path, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -82,21 +107,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--slices", type=int, default=400)
+    parser.add_argument("--size", type=int, default=512, help="rows and columns of each slice")
     args = parser.parse_args()
     mrml.capture_vtk_messages()
     with tempfile.TemporaryDirectory(prefix="alignseries-bench-") as temporary:
         folder = Path(temporary)
-        write_benchmark_series(folder, args.slices)
+        write_benchmark_series(folder, args.slices, args.size)
         candidates = {"AlignSeries header scan": scan_only, "AlignSeries scan + load into MRML": scan_and_load,
                       "SimpleITK GetGDCMSeriesFileNames + ReadImage": simpleitk_series,
                       "naive pydicom dcmread + np.stack": naive_pydicom}
         seconds = {name: median_seconds(function, folder, args.repeats) for name, function in candidates.items()}
+        per_file = header_cpu_per_file(folder, args.repeats)
     reference = seconds["SimpleITK GetGDCMSeriesFileNames + ReadImage"]
     naive = seconds["naive pydicom dcmread + np.stack"]
-    print(f"{args.slices} slices of 512 x 512 int16, median of {args.repeats} runs")
+    print(f"{args.slices} slices of {args.size} x {args.size} int16, median of {args.repeats} runs")
     print(f"{'reader':<48} {'seconds':>8} {'x faster than SimpleITK':>24} {'x faster than naive':>20}")
     for name, value in seconds.items():
         print(f"{name:<48} {value:8.3f} {reference / value:24.2f} {naive / value:20.2f}")
+    print(f"header reading, CPU per file: plain path {per_file['plain'] * 1e6:.0f} us, pydicom dcmread "
+          f"{per_file['pydicom'] * 1e6:.0f} us ({per_file['pydicom'] / per_file['plain']:.1f}x)")
     speedup = reference / seconds["AlignSeries scan + load into MRML"]
     verdict = "met" if speedup >= TARGET_SPEEDUP_VS_SIMPLEITK else "NOT met"
     print(f"target scan + load >= {TARGET_SPEEDUP_VS_SIMPLEITK:g}x faster than SimpleITK: {verdict} ({speedup:.2f}x)")
