@@ -67,7 +67,7 @@ class TruncatedFileError(DicomError):
     """A file ends before the pixel data its header announces."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PixelLayout:
     """Where and how one file stores its pixels (shared by all frames of a multi-frame file).
 
@@ -109,7 +109,7 @@ class PixelLayout:
         return np.dtype(f"<{kind}{self.bits_allocated // 8}")
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)  # slots: a scan holds one per slice
 class SliceHeader:
     """What the header of one image (one file, or one frame of a multi-frame file) says.
 
