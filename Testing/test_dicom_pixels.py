@@ -131,6 +131,26 @@ def test_high_bit_other_than_bits_stored_minus_one_is_refused(tmp_path):
     assert isinstance(note, FileNote) and "HighBit (0028,0102) 15 with BitsStored (0028,0101) 12" in note.reason
 
 
+def test_rescaled_values_are_written_into_the_memory_the_caller_gives(tmp_path):
+    """A volume converted to float32 (RescaleSlope 0.5) lands in the allocator's array, which a volume node then
+    takes as it is: no second copy of the volume."""
+    dataset = real_header_file(tmp_path)
+    dataset.RescaleSlope, dataset.RescaleIntercept = 0.5, -3
+    dataset.save_as(tmp_path / "slope.dcm", enforce_file_format=True)
+    header, = dicom_headers.read_headers(tmp_path / "slope.dcm")
+    given = []
+
+    def allocate(shape, dtype):
+        given.append(np.empty(shape, dtype))
+        return given[-1]
+
+    values = dicom_pixels.read_slices([header], allocate=allocate)
+
+    assert values.dtype == np.float32 and len(given) == 1 and np.shares_memory(values, given[0])
+    truth = pydicom.dcmread(tmp_path / "slope.dcm").pixel_array * 0.5 - 3
+    np.testing.assert_array_equal(values[0].astype(np.float64), truth)
+
+
 def test_output_dtype_holds_thirty_two_bit_values_exactly():
     header = dicom_headers.read_headers(pydicom.data.get_testdata_file("CT_small.dcm"))[0]
     layout = header.pixels

@@ -151,9 +151,9 @@ def read_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_VOLUME_B
     max_bytes : int
         Memory limit, see :func:`check_memory`.
     allocate : callable
-        ``allocate(shape, dtype)`` gives the array the pixels are read into (``np.empty`` by default). The
-        result is that array itself whenever the rescale can be done in place (stored and output types of one
-        size), else a new array of :func:`output_dtype`.
+        ``allocate(shape, dtype)`` gives the result's memory (``np.empty`` by default): the pixels are read into
+        it when the rescale can be done in place (stored and output types of one size), else read into a
+        temporary array and converted into it.
 
     Returns
     -------
@@ -174,7 +174,7 @@ def read_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_VOLUME_B
     in_place = _fits_by_view(first.pixels.stored_dtype, dtype, headers)
     stored = read_stored_slices(headers, max_bytes=max_bytes,
                                 allocate=(lambda shape, _: allocate(shape, dtype)) if in_place else np.empty)
-    return _rescaled(stored, headers, dtype)
+    return _rescaled(stored, headers, dtype, allocate)
 
 
 def read_stored_slices(headers: Sequence[SliceHeader], *, max_bytes: int = MAX_VOLUME_BYTES,
@@ -363,14 +363,17 @@ def _fits_by_view(stored_dtype: np.dtype, dtype: np.dtype, headers: Sequence[Sli
         limits.min <= _stored_range(h)[0] and _stored_range(h)[1] <= limits.max for h in headers)
 
 
-def _rescaled(stored: np.ndarray, headers: Sequence[SliceHeader], dtype: np.dtype) -> np.ndarray:
-    """Apply each slice's slope and intercept in place where possible (``stored`` is consumed)."""
+def _rescaled(stored: np.ndarray, headers: Sequence[SliceHeader], dtype: np.dtype,
+              allocate: Allocator = np.empty) -> np.ndarray:
+    """Apply each slice's slope and intercept in place where possible (``stored`` is consumed); a conversion to
+    another type is written into ``allocate(shape, dtype)`` (a node then takes it without a further copy)."""
     slopes = np.array([header.rescale[0] for header in headers])
     intercepts = np.array([header.rescale[1] for header in headers])
     if _fits_by_view(stored.dtype, dtype, headers):
         values = stored.view(dtype)
     else:
-        values = stored.astype(dtype, copy=stored.dtype != dtype)
+        values = _allocated(allocate, stored.shape, dtype)
+        np.copyto(values, stored, casting="unsafe")  # astype's conversion
     if np.any(slopes != 1):
         values *= slopes.astype(dtype)[:, None, None]
     if np.any(intercepts != 0):

@@ -189,8 +189,8 @@ class DicomVolume:
         max_bytes : int
             Memory limit for the source and the output arrays.
         allocate : callable
-            ``allocate(shape, dtype)``: the array the source slices are read into when no conversion is
-            needed (see :func:`AlignSeriesLib.dicom.pixels.read_slices`).
+            ``allocate(shape, dtype)``: the memory of the result when it is not interpolated (see
+            :func:`AlignSeriesLib.dicom.pixels.read_slices`).
 
         Returns
         -------
