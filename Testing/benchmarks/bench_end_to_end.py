@@ -218,6 +218,7 @@ def _alignseries_jobs():
     """The AlignSeries worker's jobs, on one scene kept between jobs (nodes a job adds are removed after it)."""
     import alignseries
     from AlignSeriesLib import mrml, operations
+    from AlignSeriesLib.exports import ExportTargets
 
     scene = mrml.new_scene()
 
@@ -225,7 +226,8 @@ def _alignseries_jobs():
         before = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
         if job == "resample":
             moving, reference, transform = inputs
-            operations.resample_and_export(scene, moving, reference, output, transform=transform, force=True)
+            operations.resample_and_export(scene, moving, reference, ExportTargets.for_output(output, force=True),
+                                           transform=transform)
         elif job.startswith("dicom"):
             alignseries.load(inputs).save(output, force=True)
         else:
