@@ -129,8 +129,9 @@ def write_dicom_input(folder: Path, slices: int, size: int) -> str:
 # -- one run ----------------------------------------------------------------------------------------------
 
 
-def run(command: list[str], output: Path) -> tuple[float, float]:
-    """Run a command to completion; (seconds, peak RSS MiB). The output is removed first and checked after."""
+def run(command: list[str], output: Path) -> tuple[float, float, float]:
+    """Run a command to completion; (seconds, peak RSS MiB, processor seconds). The output is removed first and
+    checked after."""
     if output.is_dir():
         shutil.rmtree(output)
         output.mkdir()
@@ -139,13 +140,13 @@ def run(command: list[str], output: Path) -> tuple[float, float]:
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         # GNU time reports the command's own peak RSS (a child forked from this process would count ours too)
         start = time.perf_counter()
-        process = subprocess.run([TIME, "-f", "%M", "-o", rss.name, *command], stdout=subprocess.DEVNULL,
+        process = subprocess.run([TIME, "-f", "%M %U %S", "-o", rss.name, *command], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, text=True, check=False)
         seconds = time.perf_counter() - start
-        peak_kib = float(rss.read().split()[-1])
+        peak_kib, user, system = (float(word) for word in rss.read().split()[-3:])
     if process.returncode != 0 or not (output.is_file() or (output.is_dir() and any(output.iterdir()))):
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}): {process.stderr.strip()[-2000:]}")
-    return seconds, peak_kib / 1024
+    return seconds, peak_kib / 1024, user + system
 
 
 def _size_mib(path: Path) -> float:
@@ -186,8 +187,9 @@ def measure(job: str, inputs, output_folder: Path, rounds: int) -> dict[str, dic
     for _ in range(rounds):
         for tool, (command, output) in tools.items():
             runs[tool].append(run(command, output))
-    return {tool: {"seconds": statistics.median(s for s, _ in results),
-                   "peak_rss_mib": max(m for _, m in results),
+    return {tool: {"seconds": statistics.median(s for s, _, _ in results),
+                   "peak_rss_mib": max(m for _, m, _ in results),
+                   "cpu_seconds": statistics.median(c for _, _, c in results),
                    "output_mib": _size_mib(tools[tool][1])} for tool, results in runs.items()}
 
 
@@ -409,15 +411,17 @@ def report_warm(rows, sizes) -> None:
 
 
 def report_overhead(cold, warm) -> None:
-    print(f"\nstart-up overhead = cold median - warm median\n{'job':<11} {'tool':<12} {'cold s':>7} {'warm s':>7} "
-          f"{'overhead':>9}")
+    print(f"\nstart-up overhead = cold median - warm median (wall; and in processor seconds, which load does not "
+          f"inflate)\n{'job':<11} {'tool':<12} {'cold s':>7} {'warm s':>7} {'overhead':>9} {'cold cpu':>9} "
+          f"{'warm cpu':>9} {'cpu overhead':>12}")
     warm_by_job = {job: results for job, _, results in warm}
     for job, _, results in cold:
         for tool, result in results.items():
             if job in warm_by_job and tool in warm_by_job[job]:
-                warm_seconds = warm_by_job[job][tool]["seconds"]
-                print(f"{job:<11} {tool:<12} {result['seconds']:7.2f} {warm_seconds:7.2f} "
-                      f"{result['seconds'] - warm_seconds:9.2f}")
+                warm_result = warm_by_job[job][tool]
+                print(f"{job:<11} {tool:<12} {result['seconds']:7.2f} {warm_result['seconds']:7.2f} "
+                      f"{result['seconds'] - warm_result['seconds']:9.2f} {result['cpu_seconds']:9.2f} "
+                      f"{warm_result['cpu_seconds']:9.2f} {result['cpu_seconds'] - warm_result['cpu_seconds']:12.2f}")
 
 
 if __name__ == "__main__":
