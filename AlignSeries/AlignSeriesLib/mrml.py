@@ -471,7 +471,6 @@ def dicom_series_of(volume_node) -> DicomVolume | None:
         return None
     regularized = json.loads(volume_node.GetAttribute(SOURCE_FILES_ATTRIBUTE) or "{}").get("regularized", False)
     from .dicom.series import scan_dicom
-
     scan = scan_dicom(sorted(set(files)), regularize=regularized)
     found = next((volume for volume in scan.volumes if volume.sop_instance_uids == uids), None)
     if found is None:
@@ -571,11 +570,6 @@ def transform_to_parent_matrix(transform_node) -> np.ndarray:
 
 # -- DICOM --------------------------------------------------------------------------------------
 
-#: Largest difference (mm per index step, and mm for the origin) tolerated between a loaded node's
-#: IJKToRAS and the DICOM header geometry: the position tolerance of :mod:`AlignSeriesLib.dicom.stack`.
-DICOM_GEOMETRY_ATOL = POSITION_ATOL
-
-
 def load_dicom_volume(scene, dicom_volume, *, name: str | None = None, registrations=()):
     """Load one scanned DICOM volume into a new scalar volume node on its exact geometry.
 
@@ -629,7 +623,6 @@ def _slicer_read_slices(scene, dicom_volume) -> np.ndarray:
             else "multi-frame" if any(frame is not None for frame in dicom_volume.frames) else None)
     if what is not None:  # Slicer's reader cannot unpack MOSAIC tiles or place frames: pydicom's decoders must
         from .dicom.pixels import DECODER_REQUIREMENTS
-
         decoders = " ".join(DECODER_REQUIREMENTS)
         raise MissingDependencyError(
             f"'{dicom_volume.name}': compressed {what} file {dicom_volume.files[0]} needs pydicom's decoders, which "
@@ -654,14 +647,15 @@ def _slicer_read_slices(scene, dicom_volume) -> np.ndarray:
 
 
 def _check_node_geometry(node, expected: VolumeGeometry, what: str, *, columns) -> None:
-    """Raise DicomError when the node's IJKToRAS columns differ from ``expected`` by more than 0.02 mm/voxel."""
+    """Raise DicomError when the node's IJKToRAS columns differ from ``expected`` by more than the position
+    tolerance of :mod:`AlignSeriesLib.dicom.stack` (mm per index step, and mm for the origin)."""
     actual = volume_geometry(node, world=False)
     columns = list(columns)
     difference = np.abs(actual.ijk_to_ras[:3, columns] - expected.ijk_to_ras[:3, columns]).max()
-    if actual.dimensions != expected.dimensions or difference > DICOM_GEOMETRY_ATOL:
+    if actual.dimensions != expected.dimensions or difference > POSITION_ATOL:
         raise DicomError(
             f"'{what}': the loaded node's IJKToRAS differs from the DICOM headers by {difference:.4f} mm "
-            f"(tolerance {DICOM_GEOMETRY_ATOL} mm; dimensions {actual.dimensions} vs {expected.dimensions})")
+            f"(tolerance {POSITION_ATOL} mm; dimensions {actual.dimensions} vs {expected.dimensions})")
 
 
 def node_name(node) -> str:

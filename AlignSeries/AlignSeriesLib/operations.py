@@ -90,8 +90,7 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
         if chosen is not None:
             _chosen_index([file_stem(paths[0])], *chosen)
         return [load_seg(scene, paths[0])]
-    scan = scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing,
-                                   progress=progress)
+    scan = scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing, progress=progress)
     segs = [path for path, _ in scan.skipped if include_segs and dicom_seg_read.is_seg_file(path)]
     skipped = scan.skipped_warning()
     if skipped is not None:  # once, grouped, whatever the number of volumes
