@@ -81,6 +81,13 @@ def test_a_dicom_reference_does_import_pydicom(inputs, tmp_path):
     assert "dask" not in modules and "highdicom" not in modules
 
 
+def test_info_on_dicom_starts_neither_slicer_nor_vtk(inputs):
+    modules = imported_by(["info", inputs / "dicom"])
+
+    assert "pydicom" in modules  # the headers were read
+    assert not modules & {"slicer", "vtkmodules", "dask", "SimpleITK", "highdicom"}, sorted(modules)
+
+
 def test_help_imports_neither_numpy_nor_vtk_nor_slicer():
     modules = imported_by(["--help"])
 
