@@ -433,6 +433,22 @@ def test_a_case_whose_worker_dies_says_so_instead_of_killedworker():
     assert "the worker process running this case died" in result["error"] and "KilledWorker" not in result["error"]
 
 
+def test_a_case_that_kills_its_local_worker_runs_once(tmp_path):
+    """The local cluster does not retry a case whose worker died (Dask's default tries it 4 times)."""
+    attempts = tmp_path / "attempts"
+
+    def dies(path: str) -> None:
+        with open(path, "a") as log:
+            log.write("attempt\n")
+        os._exit(9)
+
+    case = batch.Case(2, "in.nrrd", "ref", "out.nrrd")
+    with batch._dask_client(None, 1) as client:
+        result = batch._gathered(client.submit(dies, str(attempts), pure=False), case)
+    assert result["status"] == "failed" and "the worker process running this case died" in result["error"]
+    assert attempts.read_text().splitlines() == ["attempt"]
+
+
 # -- an existing cluster -------------------------------------------------------------------------
 
 

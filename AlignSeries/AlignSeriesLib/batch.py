@@ -568,13 +568,14 @@ def _lost_case_line(error: BaseException) -> str:
     """Why a case has no result: its worker process died while running it (run_case itself never raises)."""
     if type(error).__name__ != "KilledWorker":
         return error_line(error)
-    return ("the worker process running this case died (each time it was tried): killed by the system (e.g. out "
-            "of memory) or crashed in a C++ library; run it alone with `alignseries resample ... -v` to see why")
+    return ("the worker process running this case died: killed by the system (e.g. out of memory) or crashed in a "
+            "C++ library; run it alone with `alignseries resample ... -v` to see why")
 
 
 @contextlib.contextmanager
 def _dask_client(scheduler: str | None, workers: int, *, quiet: bool = True):
     """A Dask client on an existing scheduler, or on a local cluster of single-threaded worker processes."""
+    import dask
     from distributed import Client, LocalCluster
 
     with contextlib.ExitStack() as stack:
@@ -589,7 +590,8 @@ def _dask_client(scheduler: str | None, workers: int, *, quiet: bool = True):
                 raise AlignSeriesError(f"the Dask scheduler {scheduler} has no worker (waited "
                                        f"{WORKER_WAIT_SECONDS:.0f} s): start some with `dask worker {scheduler} "
                                        "--nthreads 1`") from None
-        else:
+        else:  # a case that kills its worker (a crash in C++, the memory killer) would kill it again: run it once
+            stack.enter_context(dask.config.set({"distributed.scheduler.allowed-failures": 0}))
             cluster = stack.enter_context(LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL if quiet else logging.WARNING))

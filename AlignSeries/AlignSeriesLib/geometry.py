@@ -317,6 +317,11 @@ class VolumeGeometry:
         return self.ijk_to_world((np.array(self.dimensions) - 1) / 2.0)
 
     @property
+    def volume_mm3(self) -> float:
+        """Volume of the grid's voxel boxes (mm^3): voxel count times the volume of one voxel."""
+        return float(abs(np.linalg.det(self.ijk_to_ras[:3, :3])) * np.prod(self.dimensions))
+
+    @property
     def bounds_ras(self) -> np.ndarray:
         """(3, 2) min/max RAS extent of the voxel *boxes* (half a voxel beyond the centers)."""
         box_corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in self.dimensions])))

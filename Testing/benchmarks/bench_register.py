@@ -41,6 +41,7 @@ import registration_cases  # noqa: E402
 import SimpleITK as sitk  # noqa: E402, N813 - the name SimpleITK documents
 
 from AlignSeriesLib import registration  # noqa: E402
+from AlignSeriesLib.errors import AlignSeriesError  # noqa: E402
 
 FAILURE_MM = 2.0
 
@@ -160,7 +161,7 @@ def run(count: int, seed: int) -> dict:
             try:
                 estimate, warnings = method(case)
                 error = case.error_mm(estimate)
-            except RuntimeError as failure:  # a peer that gives up (e.g. elastix: too few samples) fails the case
+            except (RuntimeError, AlignSeriesError) as failure:  # a method that gives up (loudly) fails the case
                 error, warnings = float("inf"), [f"raised: {str(failure).strip().splitlines()[-1][:80]}"]
             seconds = time.perf_counter() - started
             results.setdefault((case.kind, name), []).append((error, seconds, case.name, warnings))
