@@ -271,19 +271,20 @@ def run_info(args) -> dict:
 
     options = {"regularize": args.regularize, "regularize_spacing": args.regularize_spacing,
                "progress": _progress_bar(args, "scanning")}
-    from .dicom import seg_read as dicom_seg_read
-
     scan: dict = {"skipped": [], "warnings": []}
-    if len(args.paths) == 1 and dicom_seg_read.is_seg_file(args.paths[0]):
-        volumes = [dicom_seg_read.describe_seg(args.paths[0])]
-    elif any(is_volume_file(path) for path in args.paths):
+    if any(is_volume_file(path) for path in args.paths):  # no DICOM module (nor pydicom) to import
         from . import operations
 
         _capture_vtk_messages()
         volumes = operations.describe_inputs(args.paths, **options)
     else:  # DICOM only: no MRML scene, no VTK, no Slicer to start
-        scan = describe.describe_dicom_scan(args.paths, **options)
-        volumes = scan["volumes"]
+        from .dicom import seg_read as dicom_seg_read
+
+        if len(args.paths) == 1 and dicom_seg_read.is_seg_file(args.paths[0]):
+            volumes = [dicom_seg_read.describe_seg(args.paths[0])]
+        else:
+            scan = describe.describe_dicom_scan(args.paths, **options)
+            volumes = scan["volumes"]
     text = "\n\n".join(describe.volume_text(number, volume) for number, volume in enumerate(volumes, start=1))
     text += "".join(f"\n\nwarning [{w['code']}]: {w['message']}" for w in scan["warnings"])  # once, for all volumes
     skipped = {"skipped": scan["skipped"], "warnings": scan["warnings"]} if scan["skipped"] else {}

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .dicom.series import DicomVolume
 from .errors import AlignSeriesWarning, ProgressCallback
 from .geometry import VolumeGeometry
+
+if TYPE_CHECKING:  # describing a volume file imports no DICOM module (nor pydicom)
+    from .dicom.series import DicomVolume
 
 
 def dicom_volume_info(volume: DicomVolume) -> dict:

@@ -17,17 +17,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
 
 from . import files, mrml, mrml_files, preview, resample
-from .dicom import export as dicom_export
-from .dicom import seg as dicom_seg
-from .dicom.series import DicomVolume
 from .errors import AlignSeriesError, OutputExistsError
 from .geometry import VolumeGeometry, lps_to_ras_matrix
 from .label_table import LabelTable, label_table_from_json
+
+if TYPE_CHECKING:  # the DICOM modules (and pydicom) are imported by the DICOM targets: a volume file needs none
+    from .dicom.export import PixelEncoding
+    from .dicom.series import DicomVolume
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +244,8 @@ def _series_uid(source: ExportSource, reference: Reference, targets: ExportTarge
     """The export's SeriesInstanceUID: given, or derived from the reference series and the input's name."""
     if not targets.dicom_folder or reference.series is None:
         return None
+    from .dicom import export as dicom_export
+
     return targets.series_uid or dicom_export.derived_series_uid(reference.series.series_instance_uid,
                                                                  source.name)
 
@@ -260,7 +263,9 @@ def _check_targets(reference: Reference, targets: ExportTargets, slab: tuple[int
             elif Path(folder).is_dir() and any(Path(folder).iterdir()):
                 if not targets.force:
                     raise OutputExistsError(f"output folder {folder} is not empty; use --force to replace it")
-                dicom_export.check_replaceable_folder(folder)
+                from .dicom.export import check_replaceable_folder
+
+                check_replaceable_folder(folder)
     if targets.volume_file and slab and reference.series is not None and reference.series.regularized:
         raise AlignSeriesError(f"--slab of the irregular reference '{reference.name}' counts its acquired slices, "
                                "which a volume file cannot hold: write DICOM or PNG slices, or drop --slab")
@@ -280,6 +285,8 @@ def _holds_slabs_of(folder: Path, series_uid: str | None) -> bool:
     entries = list(folder.iterdir())
     if not entries or any(entry.suffix.lower() != ".dcm" or not entry.is_file() for entry in entries):
         return False
+    import pydicom
+
     try:
         return all(pydicom.dcmread(entry, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get(
             "SeriesInstanceUID") == series_uid for entry in entries)
@@ -288,7 +295,9 @@ def _holds_slabs_of(folder: Path, series_uid: str | None) -> bool:
 
 
 def _check_slab_names(folder: Path, slices: Sequence, force: bool) -> None:
-    taken = [name for name in map(dicom_export.dicom_slice_name, slices) if (folder / name).exists()]
+    from .dicom.export import dicom_slice_name
+
+    taken = [name for name in map(dicom_slice_name, slices) if (folder / name).exists()]
     if taken and not force:
         raise OutputExistsError(f"output folder {folder} already holds {len(taken)} of these slices (e.g. {taken[0]}); "
                                 "use --force to replace them")
@@ -309,6 +318,8 @@ def _write_targets(volume_node, reference: Reference, targets: ExportTargets, sl
             written.append(sidecar)
     first_k = (slab or (0, 0))[0]
     if targets.slices:
+        from .dicom import export as dicom_export
+
         slices = _reference_slices(reference, slab, targets.dicom_folder or targets.png_folder or targets.seg_file)
         array = _slice_array(volume_node, reference, slab, export.source)
     if targets.seg_file:
@@ -352,9 +363,11 @@ def _write_seg(array: np.ndarray, slices: Sequence, volume_node, targets: Export
     if not volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
         raise AlignSeriesError(f"{targets.seg_file}: a DICOM SEG holds a label map; resample the input as one "
                                "(--labelmap, a label map node or a segmentation)")
-    written = dicom_seg.write_seg(array, slices, path, labels=_labels(volume_node, targets), seg_type=targets.seg_type,
-                                  algorithm=targets.seg_algorithm,
-                                  series_description=f"{volume_node.GetName()} (AlignSeries SEG)")
+    from .dicom.seg import write_seg
+
+    written = write_seg(array, slices, path, labels=_labels(volume_node, targets), seg_type=targets.seg_type,
+                        algorithm=targets.seg_algorithm,
+                        series_description=f"{volume_node.GetName()} (AlignSeries SEG)")
     mrml.set_node_warnings(volume_node, [*mrml.node_warnings(volume_node), *written.warnings])
     return path
 
@@ -382,6 +395,8 @@ def _existing_series(targets: ExportTargets, export: _SliceExport) -> tuple[str 
     """SeriesDescription and SeriesDate/Time of the slabs already in the folder, so that an added slab keeps them."""
     if not export.merge_dicom or targets.dicom_folder is None:
         return None, None
+    import pydicom
+
     first = next(Path(targets.dicom_folder).glob("*.dcm"))
     header = pydicom.dcmread(first, stop_before_pixels=True,
                              specific_tags=["SeriesDescription", "SeriesDate", "SeriesTime"])
@@ -392,7 +407,7 @@ def _existing_series(targets: ExportTargets, export: _SliceExport) -> tuple[str 
     return header.get("SeriesDescription"), timestamp
 
 
-def _whole_export_encoding(source: ExportSource, labelmap: bool) -> dicom_export.PixelEncoding:
+def _whole_export_encoding(source: ExportSource, labelmap: bool) -> PixelEncoding:
     """One DICOM encoding for the whole export: from the input's value range and type (and the background).
 
     Resampling keeps values within the input's range and the background (cubic output is clamped),
@@ -404,8 +419,10 @@ def _whole_export_encoding(source: ExportSource, labelmap: bool) -> dicom_export
         low, high = min(low, float(source.background)), max(high, float(source.background))
     elif labelmap:
         low = min(low, 0.0)
-    return dicom_export.pixel_encoding(values, labelmap=labelmap, value_range=(low, high),
-                                       integer=values.dtype.kind in "biu" or labelmap)
+    from .dicom.export import pixel_encoding
+
+    return pixel_encoding(values, labelmap=labelmap, value_range=(low, high),
+                          integer=values.dtype.kind in "biu" or labelmap)
 
 
 def _slice_array(volume_node, reference: Reference, slab: tuple[int, int] | None,

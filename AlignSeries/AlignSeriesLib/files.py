@@ -491,6 +491,25 @@ def _remove(path: Path | None) -> None:
 
 # -- volume file headers ------------------------------------------------------------------------
 
+#: Environment variable giving the decoded-size limit in GiB (see :data:`MAX_DECODED_BYTES`).
+MAX_DECODED_ENVIRONMENT = "ALIGNSERIES_MAX_DECODED_GIB"
+
+
+def decoded_limit_from_environment(default_gib: float = 4.0) -> int:
+    """The limit the environment gives (a positive finite number of GiB), else ``default_gib``."""
+    text = os.environ.get(MAX_DECODED_ENVIRONMENT, "")
+    try:
+        gib = float(text) if text.strip() else default_gib
+    except ValueError:
+        gib = default_gib
+    return int((gib if math.isfinite(gib) and gib > 0 else default_gib) * 2**30)
+
+
+#: Largest voxel array (bytes) read from a volume file or decoded from DICOM pixel data, checked from the header
+#: before anything is allocated: 4 GiB unless :data:`MAX_DECODED_ENVIRONMENT` gives another number of GiB. Kept
+#: here (no pydicom) so that reading a volume file imports no DICOM module.
+MAX_DECODED_BYTES = decoded_limit_from_environment()
+
 #: Bytes per sample of NRRD ``type:`` and MetaImage ``ElementType`` names (unknown types count as 8).
 _SAMPLE_BYTES = {
     **dict.fromkeys(("char", "signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t",

@@ -21,6 +21,7 @@ import json
 import logging
 import weakref
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import slicer
@@ -28,9 +29,7 @@ from vtkmodules.util import numpy_support
 
 from . import preview, reslice
 from . import vtk_classes as vtk
-from .dicom import pixels as dicom_pixels
-from .dicom import series as dicom_series
-from .dicom.series import DicomVolume
+from .dicom.stack import POSITION_ATOL
 from .errors import (
     AlignSeriesError,
     AlignSeriesWarning,
@@ -42,6 +41,9 @@ from .errors import (
 )
 from .geometry import VolumeGeometry, as_matrix4
 from .label_table import Code, Label, LabelTable
+
+if TYPE_CHECKING:  # the DICOM modules (and pydicom) are imported where DICOM is read: a volume file job needs neither
+    from .dicom.series import DicomVolume
 
 logger = logging.getLogger(__name__)
 
@@ -468,7 +470,8 @@ def dicom_series_of(volume_node) -> DicomVolume | None:
     if not files or not uids:
         return None
     regularized = json.loads(volume_node.GetAttribute(SOURCE_FILES_ATTRIBUTE) or "{}").get("regularized", False)
-    scan = dicom_series.scan_dicom(sorted(set(files)), regularize=regularized)
+    from .dicom.series import scan_dicom
+    scan = scan_dicom(sorted(set(files)), regularize=regularized)
     found = next((volume for volume in scan.volumes if volume.sop_instance_uids == uids), None)
     if found is None:
         logger.warning("'%s': its DICOM files no longer hold the slices it was loaded from", volume_node.GetName())
@@ -567,11 +570,6 @@ def transform_to_parent_matrix(transform_node) -> np.ndarray:
 
 # -- DICOM --------------------------------------------------------------------------------------
 
-#: Largest difference (mm per index step, and mm for the origin) tolerated between a loaded node's
-#: IJKToRAS and the DICOM header geometry: the position tolerance of :mod:`AlignSeriesLib.dicom.stack`.
-DICOM_GEOMETRY_ATOL = dicom_series.POSITION_ATOL
-
-
 def load_dicom_volume(scene, dicom_volume, *, name: str | None = None, registrations=()):
     """Load one scanned DICOM volume into a new scalar volume node on its exact geometry.
 
@@ -624,7 +622,8 @@ def _slicer_read_slices(scene, dicom_volume) -> np.ndarray:
     what = ("MOSAIC" if any(header.tile is not None for header in dicom_volume.slices)
             else "multi-frame" if any(frame is not None for frame in dicom_volume.frames) else None)
     if what is not None:  # Slicer's reader cannot unpack MOSAIC tiles or place frames: pydicom's decoders must
-        decoders = " ".join(dicom_pixels.DECODER_REQUIREMENTS)
+        from .dicom.pixels import DECODER_REQUIREMENTS
+        decoders = " ".join(DECODER_REQUIREMENTS)
         raise MissingDependencyError(
             f"'{dicom_volume.name}': compressed {what} file {dicom_volume.files[0]} needs pydicom's decoders, which "
             f"are not installed: pip install {decoders}", package=decoders)
@@ -648,14 +647,15 @@ def _slicer_read_slices(scene, dicom_volume) -> np.ndarray:
 
 
 def _check_node_geometry(node, expected: VolumeGeometry, what: str, *, columns) -> None:
-    """Raise DicomError when the node's IJKToRAS columns differ from ``expected`` by more than 0.02 mm/voxel."""
+    """Raise DicomError when the node's IJKToRAS columns differ from ``expected`` by more than the position
+    tolerance of :mod:`AlignSeriesLib.dicom.stack` (mm per index step, and mm for the origin)."""
     actual = volume_geometry(node, world=False)
     columns = list(columns)
     difference = np.abs(actual.ijk_to_ras[:3, columns] - expected.ijk_to_ras[:3, columns]).max()
-    if actual.dimensions != expected.dimensions or difference > DICOM_GEOMETRY_ATOL:
+    if actual.dimensions != expected.dimensions or difference > POSITION_ATOL:
         raise DicomError(
             f"'{what}': the loaded node's IJKToRAS differs from the DICOM headers by {difference:.4f} mm "
-            f"(tolerance {DICOM_GEOMETRY_ATOL} mm; dimensions {actual.dimensions} vs {expected.dimensions})")
+            f"(tolerance {POSITION_ATOL} mm; dimensions {actual.dimensions} vs {expected.dimensions})")
 
 
 def node_name(node) -> str:

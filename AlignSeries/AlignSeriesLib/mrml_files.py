@@ -19,10 +19,10 @@ import slicer
 
 from . import preview, transform_files
 from . import vtk_classes as vtk
-from .dicom import pixels as dicom_pixels
 from .errors import AlignSeriesError, GeometryError, LandmarkError, OutputWriteError, TransformFileError
 from .files import (
     MARKUPS_FILE_SUFFIXES,
+    MAX_DECODED_BYTES,
     WRITABLE_VOLUME_SUFFIXES,
     atomic_output,
     check_input_file,
@@ -76,7 +76,7 @@ def load_volume_file(scene, path, *, labelmap: bool | None = None, name: str | N
     FileNotFoundError, AlignSeriesError
     """
     path = check_input_file(path, "volume file")
-    check_volume_file(path, max_bytes=dicom_pixels.MAX_VOLUME_BYTES)
+    check_volume_file(path, max_bytes=MAX_DECODED_BYTES)
     if labelmap is None:
         labelmap = path.name.lower().endswith(".seg.nrrd")
     volumes_logic = module_logic(scene, "Volumes")
@@ -141,7 +141,7 @@ def read_volume_file_geometry(path) -> VolumeGeometry:
         As :func:`load_volume_file` (a header the reader cannot use is refused by a full read, with its reason).
     """
     path = check_input_file(path, "volume file")
-    check_volume_file(path, max_bytes=dicom_pixels.MAX_VOLUME_BYTES)
+    check_volume_file(path, max_bytes=MAX_DECODED_BYTES)
     reader = slicer.vtkITKArchetypeImageSeriesScalarReader()
     reader.SetArchetype(str(path))
     reader.SetSingleFile(1)

@@ -19,16 +19,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
 
-from . import alignment, files, landmarks, mrml, mrml_files, registration
+from . import files, landmarks, mrml, mrml_files, registration
 from .describe import describe_dicom, summary_line, volume_file_info
-from .dicom import reg as dicom_reg
-from .dicom import seg_read as dicom_seg_read
-from .dicom import series as dicom_series
-from .dicom.series import DicomVolume
 from .errors import (
     AlignSeriesError,
     AlignSeriesWarning,
@@ -41,6 +37,10 @@ from .exports import ExportTargets, Reference
 from .files import file_stem, is_volume_file
 from .geometry import VolumeGeometry, moving_ijk_to_fixed_ijk
 from .label_table import LabelTable, read_label_table
+
+if TYPE_CHECKING:  # DICOM modules (and pydicom) are imported on the DICOM paths only: a volume file job needs none
+    from .dicom.reg import SeriesReference
+    from .dicom.series import DicomVolume
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +83,14 @@ def load_volumes(scene, paths, *, labelmap: bool | None = None, regularize: bool
         if chosen is not None:
             _chosen_index([file_stem(paths[0])], *chosen)
         return [mrml_files.load_volume_file(scene, paths[0], labelmap=labelmap)]
+    from .dicom import seg_read as dicom_seg_read
+    from .dicom.series import scan_dicom
+
     if len(paths) == 1 and dicom_seg_read.is_seg_file(paths[0]):
         if chosen is not None:
             _chosen_index([file_stem(paths[0])], *chosen)
         return [load_seg(scene, paths[0])]
-    scan = dicom_series.scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing,
-                                   progress=progress)
+    scan = scan_dicom(paths, regularize=regularize, regularize_spacing=regularize_spacing, progress=progress)
     segs = [path for path, _ in scan.skipped if include_segs and dicom_seg_read.is_seg_file(path)]
     skipped = scan.skipped_warning()
     if skipped is not None:  # once, grouped, whatever the number of volumes
@@ -105,7 +107,9 @@ def load_seg(scene, path, *, segments=None):
 
     The node keeps the SEG's segment names (:func:`.exports.label_table_of`) and the reader's warnings.
     """
-    seg = dicom_seg_read.read_seg(path, segments=segments)
+    from .dicom.seg_read import read_seg
+
+    seg = read_seg(path, segments=segments)
     node = mrml.add_volume_node(scene, seg.array, seg.geometry, file_stem(path), labelmap=True, copy=False)
     node.SetAttribute(mrml.LABEL_TABLE_ATTRIBUTE, seg.label_table().to_json())
     if seg.frame_of_reference_uid:
@@ -138,7 +142,9 @@ def load_reference(scene, paths, *, index: int | None = None, role: str = "--ref
     paths = _as_paths(paths)
     if _is_one_volume_file(paths):
         return Reference(file_stem(paths[0]), mrml_files.read_volume_file_geometry(paths[0]), path=paths[0])
-    volumes = dicom_series.scan_dicom(paths).volumes
+    from .dicom.series import scan_dicom
+
+    volumes = scan_dicom(paths).volumes
     series = volumes[_chosen_index([volume.name for volume in volumes], index, role)]
     return Reference(series.name, series.geometry, series)
 
@@ -323,7 +329,9 @@ def compute_geometry_transform(scene, fixed_node, moving_node, mode: str, *, reg
                   "moving_array_kji": mrml.volume_array(moving_node, copy=False)}
     known_registrations = (list(registrations) + mrml.registration_files(fixed_node)
                            + mrml.registration_files(moving_node))
-    result = alignment.align_geometries(
+    from .alignment import align_geometries  # its DICOM REG reader imports pydicom
+
+    result = align_geometries(
         mode, fixed_geometry, moving_geometry, fixed_for_uid=mrml.frame_of_reference_uid(fixed_node),
         moving_for_uid=mrml.frame_of_reference_uid(moving_node), registrations=known_registrations, **arrays)
     moving_to_fixed_ras = result.moving_to_fixed_ras
@@ -564,6 +572,10 @@ def write_transform(transform_node, path, *, force: bool = False) -> Path:
     if fixed is None or moving is None:
         raise TransformFileError(f"{path}: a DICOM REG relates two DICOM series: both volumes must be loaded from "
                                  "DICOM (this transform does not reference two such volumes)")
+    import pydicom
+
+    from .dicom import reg as dicom_reg
+
     fixed_header = pydicom.dcmread(fixed.files[0], stop_before_pixels=True)
     moving_class = pydicom.dcmread(moving.files[0], stop_before_pixels=True, specific_tags=["SOPClassUID"])
     with files.staged_outputs(force=force, create_folders=True) as staging:
@@ -574,9 +586,11 @@ def write_transform(transform_node, path, *, force: bool = False) -> Path:
     return Path(path)
 
 
-def _series_reference(series: DicomVolume, sop_class_uid: str) -> dicom_reg.SeriesReference:
+def _series_reference(series: DicomVolume, sop_class_uid: str) -> SeriesReference:
     """The UIDs a DICOM REG needs about a series."""
-    return dicom_reg.SeriesReference(
+    from .dicom.reg import SeriesReference
+
+    return SeriesReference(
         series_instance_uid=series.series_instance_uid, frame_of_reference_uid=series.frame_of_reference_uid or "",
         sop_instance_uids=series.sop_instance_uids, sop_class_uid=sop_class_uid,
         study_instance_uid=series.study_instance_uid)

@@ -96,8 +96,10 @@ def window_of(array, percentiles=DEFAULT_WINDOW_PERCENTILES) -> tuple[float, flo
     """
     flat = np.asarray(array).reshape(-1)
     step = max(1, flat.size // WINDOW_SAMPLE_SIZE)
-    sample = flat[::step].astype(np.float64)
-    sample = sample[np.isfinite(sample)]
+    sample = flat[::step]
+    if sample.dtype.kind not in "iu":  # integers are finite, and their percentiles are computed in float64 anyway
+        sample = sample.astype(np.float64)
+        sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return 0.0, 1.0
     low, high = np.percentile(sample, percentiles)

@@ -129,8 +129,9 @@ def write_dicom_input(folder: Path, slices: int, size: int) -> str:
 # -- one run ----------------------------------------------------------------------------------------------
 
 
-def run(command: list[str], output: Path) -> tuple[float, float]:
-    """Run a command to completion; (seconds, peak RSS MiB). The output is removed first and checked after."""
+def run(command: list[str], output: Path) -> tuple[float, float, float]:
+    """Run a command to completion; (seconds, peak RSS MiB, processor seconds). The output is removed first and
+    checked after."""
     if output.is_dir():
         shutil.rmtree(output)
         output.mkdir()
@@ -139,13 +140,13 @@ def run(command: list[str], output: Path) -> tuple[float, float]:
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         # GNU time reports the command's own peak RSS (a child forked from this process would count ours too)
         start = time.perf_counter()
-        process = subprocess.run([TIME, "-f", "%M", "-o", rss.name, *command], stdout=subprocess.DEVNULL,
+        process = subprocess.run([TIME, "-f", "%M %U %S", "-o", rss.name, *command], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, text=True, check=False)
         seconds = time.perf_counter() - start
-        peak_kib = float(rss.read().split()[-1])
+        peak_kib, user, system = (float(word) for word in rss.read().split()[-3:])
     if process.returncode != 0 or not (output.is_file() or (output.is_dir() and any(output.iterdir()))):
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}): {process.stderr.strip()[-2000:]}")
-    return seconds, peak_kib / 1024
+    return seconds, peak_kib / 1024, user + system
 
 
 def _size_mib(path: Path) -> float:
@@ -186,8 +187,9 @@ def measure(job: str, inputs, output_folder: Path, rounds: int) -> dict[str, dic
     for _ in range(rounds):
         for tool, (command, output) in tools.items():
             runs[tool].append(run(command, output))
-    return {tool: {"seconds": statistics.median(s for s, _ in results),
-                   "peak_rss_mib": max(m for _, m in results),
+    return {tool: {"seconds": statistics.median(s for s, _, _ in results),
+                   "peak_rss_mib": max(m for _, m, _ in results),
+                   "cpu_seconds": statistics.median(c for _, _, c in results),
                    "output_mib": _size_mib(tools[tool][1])} for tool, results in runs.items()}
 
 
@@ -197,8 +199,9 @@ def measure(job: str, inputs, output_folder: Path, rounds: int) -> dict[str, dic
 def worker(tool: str) -> int:
     """Serve jobs in this process: import once, then per request line (JSON) run a job and reply with its figures.
 
-    A request is ``{"job": ..., "inputs": ..., "output": ...}``; the reply ``{"seconds": ..., "extra_mib": ...}``,
-    ``extra_mib`` being the peak resident size during the job minus the resident size right after the imports.
+    A request is ``{"job": ..., "inputs": ..., "output": ...}``; the reply ``{"seconds": ..., "cpu_seconds": ...,
+    "extra_mib": ...}``: wall time, processor time of all the process's threads (what a shared machine's load does
+    not inflate), and the peak resident size during the job minus the resident size right after the imports.
     """
     start = time.perf_counter()
     run_job = _alignseries_jobs() if tool == "AlignSeries" else _simpleitk_jobs()
@@ -207,10 +210,11 @@ def worker(tool: str) -> int:
     for line in sys.stdin:
         request = json.loads(line)
         Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from the current size
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         run_job(request["job"], request["inputs"], request["output"])
-        seconds = time.perf_counter() - start
-        print(json.dumps({"seconds": seconds, "extra_mib": _status_mib("VmHWM") - imported}), flush=True)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds,
+                          "extra_mib": _status_mib("VmHWM") - imported}), flush=True)
     return 0
 
 
@@ -218,6 +222,7 @@ def _alignseries_jobs():
     """The AlignSeries worker's jobs, on one scene kept between jobs (nodes a job adds are removed after it)."""
     import alignseries
     from AlignSeriesLib import mrml, operations
+    from AlignSeriesLib.exports import ExportTargets
 
     scene = mrml.new_scene()
 
@@ -225,7 +230,8 @@ def _alignseries_jobs():
         before = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
         if job == "resample":
             moving, reference, transform = inputs
-            operations.resample_and_export(scene, moving, reference, output, transform=transform, force=True)
+            operations.resample_and_export(scene, moving, reference, ExportTargets.for_output(output, force=True),
+                                           transform=transform)
         elif job.startswith("dicom"):
             alignseries.load(inputs).save(output, force=True)
         else:
@@ -301,6 +307,7 @@ def measure_warm(workers: list[Worker], job: str, inputs, output_folder: Path, r
             if round_:
                 runs[w.tool].append(reply)
     return {tool: {"seconds": statistics.median(r["seconds"] for r in replies),
+                   "cpu_seconds": statistics.median(r["cpu_seconds"] for r in replies),
                    "extra_mib": max(r["extra_mib"] for r in replies),
                    "output_mib": 0.0 if job in WARM_ONLY else _size_mib(output_folder / f"{tool}-warm.nrrd")}
             for tool, replies in runs.items()}
@@ -380,35 +387,41 @@ def report(rows, sizes) -> None:
 
 def report_warm(rows, sizes) -> None:
     print(f"\nwarm (one process per tool, imports done, median of the alternating rounds)\n"
-          f"{'job':<11} {'size':<16} {'tool':<12} {'median s':>9} {'peak-imp':>9} {'budget':>7} {'AS ratio':>9}")
+          f"{'job':<11} {'size':<16} {'tool':<12} {'median s':>9} {'cpu s':>6} {'peak-imp':>9} {'budget':>7} "
+          f"{'AS ratio':>9} {'cpu ratio':>9}")
     missed = []
     for job, input_mib, results in rows:
-        ours = results["AlignSeries"]["seconds"]
+        ours = results["AlignSeries"]
         for tool, result in results.items():
             budget = (input_mib + result["output_mib"]) * (1 + MEMORY_MARGIN)
-            ratio = "" if tool == "AlignSeries" else f"{result['seconds'] / ours:8.2f}x"
+            ratios = ("", "") if tool == "AlignSeries" else (
+                f"{result['seconds'] / ours['seconds']:8.2f}x", f"{result['cpu_seconds'] / ours['cpu_seconds']:8.2f}x")
             print(f"{job:<11} {'x'.join(map(str, sizes[job])):<16} {tool:<12} {result['seconds']:9.2f} "
-                  f"{result['extra_mib']:9.0f} {budget:7.0f} {ratio:>9}")
-        ratio = results["SimpleITK"]["seconds"] / ours
-        budget = (input_mib + results["AlignSeries"]["output_mib"]) * (1 + MEMORY_MARGIN)
-        if ratio < TARGET_RATIO[job] or results["AlignSeries"]["extra_mib"] > budget:
+                  f"{result['cpu_seconds']:6.2f} {result['extra_mib']:9.0f} {budget:7.0f} {ratios[0]:>9} "
+                  f"{ratios[1]:>9}")
+        ratio = results["SimpleITK"]["seconds"] / ours["seconds"]
+        budget = (input_mib + ours["output_mib"]) * (1 + MEMORY_MARGIN)
+        if ratio < TARGET_RATIO[job] or ours["extra_mib"] > budget:
             missed.append(job)
     print("peak-imp = peak resident MiB during the job minus the worker's resident MiB after its imports; "
-          f"budget = (input + output) x {1 + MEMORY_MARGIN}; goals: "
+          f"budget = (input + output) x {1 + MEMORY_MARGIN}; cpu = processor seconds of all the worker's threads "
+          "(the ratio a loaded machine does not skew); goals (on wall time): "
           + ", ".join(f"{job} {ratio}x" for job, ratio in TARGET_RATIO.items())
           + (f"; not reached (speed or memory): {', '.join(missed)}" if missed else "; reached on every job"))
 
 
 def report_overhead(cold, warm) -> None:
-    print(f"\nstart-up overhead = cold median - warm median\n{'job':<11} {'tool':<12} {'cold s':>7} {'warm s':>7} "
-          f"{'overhead':>9}")
+    print(f"\nstart-up overhead = cold median - warm median (wall; and in processor seconds, which load does not "
+          f"inflate)\n{'job':<11} {'tool':<12} {'cold s':>7} {'warm s':>7} {'overhead':>9} {'cold cpu':>9} "
+          f"{'warm cpu':>9} {'cpu overhead':>12}")
     warm_by_job = {job: results for job, _, results in warm}
     for job, _, results in cold:
         for tool, result in results.items():
             if job in warm_by_job and tool in warm_by_job[job]:
-                warm_seconds = warm_by_job[job][tool]["seconds"]
-                print(f"{job:<11} {tool:<12} {result['seconds']:7.2f} {warm_seconds:7.2f} "
-                      f"{result['seconds'] - warm_seconds:9.2f}")
+                warm_result = warm_by_job[job][tool]
+                print(f"{job:<11} {tool:<12} {result['seconds']:7.2f} {warm_result['seconds']:7.2f} "
+                      f"{result['seconds'] - warm_result['seconds']:9.2f} {result['cpu_seconds']:9.2f} "
+                      f"{warm_result['cpu_seconds']:9.2f} {result['cpu_seconds'] - warm_result['cpu_seconds']:12.2f}")
 
 
 if __name__ == "__main__":

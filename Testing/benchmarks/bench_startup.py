@@ -5,7 +5,8 @@ For each command, on small inputs (a 20-slice 64 x 64 DICOM series, two 20 x 64^
 * **cold**: ``alignseries ARGS`` as a new process, median of :data:`ROUNDS` runs;
 * **warm**: the same ``cli.main(ARGS)`` in one process that has run it once already (imports done, and the
   operating system's file cache as warm as for the cold runs), median of :data:`ROUNDS`;
-* **start-up overhead** = cold - warm, against the budgets of issue 24 (:data:`BUDGETS`);
+* **start-up overhead** = cold - warm, against the budgets of issue 24 (:data:`BUDGETS`); also in processor
+  seconds (user + system of the cold process, against the warm run's), which a loaded machine does not inflate;
 * the heaviest imports of a cold run (``python -X importtime``: top-level packages by cumulative time), and
   whether a module the command does not use is among them (:data:`NOT_USED`).
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -69,20 +71,26 @@ def write_inputs(folder: Path) -> dict[str, list[str]]:
     }
 
 
-def cold_seconds(arguments: list[str], rounds: int) -> float:
+def cold_seconds(arguments: list[str], rounds: int) -> tuple[float, float]:
+    """Median (wall seconds, processor seconds) of ``alignseries ARGUMENTS`` as a new process."""
     times = []
     for _ in range(rounds):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run([str(BIN / "alignseries"), *arguments], stdout=subprocess.DEVNULL, check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        times.append((time.perf_counter() - start, cpu))
+    return statistics.median(t for t, _ in times), statistics.median(c for _, c in times)
 
 
-def warm_seconds(arguments: list[str], rounds: int) -> float:
-    """Median seconds of ``cli.main(arguments)`` in a process that ran it once before (see :func:`warm_worker`)."""
+def warm_seconds(arguments: list[str], rounds: int) -> tuple[float, float]:
+    """Median (wall, processor) seconds of ``cli.main(arguments)`` in a process that ran it once before
+    (see :func:`warm_worker`)."""
     completed = subprocess.run([sys.executable, __file__, "--warm", json.dumps(arguments), "--rounds", str(rounds)],
                                capture_output=True, text=True, check=True)
-    return float(completed.stdout.strip().splitlines()[-1])
+    wall, cpu = completed.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
 def warm_worker(arguments: list[str], rounds: int) -> None:
@@ -91,14 +99,15 @@ def warm_worker(arguments: list[str], rounds: int) -> None:
 
     from AlignSeriesLib import cli
 
-    def once() -> float:
-        start = time.perf_counter()
+    def once() -> tuple[float, float]:
+        start, cpu_start = time.perf_counter(), time.process_time()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
             cli.main(arguments)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu_start
 
     once()
-    print(statistics.median(once() for _ in range(rounds)))
+    runs = [once() for _ in range(rounds)]
+    print(statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
 
 
 def heaviest_imports(arguments: list[str], count: int = 6) -> list[tuple[str, float]]:
@@ -126,20 +135,24 @@ def main(argv=None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="alignseries-bench-startup-") as temporary:
         commands = write_inputs(Path(temporary))
-        print(f"{'command':<15} {'cold s':>7} {'warm s':>7} {'start-up':>9} {'budget':>7}  heaviest imports (s)")
+        print(f"{'command':<15} {'cold s':>7} {'warm s':>7} {'start-up':>9} {'cpu s':>6} {'budget':>7}  "
+              "heaviest imports (s)")
         missed = []
         for name, arguments in commands.items():
-            cold, warm = cold_seconds(arguments, args.rounds), warm_seconds(arguments, args.rounds)
+            (cold, cold_cpu), (warm, warm_cpu) = cold_seconds(arguments, args.rounds), warm_seconds(arguments,
+                                                                                                    args.rounds)
             imports = heaviest_imports(arguments)
             budget = BUDGETS.get(name)
             unused = [package for package, _ in imports if package in NOT_USED.get(name, ())]
             if (budget is not None and cold - warm > budget) or unused:
                 missed.append(name)
-            print(f"{name:<15} {cold:7.2f} {warm:7.2f} {cold - warm:9.2f} {budget or '':>7}  "
+            print(f"{name:<15} {cold:7.2f} {warm:7.2f} {cold - warm:9.2f} {cold_cpu - warm_cpu:6.2f} "
+                  f"{budget or '':>7}  "
                   + ", ".join(f"{package} {seconds:.2f}" for package, seconds in imports)
                   + (f"  UNUSED: {', '.join(unused)}" if unused else ""))
-    print("start-up = cold - warm; " + (f"over budget or importing what it does not use: {', '.join(missed)}"
-                                        if missed else "every command within its budget"))
+    print("start-up = cold - warm (wall); cpu s = the same in processor seconds; "
+          + (f"over budget or importing what it does not use: {', '.join(missed)}" if missed
+             else "every command within its budget"))
     return 0
 
 
