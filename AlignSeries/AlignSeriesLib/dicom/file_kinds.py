@@ -8,7 +8,6 @@ Each such file gives a :class:`FileNote` whose ``kind`` groups the reports ("4 f
 
 from __future__ import annotations
 
-import math
 import os
 import stat
 import struct
@@ -22,29 +21,12 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from ..files import MAX_DECODED_BYTES, MAX_DECODED_ENVIRONMENT
+
 READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, IndexError, struct.error)
 #: Errors of a call that does not fit the installed pydicom (or of an element pydicom cannot convert):
 #: not evidence that the file is corrupt, so never reported as such.
 API_ERRORS = (TypeError, AttributeError)
-
-#: Environment variable giving the decoded-size limit in GiB (see :data:`MAX_DECODED_BYTES`).
-MAX_DECODED_ENVIRONMENT = "ALIGNSERIES_MAX_DECODED_GIB"
-
-
-def _decoded_limit_from_environment(default_gib: float = 4.0) -> int:
-    """The limit the environment gives (a positive finite number of GiB), else ``default_gib``."""
-    text = os.environ.get(MAX_DECODED_ENVIRONMENT, "")
-    try:
-        gib = float(text) if text.strip() else default_gib
-    except ValueError:
-        gib = default_gib
-    return int((gib if math.isfinite(gib) and gib > 0 else default_gib) * 2**30)
-
-
-#: Largest decoded size (bytes) of DICOM pixel data: a volume's voxel array, one file's decoded pixels, or a
-#: deflated file's inflated dataset; checked from the header before anything is decoded or allocated.
-#: 4 GiB unless the environment variable :data:`MAX_DECODED_ENVIRONMENT` gives another number of GiB.
-MAX_DECODED_BYTES = _decoded_limit_from_environment()
 
 
 def limit_advice() -> str:
