@@ -16,7 +16,7 @@ sitk = pytest.importorskip("SimpleITK")
 
 import registration_cases as cases  # noqa: E402
 
-from AlignSeriesLib import registration  # noqa: E402
+from AlignSeriesLib import registration, registration_measures  # noqa: E402
 from AlignSeriesLib.errors import AlignSeriesError, GeometryError, OperationCancelledError  # noqa: E402
 from AlignSeriesLib.geometry import VolumeGeometry  # noqa: E402
 from AlignSeriesLib.registration import ImageOnGrid  # noqa: E402
@@ -143,7 +143,7 @@ def test_same_inputs_give_the_same_transform(phantom_pair):
                            cases.random_displacement(np.random.default_rng(5), moving.geometry.center_ras, 15, 10))
     first = registration.register(case.fixed, case.moving)
     second = registration.register(case.fixed, case.moving)
-    assert np.max(registration.change_at_corners_mm(fixed.geometry, first.moving_to_fixed_ras,
+    assert np.max(registration_measures.change_at_corners_mm(fixed.geometry, first.moving_to_fixed_ras,
                                                     second.moving_to_fixed_ras)) <= 1e-6
 
 
@@ -208,8 +208,8 @@ def test_warnings_state_value_and_limit():
     geometry = VolumeGeometry.from_spacing_origin_directions((10, 10, 10), (1, 1, 1), (0, 0, 0))
     mirror = np.diag([-1.0, 1.0, 1.3, 1.0])
     report = registration.RegistrationReport(
-        "affine", np.eye(4), mirror, registration.change_at_corners_mm(geometry, np.eye(4), mirror), 0.0, [], -0.5,
-        -0.4, 100, "Maximum number of iterations (100) exceeded.", False, 0.1, entropy_correlation=0.12)
+        "affine", np.eye(4), mirror, registration_measures.change_at_corners_mm(geometry, np.eye(4), mirror), 0.0, [],
+        -0.5, -0.4, 100, "Maximum number of iterations (100) exceeded.", False, 0.1, entropy_correlation=0.12)
     codes = {warning.code: warning.message for warning in registration.report_warnings(report)}
     assert set(codes) == {"not_converged", "low_overlap", "metric_not_improved", "reflection", "affine_scale",
                           "weak_similarity"}
@@ -221,7 +221,7 @@ def test_warnings_state_value_and_limit():
 def test_overlap_fraction_of_half_shifted_boxes():
     geometry = VolumeGeometry.from_spacing_origin_directions((20, 20, 20), (1, 1, 1), (0, 0, 0))
     shift = cases.rigid_about((0, 0, 0), (0, 0, 1), 0.0, (10.0, 0.0, 0.0))
-    assert registration.overlap_fraction(geometry, geometry, shift) == pytest.approx(0.5, abs=0.07)
+    assert registration_measures.overlap_fraction(geometry, geometry, shift) == pytest.approx(0.5, abs=0.07)
 
 
 def _labels_image(array_kji: np.ndarray):
@@ -264,7 +264,7 @@ def test_entropy_correlation_follows_the_transform_from_sampled_to_other_image()
 def test_landmark_check_reports_error_before_and_after():
     points = np.array([[0.0, 0, 0], [10, 0, 0], [0, 10, 0]])
     shift = cases.rigid_about((0, 0, 0), (0, 0, 1), 0.0, (3.0, 4.0, 0.0))
-    check = registration.landmark_check(points, points, shift, np.eye(4))
+    check = registration_measures.landmark_check(points, points, shift, np.eye(4))
     assert check["mean_mm_before"] == pytest.approx(5.0) and check["max_mm_after"] == pytest.approx(0.0)
 
 

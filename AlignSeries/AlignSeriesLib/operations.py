@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import files, landmarks, mrml, mrml_files, registration
+from . import files, landmarks, mrml, mrml_files, registration, registration_measures
 from .describe import describe_dicom, summary_line, volume_file_info
 from .errors import (
     AlignSeriesError,
@@ -417,9 +417,8 @@ def refine_transform(scene, fixed_node, moving_node, initial_moving_to_fixed_ras
         moving, moving_labels = points_and_labels(scene, request.check_landmarks[1], "moving check points")
         by = "labels" if landmarks.labels_usable(fixed_labels, moving_labels) else "order"
         pairing = landmarks.match_points(fixed, moving, by=by, fixed_labels=fixed_labels, moving_labels=moving_labels)
-        report.landmark_check = registration.landmark_check(fixed, pairing.reorder(moving),
-                                                            report.initial_moving_to_fixed_ras,
-                                                            report.moving_to_fixed_ras)
+        report.landmark_check = registration_measures.landmark_check(
+            fixed, pairing.reorder(moving), report.initial_moving_to_fixed_ras, report.moving_to_fixed_ras)
     node = mrml.set_linear_transform(scene, report.moving_to_fixed_ras, moving_volume=moving_node,
                                      fixed_volume=fixed_node, transform_node=transform_node,
                                      name=f"{moving_node.GetName()}_to_{fixed_node.GetName()}")
