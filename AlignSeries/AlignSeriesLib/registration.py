@@ -23,9 +23,9 @@ is the smaller, moving-to-fixed otherwise). The two conversions (:func:`itk_fixe
 :func:`moving_to_fixed_ras_of`) are the only place AlignSeries' and ITK's conventions meet.
 
 The :class:`RegistrationReport` says what happened and when the result must be checked by eye (not
-converged, little overlap, metric not improved, a large change, an implausible affine). Mutual
-information measures how well intensities predict each other, not distances: it is reported as the
-optimizer's value, never as an accuracy.
+converged, little overlap, metric not improved, little shared information, a large change, an
+implausible affine). Mutual information measures how well intensities predict each other, not distances: it
+is reported as the optimizer's value, never as an accuracy.
 
 SimpleITK is imported only inside :func:`register` (and the image adapter), when refining.
 """
