@@ -222,6 +222,11 @@ def test_overlap_fraction_of_half_shifted_boxes():
     geometry = VolumeGeometry.from_spacing_origin_directions((20, 20, 20), (1, 1, 1), (0, 0, 0))
     shift = cases.rigid_about((0, 0, 0), (0, 0, 1), 0.0, (10.0, 0.0, 0.0))
     assert registration_measures.overlap_fraction(geometry, geometry, shift) == pytest.approx(0.5, abs=0.07)
+    # a CT grid and its copy moved by d, put back by the inverse of d: the boxes coincide up to rounding
+    ct = VolumeGeometry.from_spacing_origin_directions((512, 512, 28), (0.449, 0.449, 5.0), (115.3, 120.7, 40.1),
+                                                       np.diag([-1.0, -1.0, 1.0]))
+    moved = cases.rigid_about((0, 0, 0), (0, 0, 1), 0.0, (-12.0, 8.0, 6.0))
+    assert registration_measures.overlap_fraction(ct, ct.transformed(moved), np.linalg.inv(moved)) == 1.0
 
 
 def _labels_image(array_kji: np.ndarray):

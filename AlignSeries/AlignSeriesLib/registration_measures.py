@@ -41,7 +41,9 @@ def overlap_fraction(fixed_geometry: VolumeGeometry, moving_geometry: VolumeGeom
                      *, samples_per_axis: int = 16) -> float:
     """Share of the smaller volume's box that lies inside the other's box under the transform (0..1)."""
     def inside_share(source: VolumeGeometry, target: VolumeGeometry, source_to_target_ras) -> float:
-        steps = [np.linspace(-0.5, n - 0.5, samples_per_axis) for n in source.dimensions]
+        # the centres of samples_per_axis equal cells along each axis: never on the box's faces, where
+        # rounding would put half of two coincident boxes outside each other
+        steps = [(np.arange(samples_per_axis) + 0.5) * n / samples_per_axis - 0.5 for n in source.dimensions]
         ijk = np.stack(np.meshgrid(*steps, indexing="ij"), axis=-1).reshape(-1, 3)
         points = apply_affine(target.ras_to_ijk @ source_to_target_ras @ source.ijk_to_ras, ijk)
         dimensions = np.array(target.dimensions)
