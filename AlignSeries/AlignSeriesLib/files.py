@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import struct
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -461,6 +463,27 @@ def staged_outputs(*, force: bool = False, create_folders: bool = False) -> Iter
             outputs = ", ".join(map(str, staging.destinations))
             raise OutputWriteError(f"writing {outputs} failed, nothing was written: {one_line(error)}") from None
         raise
+
+
+@contextlib.contextmanager
+def native_stderr_held() -> Iterator[list[str]]:
+    """Hold back what C and C++ libraries print on the process's standard error (descriptor 2) during the block.
+
+    Yields a list that holds the text once the block has ended, for the caller to show or drop: a writer that
+    prints its own "** ERROR" before AlignSeries names the failure in one ``error:`` line would make two.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    held: list[str] = []
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield held
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            held.append(capture.read().decode(errors="replace"))
 
 
 def _files_of(temporary: Path, destination: Path) -> list[tuple[Path, Path]]:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from .files import (
     destination_of,
     file_stem,
     file_suffix,
+    native_stderr_held,
     nifti_scaling,
     protected_places,
     temporary_beside,
@@ -223,12 +225,14 @@ def save_node(node, path, *, force: bool = False, compress: bool = False) -> Pat
             storage_node.SetWriteFileFormat(file_suffix(path).lstrip(".").removeprefix("seg."))
             if hasattr(storage_node, "SetUseCompression"):
                 storage_node.SetUseCompression(compressed)
-            written = storage_node.WriteData(node) and (scratch / path.name).is_file()
+            with native_stderr_held() as native_messages:  # shown only after a complete write
+                written = storage_node.WriteData(node) and (scratch / path.name).is_file()
             messages = vtk_messages()
             if not written:
                 raise AlignSeriesError(f"{path}: Slicer could not write '{node.GetName()}' in this format"
                                        f"{_because(messages)}")
             _check_complete(scratch / path.name, path, node, compressed)
+            sys.stderr.write("".join(native_messages))
             os.replace(scratch / path.name, temporary_path)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
