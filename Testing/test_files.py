@@ -224,7 +224,7 @@ def test_a_dicom_file_protects_its_folder_and_other_inputs_themselves(tmp_path):
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 0.0), (1.0, 1e-9, 1.0), (1e9, 1.0, 1.0), (1.0, float("nan"), 1.0),
                                      (-1.0, 1.0, 1.0), (1.0, float("inf"), 1.0)])
 def test_absurd_voxel_spacings_are_refused_with_the_range(spacing):
-    from AlignSeriesLib.files import check_voxel_spacing
+    from AlignSeriesLib.volume_headers import check_voxel_spacing
 
     with pytest.raises(AlignSeriesError, match=r"v.nrrd: voxel spacing .* is outside 1e-06 \.\. 100000 mm"):
         check_voxel_spacing("v.nrrd", spacing)

@@ -24,7 +24,7 @@ from hostile_corpus import all_cases, build_case, good_series, write_good_points
 from AlignSeriesLib import cli, mrml, mrml_files, operations
 from AlignSeriesLib.dicom import pixels as dicom_pixels
 from AlignSeriesLib.errors import AlignSeriesError, DicomError
-from AlignSeriesLib.files import check_volume_file
+from AlignSeriesLib.volume_headers import check_volume_file
 
 CASES = all_cases()
 #: Cases also run in a subprocess (crash = negative return code): one or more of each kind and outcome.

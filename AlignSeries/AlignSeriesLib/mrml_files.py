@@ -23,19 +23,15 @@ from . import vtk_classes as vtk
 from .errors import AlignSeriesError, GeometryError, LandmarkError, OutputWriteError, TransformFileError
 from .files import (
     MARKUPS_FILE_SUFFIXES,
-    MAX_DECODED_BYTES,
     WRITABLE_VOLUME_SUFFIXES,
     atomic_output,
     check_input_file,
     check_outputs_spare_inputs,
     check_room_to_write,
-    check_volume_file,
-    check_voxel_spacing,
     destination_of,
     file_stem,
     file_suffix,
     native_stderr_held,
-    nifti_scaling,
     protected_places,
     temporary_beside,
 )
@@ -55,6 +51,7 @@ from .mrml import (
     vtk_messages,
 )
 from .points_files import read_points_csv, write_points_csv
+from .volume_headers import MAX_DECODED_BYTES, check_volume_file, check_voxel_spacing, nifti_scaling
 
 # -- volume files --------------------------------------------------------------------------------------
 

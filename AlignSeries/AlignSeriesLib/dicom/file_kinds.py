@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from ..files import MAX_DECODED_BYTES, MAX_DECODED_ENVIRONMENT
+from ..volume_headers import MAX_DECODED_BYTES, MAX_DECODED_ENVIRONMENT
 
 READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, IndexError, struct.error)
 #: Errors of a call that does not fit the installed pydicom (or of an element pydicom cannot convert):
