@@ -48,6 +48,14 @@ from .errors import (
     ProgressCallback,
 )
 from .geometry import VolumeGeometry, apply_affine, as_matrix4, lps_to_ras_transform, ras_to_lps_transform
+from .mutual_information import (
+    AffineModel,
+    DescentSettings,
+    MattesHistogram,
+    RigidModel,
+    SampledImage,
+    adaptive_descent,
+)
 from .registration_measures import change_at_corners_mm, overlap_fraction, rotation_between_degrees
 from .resample import crop_to_overlap
 
@@ -56,37 +64,34 @@ logger = logging.getLogger(__name__)
 #: The pip requirement of the refinement (Slicer ships SimpleITK).
 SIMPLEITK_REQUIREMENT = "SimpleITK>=2.3"
 
-#: Pyramid: shrink factor per level, coarse to fine.
+#: Pyramid: shrink factor per level, coarse to fine (the sampled image shrinks; the other image is only smoothed).
 SHRINK_FACTORS = (4, 2, 1)
-#: Gaussian smoothing per level, in voxels of the sampled image (on cubic voxels), so it follows the voxel size.
-#: Measured: a quarter of the shrink factor keeps the demo's partial MR (65 mm off at the start) in reach, which
-#: half of it (twice the blur) loses, and brings the CT-slab pairs to 0.3-0.5 mm.
-SMOOTHING_VOXELS = (1.0, 0.5, 0.0)
+#: Gaussian smoothing (sigma) per level of both images, in voxels of the full-resolution sampled image (on cubic
+#: voxels), so it follows the voxel size.
+SMOOTHING_VOXELS = (2.0, 1.0, 0.5)
 #: Mattes histogram bins.
-HISTOGRAM_BINS = 50
-#: Samples of the metric per level, coarse to fine: this many voxels of the sampled image, at least 1 % of the
-#: level's voxels (every voxel of a small coarse level). The finest level has more: its fixed sample set, not the
-#: optimizer, bounds the final accuracy.
-TARGET_SAMPLES = (10_000, 10_000, 40_000)
-SAMPLING_RANGE = (0.01, 1.0)
+HISTOGRAM_BINS = 32
+#: Random samples of the sampled image drawn anew at every iteration, and iterations per level.
+SAMPLES_PER_ITERATION = 2048
+ITERATIONS = 250
+#: The first step moves no point more than this many voxels of the full-resolution sampled image; the steps then
+#: shrink as the search settles.
+MAX_STEP_VOXELS = 1.0
 #: Seed of the random sampling (fixed: results reproducible run to run).
 SAMPLING_SEED = 1
-#: Threads of the registration (fixed: the metric's sums are then added in the same order every run).
-THREADS = 2
-#: Stages: (name, transform, pyramid levels). Each is optimized by Powell's line searches on a fixed sample set:
-#: mutual information of a few thousand samples is a rough surface on which gradient steps, relaxed at each
-#: reversal, end up crawling (0.05 mm per iteration on the benchmark's CT/MR pairs); line searches cross it. The
-#: affine stage follows the rigid one on the two finest levels.
-RIGID_STAGES = (("rigid", "rigid", (0, 1, 2)),)
-AFFINE_STAGES = (("affine", "affine", (1, 2)),)
-#: Powell: first step (scaled units: mm of physical shift), tolerances, iterations, line iterations.
-POWELL_STEP_MM = 5.0
-POWELL_TOLERANCE_MM = 0.01
-POWELL_VALUE_TOLERANCE = 1e-6
-POWELL_ITERATIONS = 100
-POWELL_LINE_ITERATIONS = 8
+#: Samples (a fixed set) of the metric values in the report.
+REPORT_SAMPLES = 50_000
+#: Stages: (transform model, pyramid levels). The affine stage follows the rigid one on the two finest levels.
+RIGID_STAGES = (("rigid", (0, 1, 2)),)
+AFFINE_STAGES = (("affine", (1, 2)),)
+#: Convergence: over the last :data:`SETTLING_ITERATIONS` of the finest level the sampled region's corners moved no
+#: more than this many of its voxels.
+SETTLING_ITERATIONS = 50
+SETTLED_VOXELS = 0.25
+#: Fewer of an iteration's samples than this share inside the other image (and its mask) stops the search.
+MIN_INSIDE_FRACTION = 0.25
 #: Each image is cropped to the other's footprint under the initial transform, plus this margin (mm): room for the
-#: search to move (a line search that takes every sample outside the other image stops ITK's metric).
+#: search to move.
 OVERLAP_MARGIN_MM = 60.0
 
 #: Warning limits: overlap (share of the smaller volume inside the other), change from the initial
@@ -278,46 +283,26 @@ def register(fixed: ImageOnGrid, moving: ImageOnGrid, initial_moving_to_fixed_ra
              for role, name, mask in (("domain", names[0], (fixed_mask, moving_mask)[not domain_is_fixed]),
                                       ("other", names[1], (moving_mask, fixed_mask)[not domain_is_fixed]))
              if mask is not None}
-    initial_fixed_to_moving_lps = itk_fixed_to_moving_lps(initial)
-    initial_lps = sitk.AffineTransform(3)
-    _set_matrix(initial_lps, initial_fixed_to_moving_lps if domain_is_fixed else np.linalg.inv(
-        initial_fixed_to_moving_lps))
-    centre_lps = apply_affine(domain.geometry.ijk_to_lps, (np.array(domain.geometry.dimensions) - 1) / 2.0)
-    stages = RIGID_STAGES + (AFFINE_STAGES if model == "affine" else ())
-    watcher = _Watcher(progress, len(stages))
-    correction = sitk.Euler3DTransform()
-    correction.SetCenter(centre_lps.tolist())
-    levels: list[LevelReport] = []
-    stop_condition = ""
-    for stage_index, stage in enumerate(stages):
-        if stage[1] == "affine" and not isinstance(correction, sitk.AffineTransform):
-            correction = _affine_from(sitk, correction)
-        method = _method(sitk, domain_image, stage, masks, initial_lps, correction)
-        watcher.watch(method, stage_index, stage, levels, smoothing_mm(domain_image, stage[2]))
-        try:
-            correction = _only_transform(sitk, method.Execute(domain_image, other_image))
-        except RuntimeError as error:  # ITK's words, e.g. every sample outside the other image or its mask
-            raise AlignSeriesError(f"the intensity refinement failed ({_itk_message(error)}): the search moved the "
-                                   "images apart; check that they and their masks overlap under the initial transform "
-                                   "and show the same anatomy, or start closer (landmarks)") from None
-        watcher.raise_if_cancelled()
-        stop_condition = method.GetOptimizerStopConditionDescription()
-    domain_to_other_lps = _matrix_of(initial_lps) @ _matrix_of(correction)
+    fixed_to_moving_lps = itk_fixed_to_moving_lps(initial)
+    initial_lps = fixed_to_moving_lps if domain_is_fixed else np.linalg.inv(fixed_to_moving_lps)
+    search = _Search(sitk, domain_image, other_image, masks, initial_lps, progress,
+                     RIGID_STAGES + (AFFINE_STAGES if model == "affine" else ()))
+    domain_to_other_lps = search.run()
     fixed_to_moving_lps = domain_to_other_lps if domain_is_fixed else np.linalg.inv(domain_to_other_lps)
     refined = moving_to_fixed_ras_of(fixed_to_moving_lps)
-    metrics = [_metric_at(sitk, domain_image, other_image, masks, matrix)
-               for matrix in (_matrix_of(initial_lps), domain_to_other_lps)]
+    finest = search.level(len(SHRINK_FACTORS) - 1)
+    metrics = [finest.metric_at(matrix) for matrix in (initial_lps, domain_to_other_lps)]
     report = RegistrationReport(
         model, initial, refined, change_at_corners_mm(fixed.geometry, initial, refined),
-        rotation_between_degrees(initial, refined), levels, metrics[0], metrics[1], sum(lv.iterations for lv in levels),
-        stop_condition, not _hit_iteration_limit(stop_condition), overlap_fraction(
-            fixed.geometry, moving.geometry, refined), seconds=time.perf_counter() - started)
+        rotation_between_degrees(initial, refined), search.levels, metrics[0], metrics[1],
+        sum(level.iterations for level in search.levels), search.stop_condition, search.converged,
+        overlap_fraction(fixed.geometry, moving.geometry, refined), seconds=time.perf_counter() - started)
     overlap = crop_to_overlap(fixed.geometry, moving.geometry, refined) if report.overlap_fraction > 0 else None
     report.overlap_change_mm = float(np.max(change_at_corners_mm(overlap, initial, refined))) if overlap else float(
         np.max(report.change_mm))
     report.entropy_correlation_initial, report.entropy_correlation = (
         entropy_correlation(sitk, domain_image, other_image, matrix, masks)
-        for matrix in (_matrix_of(initial_lps), domain_to_other_lps))
+        for matrix in (initial_lps, domain_to_other_lps))
     report.warnings = report_warnings(report)
     for warning in report.warnings:
         logger.warning("%s", warning.message)
@@ -360,16 +345,6 @@ def to_sitk_image(sitk, array_kji: np.ndarray, geometry: VolumeGeometry, name: s
     image.SetSpacing(geometry.spacing.tolist())
     image.SetDirection((geometry.ijk_to_lps[:3, :3] / geometry.spacing).reshape(-1).tolist())
     return image
-
-
-def _matrix_of(transform) -> np.ndarray:
-    """4x4 of a SimpleITK matrix-offset transform (Euler, versor, affine): ``y = A (x - c) + c + t``."""
-    matrix = np.array(transform.GetMatrix()).reshape(3, 3)
-    centre, translation = np.array(transform.GetCenter()), np.array(transform.GetTranslation())
-    result = np.eye(4)
-    result[:3, :3] = matrix
-    result[:3, 3] = translation + centre - matrix @ centre
-    return result
 
 
 def _set_matrix(transform, matrix4: np.ndarray) -> None:
@@ -435,42 +410,6 @@ def _translation(offset) -> np.ndarray:
     return matrix
 
 
-def _method(sitk, domain_image, stage: tuple, masks: dict, initial_lps, correction):
-    """A SimpleITK registration of one stage of the preset, optimizing ``correction`` after ``initial_lps``.
-
-    ITK's "fixed" image is the one the metric samples (``domain_image``), its "moving" image the other one.
-    """
-    levels = stage[2]
-    method = sitk.ImageRegistrationMethod()
-    method.SetNumberOfThreads(THREADS)
-    _set_metric(method)
-    method.SetMetricSamplingPercentagePerLevel(
-        [_samples_fraction(domain_image, level) for level in levels], SAMPLING_SEED)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsPowell(numberOfIterations=POWELL_ITERATIONS, maximumLineIterations=POWELL_LINE_ITERATIONS,
-                                stepLength=POWELL_STEP_MM, stepTolerance=POWELL_TOLERANCE_MM,
-                                valueTolerance=POWELL_VALUE_TOLERANCE)
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([SHRINK_FACTORS[level] for level in levels])
-    method.SetSmoothingSigmasPerLevel(smoothing_mm(domain_image, levels))
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    _set_masks(method, masks)
-    method.SetMovingInitialTransform(initial_lps)
-    method.SetInitialTransform(correction, inPlace=False)
-    return method
-
-
-def smoothing_mm(image, levels) -> list[float]:
-    """The Gaussian sigma (mm) of each pyramid level: :data:`SMOOTHING_VOXELS` times the image's (cubic) voxel."""
-    return [SMOOTHING_VOXELS[level] * float(min(image.GetSpacing())) for level in levels]
-
-
-def _itk_message(error: RuntimeError) -> str:
-    """The last line of an ITK exception (its description), without the C++ file and line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
-
-
 def _isotropic(sitk, image):
     """The image on a grid of cubic voxels (the geometric mean of its spacings), same directions and extent.
 
@@ -485,56 +424,165 @@ def _isotropic(sitk, image):
                          [cube] * 3, image.GetDirection(), 0.0, sitk.sitkFloat32)
 
 
-def _samples_fraction(image, level: int) -> float:
-    voxels = np.prod(np.maximum(np.array(image.GetSize()) // SHRINK_FACTORS[level], 1))
-    return float(np.clip(TARGET_SAMPLES[level] / voxels, *SAMPLING_RANGE))
+class _Level:
+    """One pyramid level: the sampled image smoothed and shrunk, the other image smoothed, and the metric on them.
+
+    Points are world LPS. ``initial_lps`` maps the sampled image's points to the other's; the correction being
+    optimized acts before it, about ``centre_lps``.
+    """
+
+    def __init__(self, sitk, domain_image, other_image, masks: dict, level: int, initial_lps: np.ndarray,
+                 centre_lps: np.ndarray):
+        sigma_mm = SMOOTHING_VOXELS[level] * float(min(domain_image.GetSpacing()))
+        self.shrink_factor, self.smoothing_mm = SHRINK_FACTORS[level], sigma_mm
+
+        def smoothed(image):
+            return sitk.SmoothingRecursiveGaussian(image, sigma_mm) if sigma_mm > 0 else image
+
+        sampled = smoothed(domain_image)
+        if self.shrink_factor > 1:
+            sampled = sitk.Shrink(sampled, [self.shrink_factor] * 3)
+        self.sampled = SampledImage.of_sitk(sitk, sampled)
+        self.other = SampledImage.of_sitk(sitk, smoothed(other_image))
+        self.other_mask = SampledImage.of_sitk(sitk, masks["other"]) if "other" in masks else None
+        voxels = self.sampled.voxels.reshape(-1)
+        if "domain" in masks:
+            on_grid = sitk.Resample(masks["domain"], sampled, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+            self.candidates = np.flatnonzero(sitk.GetArrayViewFromImage(on_grid))
+        else:
+            self.candidates = np.arange(voxels.size)
+        if self.candidates.size == 0:
+            raise GeometryError("cannot refine: the mask of the sampled image has no voxel inside the overlap")
+        self.histogram = MattesHistogram(HISTOGRAM_BINS, _value_range(voxels[self.candidates]),
+                                         _value_range(self.other.voxels))
+        self.initial, self.centre = initial_lps, centre_lps
+
+    @property
+    def samples_fraction(self) -> float:
+        return min(1.0, SAMPLES_PER_ITERATION / self.candidates.size)
+
+    def mutual_information(self, model, parameters: np.ndarray, flat_indices: np.ndarray,
+                           with_gradient: bool) -> tuple[float, np.ndarray | None]:
+        """Mattes MI of the samples at ``flat_indices`` through the correction, and its gradient if asked."""
+        points = self.sampled.points_lps(flat_indices)
+        offsets = points - self.centre
+        matrix, translation = model.matrix(parameters)
+        partners = (offsets @ matrix.T + self.centre + translation) @ self.initial[:3, :3].T + self.initial[:3, 3]
+        kept = np.ones(len(points), dtype=bool) if self.other_mask is None else self.other_mask.nearest_is_nonzero(
+            partners)
+        values, gradients, inside = self.other.linear(partners[kept])
+        kept[kept] = inside
+        if kept.sum() < MIN_INSIDE_FRACTION * len(points):
+            raise AlignSeriesError(
+                f"the intensity refinement failed: only {kept.sum()} of {len(points)} samples fell inside the other "
+                "image (and its mask): the search moved the images apart; check that they and their masks overlap "
+                "under the initial transform and show the same anatomy, or start closer (landmarks)")
+        bins = self.histogram.sampled_bins(self.sampled.voxels.reshape(-1)[flat_indices[kept]])
+        derivatives = model.derivatives(parameters, offsets[kept], gradients @ self.initial[:3, :3]) if (
+            with_gradient) else None
+        return self.histogram.mutual_information(bins, values, derivatives)
+
+    def draw(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return self.candidates[rng.integers(0, self.candidates.size, count)]
+
+    def metric_at(self, domain_to_other_lps: np.ndarray, model=AffineModel, parameters=None) -> float:
+        """Mattes MI, negated as ITK reports it (lower is better), on a fixed sample set of this level.
+
+        Either through a whole transform (``parameters`` None) or through the correction ``parameters`` of
+        ``model`` after this level's initial transform.
+        """
+        flat_indices = self.draw(np.random.default_rng(SAMPLING_SEED), min(REPORT_SAMPLES, self.candidates.size))
+        if parameters is None:
+            correction = np.linalg.inv(self.initial) @ domain_to_other_lps
+            parameters = AffineModel.parameters_of(correction[:3, :3], correction[:3, 3] + correction[:3, :3] @ (
+                self.centre) - self.centre)
+        return -self.mutual_information(model, parameters, flat_indices, False)[0]
 
 
-def _only_transform(sitk, transform):
-    """The one optimized transform that ``Execute`` returns (wrapped in a composite), as its own type."""
-    if isinstance(transform, sitk.CompositeTransform):
-        if transform.GetNumberOfTransforms() != 1:
-            raise AlignSeriesError(f"unexpected registration result: {transform.GetNumberOfTransforms()} transforms")
-        transform = transform.GetNthTransform(0)
-    return transform.Downcast()
+def _value_range(values: np.ndarray) -> tuple[float, float]:
+    return float(values.min()), float(values.max())
 
 
-def _affine_from(sitk, rigid):
-    affine = sitk.AffineTransform(3)
-    affine.SetCenter(rigid.GetCenter())
-    affine.SetMatrix(rigid.GetMatrix())
-    affine.SetTranslation(rigid.GetTranslation())
-    return affine
+class _Search:
+    """The stages of one refinement, each over its pyramid levels, with progress, cancel and what to report."""
+
+    def __init__(self, sitk, domain_image, other_image, masks: dict, initial_lps: np.ndarray,
+                 progress: ProgressCallback | None, stages: tuple):
+        self.sitk, self.domain_image, self.other_image, self.masks = sitk, domain_image, other_image, masks
+        self.initial_lps, self.progress, self.stages = initial_lps, progress, stages
+        size = np.array(domain_image.GetSize())
+        self.centre = np.array(domain_image.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2.0).tolist()))
+        self.corners = np.array([domain_image.TransformIndexToPhysicalPoint([int(v) for v in corner])
+                                 for corner in np.array(list(np.ndindex(2, 2, 2))) * (size - 1)])
+        self.radius = float(np.max(np.linalg.norm(self.corners - self.centre, axis=1)))
+        self.voxel_mm = float(min(domain_image.GetSpacing()))
+        self.rng = np.random.default_rng(SAMPLING_SEED)
+        self.levels: list[LevelReport] = []
+        self._built: dict[int, _Level] = {}
+        self.settling_mm, self.stop_condition = 0.0, ""
+
+    @property
+    def converged(self) -> bool:
+        return self.settling_mm <= SETTLED_VOXELS * self.voxel_mm
+
+    def level(self, index: int) -> _Level:
+        if index not in self._built:
+            self._built[index] = _Level(self.sitk, self.domain_image, self.other_image, self.masks, index,
+                                        self.initial_lps, self.centre)
+        return self._built[index]
+
+    def run(self) -> np.ndarray:
+        """Optimize every stage; returns the sampled image's points -> the other's (LPS)."""
+        model, parameters = RigidModel, np.zeros(RigidModel.parameter_count)
+        total = sum(len(levels) for _, levels in self.stages) * ITERATIONS
+        done = 0
+        for stage, levels in self.stages:
+            if stage == "affine" and model is RigidModel:
+                model, parameters = AffineModel, AffineModel.parameters_of(*RigidModel.matrix(parameters))
+            for index in levels:
+                parameters = self._optimize_level(model, parameters, index, done / total, ITERATIONS / total)
+                done += ITERATIONS
+        return self.initial_lps @ _correction_matrix(model, parameters, self.centre)
+
+    def _optimize_level(self, model, parameters: np.ndarray, index: int, progress_start: float,
+                        progress_share: float) -> np.ndarray:
+        level = self.level(index)
+        scales = model.scales(self.radius)
+        start = level.metric_at(None, model, parameters)
+        settling_start = ITERATIONS - SETTLING_ITERATIONS
+        kept = {}
+
+        def gradient_of(scaled: np.ndarray) -> np.ndarray:
+            flat_indices = level.draw(self.rng, SAMPLES_PER_ITERATION)
+            return level.mutual_information(model, scaled / scales, flat_indices, True)[1] / scales
+
+        def after_iteration(iteration: int, scaled: np.ndarray) -> None:
+            if iteration == settling_start:
+                kept["settling"] = scaled / scales
+            if self.progress is not None and self.progress(progress_start + progress_share * (iteration + 1)
+                                                           / ITERATIONS):
+                raise OperationCancelledError("intensity refinement cancelled: no transform was made")
+
+        settings = DescentSettings(ITERATIONS, MAX_STEP_VOXELS * self.voxel_mm)
+        parameters = adaptive_descent(gradient_of, parameters * scales, settings, after_iteration) / scales
+        self.levels.append(LevelReport(model.name, index, level.shrink_factor, level.smoothing_mm, ITERATIONS, start,
+                                       level.metric_at(None, model, parameters), level.samples_fraction))
+        before = _correction_matrix(model, kept["settling"], self.centre)
+        after = _correction_matrix(model, parameters, self.centre)
+        self.settling_mm = float(np.max(np.linalg.norm(apply_affine(after, self.corners) - apply_affine(
+            before, self.corners), axis=1)))
+        self.stop_condition = (f"{ITERATIONS} iterations of adaptive stochastic gradient descent; in the last "
+                               f"{SETTLING_ITERATIONS} the sampled region's corners moved {self.settling_mm:.2f} mm")
+        return parameters
 
 
-def _set_metric(method) -> None:
-    """Mattes MI on random samples; no gradient images (Powell needs values only, and ITK would otherwise filter
-    the whole of both images for gradients at every level)."""
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricUseFixedImageGradientFilter(False)
-    method.SetMetricUseMovingImageGradientFilter(False)
-
-
-def _set_masks(method, masks: dict) -> None:
-    if "domain" in masks:
-        method.SetMetricFixedMask(masks["domain"])
-    if "other" in masks:
-        method.SetMetricMovingMask(masks["other"])
-
-
-def _metric_at(sitk, domain_image, other_image, masks: dict, domain_to_other_lps: np.ndarray) -> float:
-    """Mattes MI at full resolution through one transform, on the finest level's samples."""
-    method = sitk.ImageRegistrationMethod()
-    method.SetNumberOfThreads(THREADS)
-    _set_metric(method)
-    method.SetMetricSamplingPercentage(_samples_fraction(domain_image, len(SHRINK_FACTORS) - 1), SAMPLING_SEED)
-    method.SetInterpolator(sitk.sitkLinear)
-    _set_masks(method, masks)
-    transform = sitk.AffineTransform(3)
-    _set_matrix(transform, domain_to_other_lps)
-    method.SetInitialTransform(transform)
-    return float(method.MetricEvaluate(domain_image, other_image))
+def _correction_matrix(model, parameters: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """4x4 of ``x -> M (x - centre) + centre + t``."""
+    matrix, translation = model.matrix(parameters)
+    result = np.eye(4)
+    result[:3, :3] = matrix
+    result[:3, 3] = centre + translation - matrix @ centre
+    return result
 
 
 def entropy_correlation(sitk, domain_image, other_image, domain_to_other_lps: np.ndarray, masks: dict) -> float:
@@ -576,56 +624,6 @@ def _entropy(probabilities: np.ndarray) -> float:
     return float(-np.sum(p * np.log(p)))
 
 
-def _hit_iteration_limit(stop_condition: str) -> bool:
-    return "maximum number of iterations" in stop_condition.lower()
-
-
-class _Watcher:
-    """Follows a registration's iteration events: per-level metrics, progress, and cancel."""
-
-    def __init__(self, progress: ProgressCallback | None, stages: int):
-        self.progress, self.stages, self.cancelled = progress, stages, False
-
-    def watch(self, method, stage_index: int, stage: tuple, levels: list[LevelReport], sigmas_mm: list[float]) -> None:
-        name, pyramid_levels = stage[0], stage[2]
-        fractions = method.GetMetricSamplingPercentagePerLevel()
-
-        def on_iteration():
-            level = method.GetCurrentLevel()
-            metric = method.GetMetricValue()
-            if len(levels) == 0 or levels[-1].stage != name or levels[-1].level != pyramid_levels[level]:
-                pyramid_level = pyramid_levels[level]
-                levels.append(LevelReport(name, pyramid_level, SHRINK_FACTORS[pyramid_level],
-                                          sigmas_mm[level], 0, metric, metric, fractions[level]))
-            current = levels[-1]
-            levels[-1] = LevelReport(current.stage, current.level, current.shrink_factor, current.smoothing_mm,
-                                     current.iterations + 1, current.metric_start, metric, current.samples_fraction)
-            self._report(method, stage_index, (level + min(1.0, (current.iterations + 1) / POWELL_ITERATIONS))
-                         / len(fractions))
-
-        method.AddCommand(self._sitk_iteration_event(), on_iteration)
-
-    @staticmethod
-    def _sitk_iteration_event():
-        import SimpleITK as sitk  # noqa: N813 - the name SimpleITK documents
-
-        return sitk.sitkIterationEvent
-
-    def _report(self, method, stage_index: int, within_stage: float) -> None:
-        if self.cancelled:
-            method.StopRegistration()
-            return
-        if self.progress is None:
-            return
-        if self.progress((stage_index + within_stage) / self.stages):
-            self.cancelled = True
-            method.StopRegistration()
-
-    def raise_if_cancelled(self) -> None:
-        if self.cancelled:
-            raise OperationCancelledError("intensity refinement cancelled: no transform was made")
-
-
 # -- warnings -------------------------------------------------------------------------------------
 
 
@@ -634,8 +632,8 @@ def report_warnings(report: RegistrationReport) -> list[AlignSeriesWarning]:
     warnings = []
     if not report.converged:
         warnings.append(AlignSeriesWarning("not_converged", (
-            f"the optimizer stopped at its iteration limit ({POWELL_ITERATIONS} at the finest level; expected: "
-            f"convergence) — {report.stop_condition}")))
+            f"the search was still moving when it stopped ({report.stop_condition}; limit {SETTLED_VOXELS:g} of the "
+            "sampled image's voxels): the result may lie short of the optimum")))
     if report.overlap_fraction < MIN_OVERLAP_FRACTION:
         warnings.append(AlignSeriesWarning("low_overlap", (
             f"only {100 * report.overlap_fraction:.0f} % of the smaller volume lies inside the other (limit "

@@ -1,0 +1,276 @@
+"""Mattes mutual information of random samples, its gradient, and the stochastic descent that maximizes it.
+
+The refinement (:mod:`.registration`) draws new random samples of the sampled image at every iteration, as
+elastix's default registration does (Klein et al., "Adaptive stochastic gradient descent optimisation for image
+registration", IJCV 2009): the noise of one small sample set then averages out over the iterations, where a fixed
+sample set (ITK's registration framework samples once per level) leaves a rough surface on which gradient steps
+stall. Everything here is vectorized numpy on a few thousand points per iteration.
+
+Frames: points are world LPS (ITK's frame); an image maps its ``(i, j, k)`` indices to LPS with ``index_to_lps``.
+A correction ``T`` (rigid or affine) maps points of the sampled image about a centre:
+``T(x) = M (x - centre) + centre + t``. Parameters are scaled so that a unit step moves no point of the sampled
+region by more than about a millimetre (rotations and matrix entries times the region's radius).
+
+The metric follows Mattes et al. (IEEE TMI 2003), as ITK and elastix compute it: a joint histogram with a
+zero-order (box) Parzen window on the sampled image's intensities and a cubic B-spline window on the other's, so
+that the metric is differentiable in the other image's values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Histogram bins kept empty at each end of either axis (the cubic window reaches two bins out).
+PADDING_BINS = 2
+
+
+@dataclass(frozen=True)
+class SampledImage:
+    """Voxels ``[k, j, i]`` and the ``(i, j, k)`` -> world LPS matrix of their grid (any affine)."""
+
+    voxels: np.ndarray
+    index_to_lps: np.ndarray
+
+    @classmethod
+    def of_sitk(cls, sitk, image) -> SampledImage:
+        """The voxels (float32) and grid of a ``SimpleITK.Image``."""
+        index_to_lps = np.eye(4)
+        direction = np.array(image.GetDirection()).reshape(3, 3)
+        index_to_lps[:3, :3] = direction * np.array(image.GetSpacing())
+        index_to_lps[:3, 3] = image.GetOrigin()
+        return cls(np.ascontiguousarray(sitk.GetArrayFromImage(image), dtype=np.float32), index_to_lps)
+
+    @property
+    def size_ijk(self) -> np.ndarray:
+        return np.array(self.voxels.shape[::-1])
+
+    def points_lps(self, flat_indices: np.ndarray) -> np.ndarray:
+        """World LPS points ``(N, 3)`` of voxels given by their flat (C-order ``[k, j, i]``) indices."""
+        k, j, i = np.unravel_index(flat_indices, self.voxels.shape)
+        return np.stack([i, j, k], axis=1) @ self.index_to_lps[:3, :3].T + self.index_to_lps[:3, 3]
+
+    def linear(self, points_lps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Trilinear values and their gradients (per mm, LPS) at points, and which points lie inside the grid.
+
+        Returns ``(values, gradients, inside)``: ``values (M,)`` and ``gradients (M, 3)`` for the ``M`` points
+        where ``inside (N,)`` is True. The gradient is the derivative of the trilinear interpolant itself.
+        """
+        lps_to_index = np.linalg.inv(self.index_to_lps)
+        index = points_lps @ lps_to_index[:3, :3].T + lps_to_index[:3, 3]
+        size = self.size_ijk
+        inside = np.all((index >= 0) & (index <= size - 1), axis=1)
+        index = index[inside]
+        first = np.minimum(index.astype(np.int64), np.maximum(size - 2, 0))  # non-negative: truncation is floor
+        fraction = index - first
+        strides = np.array([1, size[0], size[0] * size[1]])
+        corners = self.voxels.reshape(-1)[(first @ strides)[:, None] + _corner_offsets(strides)]
+        corners = corners.reshape(-1, 2, 2, 2).astype(np.float64)  # [n, dk, dj, di]
+        fi, fj, fk = (fraction[:, axis] for axis in range(3))
+        along_i = corners[..., 0] + (corners[..., 1] - corners[..., 0]) * fi[:, None, None]  # [n, dk, dj]
+        slope_i = corners[..., 1] - corners[..., 0]
+        along_j = along_i[..., 0] + (along_i[..., 1] - along_i[..., 0]) * fj[:, None]  # [n, dk]
+        slope_i_j = slope_i[..., 0] + (slope_i[..., 1] - slope_i[..., 0]) * fj[:, None]
+        slope_j = along_i[..., 1] - along_i[..., 0]
+        values = along_j[:, 0] + (along_j[:, 1] - along_j[:, 0]) * fk
+        gradient_index = np.stack([slope_i_j[:, 0] + (slope_i_j[:, 1] - slope_i_j[:, 0]) * fk,
+                                   slope_j[:, 0] + (slope_j[:, 1] - slope_j[:, 0]) * fk,
+                                   along_j[:, 1] - along_j[:, 0]], axis=1)
+        return values, gradient_index @ lps_to_index[:3, :3], inside
+
+    def nearest_is_nonzero(self, points_lps: np.ndarray) -> np.ndarray:
+        """True where the nearest voxel to a point is inside the grid and non-zero (a mask's test)."""
+        lps_to_index = np.linalg.inv(self.index_to_lps)
+        index = np.rint(points_lps @ lps_to_index[:3, :3].T + lps_to_index[:3, 3]).astype(np.int64)
+        inside = np.all((index >= 0) & (index < self.size_ijk), axis=1)
+        result = np.zeros(len(points_lps), dtype=bool)
+        i, j, k = index[inside].T
+        result[inside] = self.voxels[k, j, i] != 0
+        return result
+
+
+def _corner_offsets(strides: np.ndarray) -> np.ndarray:
+    """Flat offsets of a cell's 8 corners, ordered ``[dk, dj, di]`` (C order)."""
+    return np.array([dk * strides[2] + dj * strides[1] + di for dk in (0, 1) for dj in (0, 1) for di in (0, 1)])
+
+
+# -- the metric -------------------------------------------------------------------------------------
+
+
+def cubic_bspline_weights(fraction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weights of the 4 bins ``floor(x) - 1 .. floor(x) + 2`` of a cubic B-spline at ``x``, and their derivatives.
+
+    ``fraction`` is ``x - floor(x)`` (``(N,)``); returns two ``(N, 4)`` arrays, the derivatives taken along ``x``.
+    """
+    t = fraction[:, None]
+    t2, t3 = t * t, t * t * t
+    weights = np.hstack([(1 - t) ** 3, 3 * t3 - 6 * t2 + 4, -3 * t3 + 3 * t2 + 3 * t + 1, t3]) / 6.0
+    derivatives = np.hstack([-((1 - t) ** 2), 3 * t2 - 4 * t, -3 * t2 + 2 * t + 1, t2]) / 2.0
+    return weights, derivatives
+
+
+@dataclass(frozen=True)
+class MattesHistogram:
+    """The joint histogram's layout: ``bins`` per axis over each image's intensity range.
+
+    Values outside a range are clipped to it.
+    """
+
+    bins: int
+    sampled_range: tuple[float, float]
+    other_range: tuple[float, float]
+
+    def _positions(self, values: np.ndarray, value_range: tuple[float, float]) -> tuple[np.ndarray, float]:
+        low, high = value_range
+        width = max(high - low, 1e-12) / (self.bins - 2 * PADDING_BINS - 1)
+        return (np.clip(values, low, high) - low) / width + PADDING_BINS, width
+
+    def sampled_bins(self, values: np.ndarray) -> np.ndarray:
+        """The (box-window) bin of each of the sampled image's values."""
+        return self._positions(values, self.sampled_range)[0].astype(np.int64)
+
+    def mutual_information(self, sampled_bins: np.ndarray, other_values: np.ndarray,
+                           other_derivatives: np.ndarray | None = None) -> tuple[float, np.ndarray | None]:
+        """Mutual information of the samples and, given ``d other / d parameters`` ``(N, P)``, its gradient.
+
+        Returns ``(value, gradient)`` (nats; higher is better); the gradient is None without derivatives.
+        """
+        count = len(other_values)
+        if count == 0:
+            return 0.0, None if other_derivatives is None else np.zeros(other_derivatives.shape[1])
+        position, width = self._positions(other_values, self.other_range)
+        whole = np.floor(position)
+        other_bins = whole.astype(np.int64)[:, None] + np.arange(-1, 3)
+        weights, slopes = cubic_bspline_weights(position - whole)
+        cells = (sampled_bins[:, None] * self.bins + other_bins).reshape(-1)
+        joint = np.bincount(cells, weights.reshape(-1), self.bins * self.bins).reshape(self.bins, self.bins) / count
+        sampled_marginal, other_marginal = joint.sum(axis=1), joint.sum(axis=0)
+        occupied = joint > 0
+        ratio = np.ones_like(joint)
+        ratio[occupied] = joint[occupied] / np.outer(sampled_marginal, other_marginal)[occupied]
+        value = float(np.sum(joint[occupied] * np.log(ratio[occupied])))
+        if other_derivatives is None:
+            return value, None
+        # d MI / d p(a, b) summed against d p / d value: with the sampled marginal fixed, the terms in log p(a) and
+        # the sums of d p vanish, leaving log(p(a, b) / p(b)).
+        log_conditional = np.zeros_like(joint)
+        log_conditional[occupied] = np.log(joint[occupied] / np.broadcast_to(other_marginal, joint.shape)[occupied])
+        per_sample = np.sum(slopes * log_conditional.reshape(-1)[cells].reshape(count, 4), axis=1) / (count * width)
+        return value, per_sample @ other_derivatives
+
+
+# -- the transform models ----------------------------------------------------------------------------
+
+
+def _euler_matrices(angles: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``R = Rz Ry Rx`` of three angles (radians) and its derivatives along each angle."""
+    turns = []
+    for axis, angle in enumerate(angles):
+        c, s = np.cos(angle), np.sin(angle)
+        first, second = [a for a in range(3) if a != axis]
+        turn, slope = np.eye(3), np.zeros((3, 3))
+        turn[first, first], turn[first, second], turn[second, first], turn[second, second] = c, -s, s, c
+        slope[first, first], slope[first, second], slope[second, first], slope[second, second] = -s, -c, c, -s
+        if axis == 1:  # about y the sense is z -> x
+            turn, slope = turn.T, slope.T
+        turns.append((turn, slope))
+    (rx, dx), (ry, dy), (rz, dz) = turns
+    return rz @ ry @ rx, (rz @ ry @ dx, rz @ dy @ rx, dz @ ry @ rx)
+
+
+class RigidModel:
+    """Rotation (Euler angles, radians, ``R = Rz Ry Rx``) and translation (mm): 6 parameters."""
+
+    name = "rigid"
+    parameter_count = 6
+
+    @staticmethod
+    def matrix(parameters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _euler_matrices(parameters[:3])[0], parameters[3:]
+
+    @staticmethod
+    def scales(radius_mm: float) -> np.ndarray:
+        return np.array([radius_mm] * 3 + [1.0] * 3)
+
+    @staticmethod
+    def derivatives(parameters: np.ndarray, offsets: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+        """``d value / d parameters`` ``(N, 6)`` from the points' offsets to the centre and the value's gradient."""
+        turns = _euler_matrices(parameters[:3])[1]
+        rotation = np.stack([np.einsum("nj,ij,ni->n", offsets, turn, gradients) for turn in turns], axis=1)
+        return np.hstack([rotation, gradients])
+
+
+class AffineModel:
+    """Matrix (row-major, 9 entries) and translation (mm): 12 parameters."""
+
+    name = "affine"
+    parameter_count = 12
+
+    @staticmethod
+    def matrix(parameters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return parameters[:9].reshape(3, 3), parameters[9:]
+
+    @staticmethod
+    def scales(radius_mm: float) -> np.ndarray:
+        return np.array([radius_mm] * 9 + [1.0] * 3)
+
+    @staticmethod
+    def derivatives(parameters: np.ndarray, offsets: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+        return np.hstack([(gradients[:, :, None] * offsets[:, None, :]).reshape(len(offsets), 9), gradients])
+
+    @staticmethod
+    def parameters_of(matrix: np.ndarray, translation: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(matrix).reshape(-1), translation])
+
+
+# -- the optimizer -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DescentSettings:
+    """Adaptive stochastic gradient descent: step ``a / (A + t + 1) ** alpha`` with an adaptive time ``t``.
+
+    ``t`` grows by up to 1 when successive gradients point against each other (the search oscillates about an
+    optimum) and shrinks by up to 0.8 when they agree (it is still travelling), as in elastix's
+    AdaptiveStochasticGradientDescent; ``a`` is set so that the first step moves no point more than ``max_step_mm``.
+    """
+
+    iterations: int
+    max_step_mm: float
+    offset: float = 20.0
+    decay: float = 0.602
+    sigmoid_width: float = 0.1
+    estimation_draws: int = 5
+
+
+def _time_change(agreement: float, width: float) -> float:
+    """Elastix's sigmoid: +1 for opposite gradients (agreement -1), -0.8 for equal ones, 0 for orthogonal."""
+    most, least = 1.0, -0.8
+    return least + (most - least) / (1.0 - (most / least) * np.exp(agreement / width))
+
+
+def adaptive_descent(gradient_of: Callable[[np.ndarray], np.ndarray], start: np.ndarray, settings: DescentSettings,
+                     after_iteration: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
+    """Maximize a function whose noisy gradient ``gradient_of(x)`` is drawn anew at each call.
+
+    ``x`` is in scaled units (a unit moves a point about a millimetre). Returns the final ``x``.
+    ``after_iteration(n, x)`` is called after each iteration (progress, cancel, watching ``x``).
+    """
+    x = np.array(start, dtype=float)
+    draws = [gradient_of(x) for _ in range(settings.estimation_draws)]
+    typical = float(np.mean([np.max(np.abs(draw)) for draw in draws]))
+    gain = settings.max_step_mm * (settings.offset + 1) ** settings.decay / max(typical, 1e-12)
+    time, previous = 0.0, None
+    for iteration in range(settings.iterations):
+        gradient = gradient_of(x)
+        if previous is not None:
+            norms = np.linalg.norm(gradient) * np.linalg.norm(previous)
+            agreement = float(np.dot(gradient, previous) / norms) if norms > 0 else 0.0
+            time = max(0.0, time + _time_change(agreement, settings.sigmoid_width))
+        x = x + gain / (settings.offset + time + 1) ** settings.decay * gradient
+        previous = gradient
+        if after_iteration is not None:
+            after_iteration(iteration, x)
+    return x
