@@ -27,12 +27,18 @@ import numpy as np
 PADDING_BINS = 2
 
 
-@dataclass(frozen=True)
 class SampledImage:
     """Voxels ``[k, j, i]`` and the ``(i, j, k)`` -> world LPS matrix of their grid (any affine)."""
 
-    voxels: np.ndarray
-    index_to_lps: np.ndarray
+    def __init__(self, voxels: np.ndarray, index_to_lps: np.ndarray):
+        self.voxels = np.ascontiguousarray(voxels)
+        self.index_to_lps = np.asarray(index_to_lps, dtype=float)
+        self.lps_to_index = np.linalg.inv(self.index_to_lps)
+        self.size_ijk = np.array(self.voxels.shape[::-1])
+        self._flat = self.voxels.reshape(-1)
+        self._strides = np.array([1, self.size_ijk[0], self.size_ijk[0] * self.size_ijk[1]])
+        self._corner_offsets = np.array([dk * self._strides[2] + dj * self._strides[1] + di
+                                         for dk in (0, 1) for dj in (0, 1) for di in (0, 1)])  # C order [dk, dj, di]
 
     @classmethod
     def of_sitk(cls, sitk, image) -> SampledImage:
@@ -41,11 +47,10 @@ class SampledImage:
         direction = np.array(image.GetDirection()).reshape(3, 3)
         index_to_lps[:3, :3] = direction * np.array(image.GetSpacing())
         index_to_lps[:3, 3] = image.GetOrigin()
-        return cls(np.ascontiguousarray(sitk.GetArrayFromImage(image), dtype=np.float32), index_to_lps)
+        return cls(sitk.GetArrayFromImage(image).astype(np.float32, copy=False), index_to_lps)
 
-    @property
-    def size_ijk(self) -> np.ndarray:
-        return np.array(self.voxels.shape[::-1])
+    def _index_of(self, points_lps: np.ndarray) -> np.ndarray:
+        return points_lps @ self.lps_to_index[:3, :3].T + self.lps_to_index[:3, 3]
 
     def points_lps(self, flat_indices: np.ndarray) -> np.ndarray:
         """World LPS points ``(N, 3)`` of voxels given by their flat (C-order ``[k, j, i]``) indices."""
@@ -58,15 +63,16 @@ class SampledImage:
         Returns ``(values, gradients, inside)``: ``values (M,)`` and ``gradients (M, 3)`` for the ``M`` points
         where ``inside (N,)`` is True. The gradient is the derivative of the trilinear interpolant itself.
         """
-        lps_to_index = np.linalg.inv(self.index_to_lps)
-        index = points_lps @ lps_to_index[:3, :3].T + lps_to_index[:3, 3]
-        size = self.size_ijk
-        inside = np.all((index >= 0) & (index <= size - 1), axis=1)
-        index = index[inside]
-        first = np.minimum(index.astype(np.int64), np.maximum(size - 2, 0))  # non-negative: truncation is floor
+        index = self._index_of(points_lps)
+        inside = np.all((index >= 0) & (index <= self.size_ijk - 1), axis=1)
+        values, gradient_index = self.interpolate(index[inside])
+        return values, gradient_index @ self.lps_to_index[:3, :3], inside
+
+    def interpolate(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Trilinear values and their gradients along ``(i, j, k)`` at continuous indices inside the grid ``(N, 3)``."""
+        first = np.minimum(index.astype(np.int64), np.maximum(self.size_ijk - 2, 0))  # index >= 0: truncation floors
         fraction = index - first
-        strides = np.array([1, size[0], size[0] * size[1]])
-        corners = self.voxels.reshape(-1)[(first @ strides)[:, None] + _corner_offsets(strides)]
+        corners = self._flat[(first @ self._strides)[:, None] + self._corner_offsets]
         corners = corners.reshape(-1, 2, 2, 2).astype(np.float64)  # [n, dk, dj, di]
         fi, fj, fk = (fraction[:, axis] for axis in range(3))
         along_i = corners[..., 0] + (corners[..., 1] - corners[..., 0]) * fi[:, None, None]  # [n, dk, dj]
@@ -78,22 +84,16 @@ class SampledImage:
         gradient_index = np.stack([slope_i_j[:, 0] + (slope_i_j[:, 1] - slope_i_j[:, 0]) * fk,
                                    slope_j[:, 0] + (slope_j[:, 1] - slope_j[:, 0]) * fk,
                                    along_j[:, 1] - along_j[:, 0]], axis=1)
-        return values, gradient_index @ lps_to_index[:3, :3], inside
+        return values, gradient_index
 
     def nearest_is_nonzero(self, points_lps: np.ndarray) -> np.ndarray:
         """True where the nearest voxel to a point is inside the grid and non-zero (a mask's test)."""
-        lps_to_index = np.linalg.inv(self.index_to_lps)
-        index = np.rint(points_lps @ lps_to_index[:3, :3].T + lps_to_index[:3, 3]).astype(np.int64)
+        index = np.rint(self._index_of(points_lps)).astype(np.int64)
         inside = np.all((index >= 0) & (index < self.size_ijk), axis=1)
         result = np.zeros(len(points_lps), dtype=bool)
         i, j, k = index[inside].T
         result[inside] = self.voxels[k, j, i] != 0
         return result
-
-
-def _corner_offsets(strides: np.ndarray) -> np.ndarray:
-    """Flat offsets of a cell's 8 corners, ordered ``[dk, dj, di]`` (C order)."""
-    return np.array([dk * strides[2] + dj * strides[1] + di for dk in (0, 1) for dj in (0, 1) for di in (0, 1)])
 
 
 # -- the metric -------------------------------------------------------------------------------------
@@ -197,8 +197,8 @@ class RigidModel:
     @staticmethod
     def derivatives(parameters: np.ndarray, offsets: np.ndarray, gradients: np.ndarray) -> np.ndarray:
         """``d value / d parameters`` ``(N, 6)`` from the points' offsets to the centre and the value's gradient."""
-        turns = _euler_matrices(parameters[:3])[1]
-        rotation = np.stack([np.einsum("nj,ij,ni->n", offsets, turn, gradients) for turn in turns], axis=1)
+        turned = offsets @ np.vstack(_euler_matrices(parameters[:3])[1]).T  # [n, 3 angles x 3 axes]
+        rotation = np.sum(turned.reshape(-1, 3, 3) * gradients[:, None, :], axis=2)
         return np.hstack([rotation, gradients])
 
 
@@ -225,6 +225,10 @@ class AffineModel:
         return np.concatenate([np.asarray(matrix).reshape(-1), translation])
 
 
+#: Either model (both are used as classes).
+TransformModel = type[RigidModel] | type[AffineModel]
+
+
 # -- the optimizer -----------------------------------------------------------------------------------
 
 
@@ -234,7 +238,8 @@ class DescentSettings:
 
     ``t`` grows by up to 1 when successive gradients point against each other (the search oscillates about an
     optimum) and shrinks by up to 0.8 when they agree (it is still travelling), as in elastix's
-    AdaptiveStochasticGradientDescent; ``a`` is set so that the first step moves no point more than ``max_step_mm``.
+    AdaptiveStochasticGradientDescent. ``a`` is set from the typical gradient so that the first step is about
+    ``max_step_mm``; no step moves a parameter by more than that (scaled units: mm).
     """
 
     iterations: int
@@ -269,7 +274,9 @@ def adaptive_descent(gradient_of: Callable[[np.ndarray], np.ndarray], start: np.
             norms = np.linalg.norm(gradient) * np.linalg.norm(previous)
             agreement = float(np.dot(gradient, previous) / norms) if norms > 0 else 0.0
             time = max(0.0, time + _time_change(agreement, settings.sigmoid_width))
-        x = x + gain / (settings.offset + time + 1) ** settings.decay * gradient
+        step = gain / (settings.offset + time + 1) ** settings.decay * gradient
+        largest = float(np.max(np.abs(step)))
+        x = x + (step if largest <= settings.max_step_mm else step * (settings.max_step_mm / largest))
         previous = gradient
         if after_iteration is not None:
             after_iteration(iteration, x)
