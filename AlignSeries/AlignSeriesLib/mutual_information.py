@@ -104,11 +104,13 @@ def cubic_bspline_weights(fraction: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
     ``fraction`` is ``x - floor(x)`` (``(N,)``); returns two ``(N, 4)`` arrays, the derivatives taken along ``x``.
     """
-    t = fraction[:, None]
-    t2, t3 = t * t, t * t * t
-    weights = np.hstack([(1 - t) ** 3, 3 * t3 - 6 * t2 + 4, -3 * t3 + 3 * t2 + 3 * t + 1, t3]) / 6.0
-    derivatives = np.hstack([-((1 - t) ** 2), 3 * t2 - 4 * t, -3 * t2 + 2 * t + 1, t2]) / 2.0
-    return weights, derivatives
+    powers = np.vander(fraction, 4, increasing=True)  # 1, t, t^2, t^3
+    return powers @ _CUBIC_BSPLINE, (powers[:, :3] * (1.0, 2.0, 3.0)) @ _CUBIC_BSPLINE[1:]
+
+
+#: The cubic B-spline's 4 pieces as polynomial coefficients (rows: 1, t, t^2, t^3; columns: the 4 bins):
+#: (1 - t)^3 / 6, (3 t^3 - 6 t^2 + 4) / 6, (-3 t^3 + 3 t^2 + 3 t + 1) / 6, t^3 / 6.
+_CUBIC_BSPLINE = np.array([[1, 4, 1, 0], [-3, 0, 3, 0], [3, -6, 3, 0], [-1, 3, -3, 1]]) / 6.0
 
 
 @dataclass(frozen=True)
@@ -146,17 +148,16 @@ class MattesHistogram:
         weights, slopes = cubic_bspline_weights(position - whole)
         cells = (sampled_bins[:, None] * self.bins + other_bins).reshape(-1)
         joint = np.bincount(cells, weights.reshape(-1), self.bins * self.bins).reshape(self.bins, self.bins) / count
-        sampled_marginal, other_marginal = joint.sum(axis=1), joint.sum(axis=0)
         occupied = joint > 0
-        ratio = np.ones_like(joint)
-        ratio[occupied] = joint[occupied] / np.outer(sampled_marginal, other_marginal)[occupied]
-        value = float(np.sum(joint[occupied] * np.log(ratio[occupied])))
+        log_joint = np.log(joint, out=np.zeros_like(joint), where=occupied)
+        log_sampled, log_other = (np.log(marginal, out=np.zeros_like(marginal), where=marginal > 0)
+                                  for marginal in (joint.sum(axis=1), joint.sum(axis=0)))
+        value = float(np.sum(joint * (log_joint - log_sampled[:, None] - log_other)))  # empty cells add 0
         if other_derivatives is None:
             return value, None
         # d MI / d p(a, b) summed against d p / d value: with the sampled marginal fixed, the terms in log p(a) and
         # the sums of d p vanish, leaving log(p(a, b) / p(b)).
-        log_conditional = np.zeros_like(joint)
-        log_conditional[occupied] = np.log(joint[occupied] / np.broadcast_to(other_marginal, joint.shape)[occupied])
+        log_conditional = np.where(occupied, log_joint - log_other, 0.0)
         per_sample = np.sum(slopes * log_conditional.reshape(-1)[cells].reshape(count, 4), axis=1) / (count * width)
         return value, per_sample @ other_derivatives
 
@@ -166,17 +167,10 @@ class MattesHistogram:
 
 def _euler_matrices(angles: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``R = Rz Ry Rx`` of three angles (radians) and its derivatives along each angle."""
-    turns = []
-    for axis, angle in enumerate(angles):
-        c, s = np.cos(angle), np.sin(angle)
-        first, second = [a for a in range(3) if a != axis]
-        turn, slope = np.eye(3), np.zeros((3, 3))
-        turn[first, first], turn[first, second], turn[second, first], turn[second, second] = c, -s, s, c
-        slope[first, first], slope[first, second], slope[second, first], slope[second, second] = -s, -c, c, -s
-        if axis == 1:  # about y the sense is z -> x
-            turn, slope = turn.T, slope.T
-        turns.append((turn, slope))
-    (rx, dx), (ry, dy), (rz, dz) = turns
+    (cx, cy, cz), (sx, sy, sz) = np.cos(angles), np.sin(angles)
+    rx, dx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]), np.array([[0, 0, 0], [0, -sx, -cx], [0, cx, -sx]])
+    ry, dy = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]), np.array([[-sy, 0, cy], [0, 0, 0], [-cy, 0, -sy]])
+    rz, dz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]), np.array([[-sz, -cz, 0], [cz, -sz, 0], [0, 0, 0]])
     return rz @ ry @ rx, (rz @ ry @ dx, rz @ dy @ rx, dz @ ry @ rx)
 
 

@@ -5,9 +5,10 @@ a transform file), :func:`register` crops each image to its overlap with the oth
 rigid (and, for ``"affine"``, afterwards an affine) correction of that transform on a three-level
 pyramid. The preset is tuned here, once, for every front end:
 
-* the metric samples the smaller of the two regions (the partial MR, not the whole-body CT around it), so its
-  samples stay inside the other image as the search moves;
-* that region is put on cubic voxels (the pyramid shrinks every axis alike: 5 mm slices would otherwise become
+* the metric samples the image with the larger voxels where it overlaps the other, and interpolates the finer one
+  (:func:`_sampling_roles`); samples whose partners leave the other image (or its mask) are dropped, and as many
+  more drawn;
+* the sampled region is put on cubic voxels (the pyramid shrinks every axis alike: 5 mm slices would otherwise become
   20 mm at the coarsest level); pyramid: shrink factors 4, 2, 1, both images smoothed by 2, 1, 0.5 voxels;
 * Mattes mutual information (32 bins) on 2,048 random voxels drawn anew at every iteration, maximized by adaptive
   stochastic gradient descent (:mod:`.mutual_information`, elastix's scheme), 250 iterations per level, with
@@ -96,8 +97,8 @@ SETTLING_ITERATIONS = 50
 SETTLED_VOXELS = 0.5
 #: Fewer of an iteration's samples than this share inside the other image (and its mask) stops the search.
 MIN_INSIDE_FRACTION = 0.25
-#: Each image is cropped to the other's footprint under the initial transform, plus this margin (mm): room for the
-#: search to move.
+#: The interpolated image is cropped to the sampled region's footprint under the initial transform, plus this margin
+#: (mm): room for the search to move.
 OVERLAP_MARGIN_MM = 60.0
 
 #: Warning limits: overlap (share of the smaller volume inside the other), change from the initial
@@ -374,19 +375,23 @@ def _simpleitk():
 
 def _sampling_roles(fixed: ImageOnGrid, moving: ImageOnGrid,
                     initial_moving_to_fixed_ras) -> tuple[ImageOnGrid, ImageOnGrid, bool]:
-    """Each image cropped to the other's footprint (with a margin), and which one the metric samples.
+    """Which image the metric samples, cropped to where it overlaps the other, and the other one, cropped with room.
 
-    The metric samples the smaller region (the partial MR, not the whole-body CT around it): its samples then
-    all fall inside the larger image whatever the transform, so the sample set does not change as the search
-    moves, and the metric has no edge to prefer. Returns ``(domain, other, domain_is_fixed)``.
+    The metric samples the image with the larger voxels and interpolates the one with the finer voxels: interpolation
+    blurs an image by an amount that varies with the sub-voxel position, and the coarser the interpolated image, the
+    more that pulls the optimum (measured on the phantom, CT 3.5 x 3.5 x 5 mm and MR 3 x 3 x 4 mm: 1.4 mm off when the
+    CT was interpolated, 0.7 mm when the MR was). The sampled image is cropped to the other's footprint under the
+    initial transform; the other is cropped to the sampled region's footprint grown by :data:`OVERLAP_MARGIN_MM`, room
+    for the search to move. Returns ``(domain, other, domain_is_fixed)``.
     """
-    fixed_region = _cropped_to_footprint(fixed, moving.geometry, initial_moving_to_fixed_ras, "fixed")
-    moving_region = _cropped_to_footprint(moving, fixed.geometry, np.linalg.inv(initial_moving_to_fixed_ras),
-                                          "moving")
-    if fixed_region.geometry.volume_mm3 <= moving_region.geometry.volume_mm3:
-        domain, other, domain_is_fixed = fixed_region, moving_region, True
+    inverse = np.linalg.inv(initial_moving_to_fixed_ras)
+    domain_is_fixed = bool(np.prod(fixed.geometry.spacing) >= np.prod(moving.geometry.spacing))
+    if domain_is_fixed:
+        domain = _cropped_to_footprint(fixed, moving.geometry, initial_moving_to_fixed_ras, "fixed", 0.0)
+        other = _cropped_to_footprint(moving, domain.geometry, inverse, "moving", OVERLAP_MARGIN_MM)
     else:
-        domain, other, domain_is_fixed = moving_region, fixed_region, False
+        domain = _cropped_to_footprint(moving, fixed.geometry, inverse, "moving", 0.0)
+        other = _cropped_to_footprint(fixed, domain.geometry, initial_moving_to_fixed_ras, "fixed", OVERLAP_MARGIN_MM)
     if min(domain.geometry.dimensions) < 2 * SHRINK_FACTORS[0]:
         raise GeometryError(f"cannot refine: the overlap of the images is {domain.geometry.dimensions} voxels, too "
                             f"thin for a {len(SHRINK_FACTORS)}-level pyramid (at least {2 * SHRINK_FACTORS[0]} along "
@@ -394,10 +399,10 @@ def _sampling_roles(fixed: ImageOnGrid, moving: ImageOnGrid,
     return domain, other, domain_is_fixed
 
 
-def _cropped_to_footprint(image: ImageOnGrid, other_geometry: VolumeGeometry, other_to_image_ras,
-                          name: str) -> ImageOnGrid:
-    """``image`` cropped to the other image's footprint under a transform, grown by the overlap margin."""
-    margin = np.ceil(OVERLAP_MARGIN_MM / other_geometry.spacing).astype(int)
+def _cropped_to_footprint(image: ImageOnGrid, other_geometry: VolumeGeometry, other_to_image_ras, name: str,
+                          margin_mm: float) -> ImageOnGrid:
+    """``image`` cropped to the other image's footprint under a transform, grown by a margin."""
+    margin = np.ceil(margin_mm / other_geometry.spacing).astype(int)
     padded = VolumeGeometry(tuple(np.array(other_geometry.dimensions) + 2 * margin),
                             other_geometry.ijk_to_ras @ _translation(-margin))
     try:
@@ -481,11 +486,15 @@ class _Level:
         points, sampled_values = samples
         offsets = points - self.centre
         matrix, translation = model.matrix(parameters)
-        partners = (offsets @ matrix.T + self.centre + translation) @ self.initial[:3, :3].T + self.initial[:3, 3]
-        kept = np.ones(len(points), dtype=bool) if self.other_mask is None else self.other_mask.nearest_is_nonzero(
-            partners)
-        values, gradients, inside = self.other.linear(partners[kept])
-        kept[kept] = inside
+        initial_matrix = self.initial[:3, :3]
+        partners = offsets @ (initial_matrix @ matrix).T + (initial_matrix @ (self.centre + translation)
+                                                             + self.initial[:3, 3])
+        if self.other_mask is None:
+            values, gradients, kept = self.other.linear(partners)
+        else:
+            kept = self.other_mask.nearest_is_nonzero(partners)
+            values, gradients, inside = self.other.linear(partners[kept])
+            kept[kept] = inside
         if kept.sum() < MIN_INSIDE_FRACTION * len(points):
             raise AlignSeriesError(
                 f"the intensity refinement failed: only {kept.sum()} of {len(points)} samples fell inside the other "
@@ -493,7 +502,7 @@ class _Level:
                 "under the initial transform and show the same anatomy, or start closer (landmarks)")
         self.kept_fraction = kept.sum() / len(points)
         bins = self.histogram.sampled_bins(sampled_values[kept])
-        derivatives = model.derivatives(parameters, offsets[kept], gradients @ self.initial[:3, :3]) if (
+        derivatives = model.derivatives(parameters, offsets[kept], gradients @ initial_matrix) if (
             with_gradient) else None
         return self.histogram.mutual_information(bins, values, derivatives)
 
