@@ -484,6 +484,24 @@ def test_descent_reaches_the_maximum_of_a_noisy_quadratic(seed):
     assert_array_equal(seen[-1][1], result)
 
 
+def test_averaged_descent_returns_the_mean_of_its_last_iterates_and_lands_closer():
+    """Truth: the iterates ``after_iteration`` sees (the mean of the last half) and TARGET.
+
+    On the noisy quadratic (noise 1 per component), 200 iterations, over 40 seeds: the last iterate lies 0.25 from
+    TARGET in the median, the mean of the last 100 iterates 0.09 (measured); asserted: the mean is closer in the
+    median, and within 0.2 at worst.
+    """
+    seen: list[np.ndarray] = []
+    result = adaptive_descent(noisy_quadratic(5, 1.0), np.zeros(4), DescentSettings(200, 1.0, averaged_fraction=0.5),
+                              lambda n, x: seen.append(x.copy()))
+    assert_allclose(result, np.mean(seen[100:], axis=0), rtol=1e-12)
+    last, averaged = (np.array([np.linalg.norm(adaptive_descent(noisy_quadratic(seed, 1.0), np.zeros(4),
+                                                                DescentSettings(200, 1.0, fraction)) - TARGET)
+                                for seed in range(40)]) for fraction in (0.0, 0.5))
+    assert np.median(averaged) < np.median(last)
+    assert averaged.max() < 0.2
+
+
 def test_descent_is_reproducible_with_the_same_seed():
     first, second, other = (adaptive_descent(noisy_quadratic(seed, 1.0), np.zeros(4), DescentSettings(100, 1.0))
                             for seed in (21, 21, 22))

@@ -11,9 +11,10 @@ pyramid. The preset is tuned here, once, for every front end:
 * the sampled region is put on cubic voxels (the pyramid shrinks every axis alike: 5 mm slices would otherwise become
   20 mm at the coarsest level); pyramid: shrink factors 4, 2, 1, both images smoothed by 2, 1, 0.5 voxels;
 * Mattes mutual information (32 bins) on 2,048 random voxels drawn anew at every iteration, maximized by adaptive
-  stochastic gradient descent (:mod:`.mutual_information`, elastix's scheme), 250 iterations per level, with
-  scales from physical shifts (a unit step moves no point more than about a millimetre), the rotation centred on
-  the sampled region; the random draws have a fixed seed, so the same inputs give the same transform run to run;
+  stochastic gradient descent (:mod:`.mutual_information`, elastix's scheme), 60, 100 and 200 iterations per level,
+  each level's result the mean of its last half of iterates, with scales from physical shifts (a unit step moves
+  no point more than about a millimetre), the rotation centred on the sampled region; the random draws have a
+  fixed seed, so the same inputs give the same transform run to run;
 * optional masks (label maps: non-zero voxels count) on either image restrict the metric;
 * the result judged by how much information the images then share (:func:`entropy_correlation`).
 
@@ -24,8 +25,8 @@ at every iteration averages that roughness out. SimpleITK still smooths and shri
 shared information of the result.
 
 Frames: AlignSeries keeps the moving-to-fixed RAS matrix (Slicer's "to parent"); the search optimizes the LPS
-transform from the sampled image's points to the other's (fixed-to-moving when the fixed region is the smaller,
-moving-to-fixed otherwise), as an ITK registration would. The two conversions (:func:`itk_fixed_to_moving_lps`,
+transform from the sampled image's points to the other's (fixed-to-moving when the fixed image has the larger
+voxels, moving-to-fixed otherwise), as an ITK registration would. The two conversions (:func:`itk_fixed_to_moving_lps`,
 :func:`moving_to_fixed_ras_of`) are the only place AlignSeries' and ITK's conventions meet.
 
 The :class:`RegistrationReport` says what happened and when the result must be checked by eye (still moving at
@@ -78,9 +79,13 @@ SHRINK_FACTORS = (4, 2, 1)
 SMOOTHING_VOXELS = (2.0, 1.0, 0.5)
 #: Mattes histogram bins.
 HISTOGRAM_BINS = 32
-#: Random samples of the sampled image drawn anew at every iteration, and iterations per level.
+#: Random samples of the sampled image drawn anew at every iteration, and iterations per level (coarse to fine).
 SAMPLES_PER_ITERATION = 2048
-ITERATIONS = 250
+ITERATIONS = (60, 100, 200)
+#: Each level's result is the mean of its last half of iterates. Measured on bench_register's cases (6 per class),
+#: against 250 iterations per level and the last iterate: median corner error phantom 0.79 -> 0.66 mm, CT rigid
+#: 0.33 -> 0.32 mm, CT affine 0.46 -> 0.36 mm, in half the time.
+AVERAGED_FRACTION = 0.5
 #: The first step moves no point more than this many voxels of the full-resolution sampled image; the steps then
 #: shrink as the search settles.
 MAX_STEP_VOXELS = 1.0
@@ -495,15 +500,17 @@ class _Level:
             kept = self.other_mask.nearest_is_nonzero(partners)
             values, gradients, inside = self.other.linear(partners[kept])
             kept[kept] = inside
-        if kept.sum() < MIN_INSIDE_FRACTION * len(points):
+        kept_count = int(np.count_nonzero(kept))
+        if kept_count < MIN_INSIDE_FRACTION * len(points):
             raise AlignSeriesError(
-                f"the intensity refinement failed: only {kept.sum()} of {len(points)} samples fell inside the other "
+                f"the intensity refinement failed: only {kept_count} of {len(points)} samples fell inside the other "
                 "image (and its mask): the search moved the images apart; check that they and their masks overlap "
                 "under the initial transform and show the same anatomy, or start closer (landmarks)")
-        self.kept_fraction = kept.sum() / len(points)
-        bins = self.histogram.sampled_bins(sampled_values[kept])
-        derivatives = model.derivatives(parameters, offsets[kept], gradients @ initial_matrix) if (
-            with_gradient) else None
+        self.kept_fraction = kept_count / len(points)
+        if kept_count < len(points):
+            offsets, sampled_values = offsets[kept], sampled_values[kept]
+        bins = self.histogram.sampled_bins(sampled_values)
+        derivatives = model.derivatives(parameters, offsets, gradients @ initial_matrix) if with_gradient else None
         return self.histogram.mutual_information(bins, values, derivatives)
 
     def draw(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -560,14 +567,15 @@ class _Search:
         """Optimize every stage; returns the sampled image's points -> the other's (LPS)."""
         model: TransformModel = RigidModel
         parameters = np.zeros(RigidModel.parameter_count)
-        total = sum(len(levels) for _, levels in self.stages) * ITERATIONS
+        total = sum(ITERATIONS[index] for _, levels in self.stages for index in levels)
         done = 0
         for stage, levels in self.stages:
             if stage == "affine" and model is RigidModel:
                 model, parameters = AffineModel, AffineModel.parameters_of(*RigidModel.matrix(parameters))
             for index in levels:
-                parameters = self._optimize_level(model, parameters, index, done / total, ITERATIONS / total)
-                done += ITERATIONS
+                parameters = self._optimize_level(model, parameters, index, done / total,
+                                                  ITERATIONS[index] / total)
+                done += ITERATIONS[index]
         return self.initial_lps @ _correction_matrix(model, parameters, self.centre)
 
     def _optimize_level(self, model: TransformModel, parameters: np.ndarray, index: int, progress_start: float,
@@ -575,7 +583,8 @@ class _Search:
         level = self.level(index)
         scales = model.scales(self.radius)
         start = level.metric_of(model, parameters)
-        settling_start = ITERATIONS - SETTLING_ITERATIONS
+        iterations = ITERATIONS[index]
+        settling_start = iterations - SETTLING_ITERATIONS
         kept = {}
 
         def gradient_of(scaled: np.ndarray) -> np.ndarray:
@@ -586,18 +595,18 @@ class _Search:
             if iteration == settling_start:
                 kept["settling"] = scaled / scales
             if self.progress is not None and self.progress(progress_start + progress_share * (iteration + 1)
-                                                           / ITERATIONS):
+                                                           / iterations):
                 raise OperationCancelledError("intensity refinement cancelled: no transform was made")
 
-        settings = DescentSettings(ITERATIONS, MAX_STEP_VOXELS * self.voxel_mm)
+        settings = DescentSettings(iterations, MAX_STEP_VOXELS * self.voxel_mm, AVERAGED_FRACTION)
         parameters = adaptive_descent(gradient_of, parameters * scales, settings, after_iteration) / scales
-        self.levels.append(LevelReport(model.name, index, level.shrink_factor, level.smoothing_mm, ITERATIONS, start,
+        self.levels.append(LevelReport(model.name, index, level.shrink_factor, level.smoothing_mm, iterations, start,
                                        level.metric_of(model, parameters), level.samples_fraction))
         before = _correction_matrix(model, kept["settling"], self.centre)
         after = _correction_matrix(model, parameters, self.centre)
         self.settling_mm = float(np.max(np.linalg.norm(apply_affine(after, self.corners) - apply_affine(
             before, self.corners), axis=1)))
-        self.stop_condition = (f"{ITERATIONS} iterations of adaptive stochastic gradient descent; in the last "
+        self.stop_condition = (f"{iterations} iterations of adaptive stochastic gradient descent; in the last "
                                f"{SETTLING_ITERATIONS} the sampled region's corners moved {self.settling_mm:.2f} mm")
         return parameters
 
