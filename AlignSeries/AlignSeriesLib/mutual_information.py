@@ -39,6 +39,7 @@ class SampledImage:
         self._strides = np.array([1, self.size_ijk[0], self.size_ijk[0] * self.size_ijk[1]])
         self._corner_offsets = np.array([dk * self._strides[2] + dj * self._strides[1] + di
                                          for dk in (0, 1) for dj in (0, 1) for di in (0, 1)])  # C order [dk, dj, di]
+        self._last_cell = np.maximum(self.size_ijk - 2, 0)  # first corner of the last cell along each axis
 
     @classmethod
     def of_sitk(cls, sitk, image) -> SampledImage:
@@ -71,20 +72,20 @@ class SampledImage:
 
     def interpolate(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Trilinear values and their gradients along ``(i, j, k)`` at continuous indices inside the grid ``(N, 3)``."""
-        first = np.minimum(index.astype(np.int64), np.maximum(self.size_ijk - 2, 0))  # index >= 0: truncation floors
-        fraction = index - first
-        corners = self._flat[(first @ self._strides)[:, None] + self._corner_offsets]
-        corners = corners.reshape(-1, 2, 2, 2).astype(np.float64)  # [n, dk, dj, di]
-        fi, fj, fk = (fraction[:, axis] for axis in range(3))
-        along_i = corners[..., 0] + (corners[..., 1] - corners[..., 0]) * fi[:, None, None]  # [n, dk, dj]
-        slope_i = corners[..., 1] - corners[..., 0]
-        along_j = along_i[..., 0] + (along_i[..., 1] - along_i[..., 0]) * fj[:, None]  # [n, dk]
-        slope_i_j = slope_i[..., 0] + (slope_i[..., 1] - slope_i[..., 0]) * fj[:, None]
-        slope_j = along_i[..., 1] - along_i[..., 0]
-        values = along_j[:, 0] + (along_j[:, 1] - along_j[:, 0]) * fk
-        gradient_index = np.stack([slope_i_j[:, 0] + (slope_i_j[:, 1] - slope_i_j[:, 0]) * fk,
-                                   slope_j[:, 0] + (slope_j[:, 1] - slope_j[:, 0]) * fk,
-                                   along_j[:, 1] - along_j[:, 0]], axis=1)
+        first = np.minimum(index.astype(np.int64), self._last_cell)  # index >= 0: truncation floors
+        fi, fj, fk = (index - first).T
+        # The 8 corners, one row each (contiguous): [dk, dj, di, n].
+        corners = self._flat[self._corner_offsets[:, None] + first @ self._strides].astype(np.float64)
+        corners = corners.reshape(2, 2, 2, -1)
+        slope_i = corners[:, :, 1] - corners[:, :, 0]  # [dk, dj, n]
+        along_i = corners[:, :, 0] + slope_i * fi
+        slope_j = along_i[:, 1] - along_i[:, 0]  # [dk, n]
+        along_j = along_i[:, 0] + slope_j * fj
+        slope_i_j = slope_i[:, 0] + (slope_i[:, 1] - slope_i[:, 0]) * fj  # [dk, n]
+        slope_k = along_j[1] - along_j[0]
+        values = along_j[0] + slope_k * fk
+        gradient_index = np.column_stack([slope_i_j[0] + (slope_i_j[1] - slope_i_j[0]) * fk,
+                                          slope_j[0] + (slope_j[1] - slope_j[0]) * fk, slope_k])
         return values, gradient_index
 
     def nearest_is_nonzero(self, points_lps: np.ndarray) -> np.ndarray:
@@ -105,13 +106,16 @@ def cubic_bspline_weights(fraction: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
     ``fraction`` is ``x - floor(x)`` (``(N,)``); returns two ``(N, 4)`` arrays, the derivatives taken along ``x``.
     """
-    powers = np.vander(fraction, 4, increasing=True)  # 1, t, t^2, t^3
-    return powers @ _CUBIC_BSPLINE, (powers[:, :3] * (1.0, 2.0, 3.0)) @ _CUBIC_BSPLINE[1:]
+    squared = fraction * fraction
+    powers = np.column_stack([np.ones_like(fraction), fraction, squared, squared * fraction])  # 1, t, t^2, t^3
+    return powers @ _CUBIC_BSPLINE, powers[:, :3] @ _CUBIC_BSPLINE_SLOPES
 
 
 #: The cubic B-spline's 4 pieces as polynomial coefficients (rows: 1, t, t^2, t^3; columns: the 4 bins):
-#: (1 - t)^3 / 6, (3 t^3 - 6 t^2 + 4) / 6, (-3 t^3 + 3 t^2 + 3 t + 1) / 6, t^3 / 6.
+#: (1 - t)^3 / 6, (3 t^3 - 6 t^2 + 4) / 6, (-3 t^3 + 3 t^2 + 3 t + 1) / 6, t^3 / 6; and their derivatives' (rows:
+#: 1, t, t^2).
 _CUBIC_BSPLINE = np.array([[1, 4, 1, 0], [-3, 0, 3, 0], [3, -6, 3, 0], [-1, 3, -3, 1]]) / 6.0
+_CUBIC_BSPLINE_SLOPES = _CUBIC_BSPLINE[1:] * np.array([[1.0], [2.0], [3.0]])
 
 
 @dataclass(frozen=True)
@@ -135,14 +139,14 @@ class MattesHistogram:
         return self._positions(values, self.sampled_range)[0].astype(np.int64)
 
     def mutual_information(self, sampled_bins: np.ndarray, other_values: np.ndarray,
-                           other_derivatives: np.ndarray | None = None) -> tuple[float, np.ndarray | None]:
-        """Mutual information of the samples and, given ``d other / d parameters`` ``(N, P)``, its gradient.
+                           with_slopes: bool = False) -> tuple[float, np.ndarray | None]:
+        """Mutual information of the samples and, if asked, its derivative along each of the other image's values.
 
-        Returns ``(value, gradient)`` (nats; higher is better); the gradient is None without derivatives.
+        Returns ``(value, slopes)``: nats (higher is better) and ``d value / d other_values`` ``(N,)``, or None.
         """
         count = len(other_values)
         if count == 0:
-            return 0.0, None if other_derivatives is None else np.zeros(other_derivatives.shape[1])
+            return 0.0, np.zeros(0) if with_slopes else None
         position, width = self._positions(other_values, self.other_range)
         whole = np.floor(position)
         other_bins = whole.astype(np.int64)[:, None] + np.arange(-1, 3)
@@ -150,17 +154,17 @@ class MattesHistogram:
         cells = (sampled_bins[:, None] * self.bins + other_bins).reshape(-1)
         joint = np.bincount(cells, weights.reshape(-1), self.bins * self.bins).reshape(self.bins, self.bins) / count
         occupied = joint > 0
-        log_joint = np.log(joint, out=np.zeros_like(joint), where=occupied)
-        log_sampled, log_other = (np.log(marginal, out=np.zeros_like(marginal), where=marginal > 0)
-                                  for marginal in (joint.sum(axis=1), joint.sum(axis=0)))
-        value = float(np.sum(joint * (log_joint - log_sampled[:, None] - log_other)))  # empty cells add 0
-        if other_derivatives is None:
+        sampled_marginal, other_marginal = joint.sum(axis=1), joint.sum(axis=0)
+        log_joint, log_sampled, log_other = (np.log(np.where(p > 0, p, 1.0))  # 0 for empty bins: p log p -> 0
+                                             for p in (joint, sampled_marginal, other_marginal))
+        value = float(np.vdot(joint, log_joint) - sampled_marginal @ log_sampled - other_marginal @ log_other)
+        if not with_slopes:
             return value, None
         # d MI / d p(a, b) summed against d p / d value: with the sampled marginal fixed, the terms in log p(a) and
         # the sums of d p vanish, leaving log(p(a, b) / p(b)).
         log_conditional = np.where(occupied, log_joint - log_other, 0.0)
-        per_sample = np.sum(slopes * log_conditional.reshape(-1)[cells].reshape(count, 4), axis=1) / (count * width)
-        return value, per_sample @ other_derivatives
+        return value, np.einsum("nb,nb->n", slopes, log_conditional.reshape(-1)[cells].reshape(count, 4)) / (
+            count * width)
 
 
 # -- the transform models ----------------------------------------------------------------------------
@@ -184,12 +188,6 @@ def _euler_axes(angles: np.ndarray) -> np.ndarray:
     return np.array([[cz * cy, sz * cy, -sy], [-sz, cz, 0.0], [0.0, 0.0, 1.0]])
 
 
-def _cross_rows(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Row-wise cross products of two ``(N, 3)`` arrays (``np.cross`` without its axis handling: half the time)."""
-    (a0, a1, a2), (b0, b1, b2) = first.T, second.T
-    return np.column_stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
-
-
 class RigidModel:
     """Rotation (Euler angles, radians, ``R = Rz Ry Rx``) and translation (mm): 6 parameters."""
 
@@ -205,13 +203,18 @@ class RigidModel:
         return np.array([radius_mm] * 3 + [1.0] * 3)
 
     @staticmethod
-    def derivatives(parameters: np.ndarray, offsets: np.ndarray, gradients: np.ndarray) -> np.ndarray:
-        """``d value / d parameters`` ``(N, 6)`` from the points' offsets to the centre and the value's gradient.
+    def weighted_derivatives(parameters: np.ndarray, offsets: np.ndarray, gradients: np.ndarray,
+                             weights: np.ndarray) -> np.ndarray:
+        """``sum_n weights[n] d value_n / d parameters`` ``(6,)``, from the points' offsets ``o`` to the centre and
+        the values' gradients ``g`` at the moved points ``R o + centre + t``.
 
-        Along angle ``a``: ``g . (w_a x R o) = w_a . (R o x g)`` (:func:`_euler_axes`).
+        Along angle ``a``, ``d value / d a = g . (w_a x R o) = w_a . (R o x g)`` (:func:`_euler_axes`); summed with
+        the weights, ``sum_n R o_n x (weights g)_n`` comes from the 3 x 3 moment ``S = sum_n (weights g)_n (R o_n)^T``
+        as ``(S[2, 1] - S[1, 2], S[0, 2] - S[2, 0], S[1, 0] - S[0, 1])``, without an ``(N, 6)`` Jacobian.
         """
-        turned = offsets @ _euler_matrix(parameters[:3]).T
-        return np.hstack([_cross_rows(turned, gradients) @ _euler_axes(parameters[:3]).T, gradients])
+        moment = (gradients * weights[:, None]).T @ offsets @ _euler_matrix(parameters[:3]).T
+        turned = np.array([moment[2, 1] - moment[1, 2], moment[0, 2] - moment[2, 0], moment[1, 0] - moment[0, 1]])
+        return np.concatenate([_euler_axes(parameters[:3]) @ turned, weights @ gradients])
 
 
 class AffineModel:
@@ -229,8 +232,10 @@ class AffineModel:
         return np.array([radius_mm] * 9 + [1.0] * 3)
 
     @staticmethod
-    def derivatives(parameters: np.ndarray, offsets: np.ndarray, gradients: np.ndarray) -> np.ndarray:
-        return np.hstack([(gradients[:, :, None] * offsets[:, None, :]).reshape(len(offsets), 9), gradients])
+    def weighted_derivatives(parameters: np.ndarray, offsets: np.ndarray, gradients: np.ndarray,
+                             weights: np.ndarray) -> np.ndarray:
+        """``sum_n weights[n] d value_n / d parameters`` ``(12,)``: ``d value / d M[r, c] = g[r] o[c]``."""
+        return np.concatenate([((gradients * weights[:, None]).T @ offsets).reshape(-1), weights @ gradients])
 
     @staticmethod
     def parameters_of(matrix: np.ndarray, translation: np.ndarray) -> np.ndarray:

@@ -464,15 +464,16 @@ class _Level:
         self.other = SampledImage.of_sitk(sitk, smoothed(other_image))
         self.other_mask = SampledImage.of_sitk(sitk, masks["other"]) if "other" in masks else None
         voxels = self.sampled.voxels.reshape(-1)
+        #: Flat indices of the voxels the samples are drawn from (inside the mask), or None for every voxel.
+        self.candidates: np.ndarray | None = None
         if "domain" in masks:
             on_grid = sitk.Resample(masks["domain"], sampled, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
             self.candidates = np.flatnonzero(sitk.GetArrayViewFromImage(on_grid))
-        else:
-            self.candidates = np.arange(voxels.size)
-        if self.candidates.size == 0:
+            voxels = voxels[self.candidates]
+        self.candidate_count = voxels.size
+        if self.candidate_count == 0:
             raise GeometryError("cannot refine: the mask of the sampled image has no voxel inside the overlap")
-        self.histogram = MattesHistogram(HISTOGRAM_BINS, _value_range(voxels[self.candidates]),
-                                         _value_range(self.other.voxels))
+        self.histogram = MattesHistogram(HISTOGRAM_BINS, _value_range(voxels), _value_range(self.other.voxels))
         self.initial, self.centre = initial_lps, centre_lps
         self.kept_fraction = 1.0
 
@@ -484,7 +485,7 @@ class _Level:
 
     @property
     def samples_fraction(self) -> float:
-        return min(1.0, SAMPLES_PER_ITERATION / self.candidates.size)
+        return min(1.0, SAMPLES_PER_ITERATION / self.candidate_count)
 
     def mutual_information(self, model: TransformModel, parameters: np.ndarray, samples: tuple[np.ndarray, np.ndarray],
                            with_gradient: bool) -> tuple[float, np.ndarray | None]:
@@ -511,17 +512,20 @@ class _Level:
         if kept_count < len(points):
             offsets, sampled_values = offsets[kept], sampled_values[kept]
         bins = self.histogram.sampled_bins(sampled_values)
-        derivatives = model.derivatives(parameters, offsets, gradients @ initial_matrix) if with_gradient else None
-        return self.histogram.mutual_information(bins, values, derivatives)
+        value, slopes = self.histogram.mutual_information(bins, values, with_gradient)
+        if slopes is None:
+            return value, None
+        return value, model.weighted_derivatives(parameters, offsets, gradients @ initial_matrix, slopes)
 
     def draw(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Random voxels of the sampled image (inside its mask): their points (LPS) and values."""
-        flat_indices = self.candidates[rng.integers(0, self.candidates.size, count)]
+        drawn = rng.integers(0, self.candidate_count, count)
+        flat_indices = drawn if self.candidates is None else self.candidates[drawn]
         return self.sampled.points_lps(flat_indices), self.sampled.voxels.reshape(-1)[flat_indices]
 
     def metric_of(self, model: TransformModel, parameters: np.ndarray) -> float:
         """Mattes MI, negated as ITK reports it (lower is better), through a correction, on a fixed sample set."""
-        samples = self.draw(np.random.default_rng(SAMPLING_SEED), min(REPORT_SAMPLES, self.candidates.size))
+        samples = self.draw(np.random.default_rng(SAMPLING_SEED), min(REPORT_SAMPLES, self.candidate_count))
         return -self.mutual_information(model, parameters, samples, False)[0]
 
     def metric_through(self, domain_to_other_lps: np.ndarray) -> float:
@@ -642,19 +646,20 @@ def entropy_correlation(sitk, domain_image, other_image, domain_to_other_lps: np
     values = [sitk.GetArrayViewFromImage(image)[inside] for image in (domain_image, partner)]
     if min(len(v) for v in values) == 0:
         return 0.0
-    edges = [_histogram_edges(v) for v in values]
-    first, second = (np.clip(v, e[0], e[-1]) for v, e in zip(values, edges, strict=True))
-    joint, _, _ = np.histogram2d(first, second, bins=[edges[0], edges[1]])
-    joint /= joint.sum()
+    first, second = (_percentile_bins(v) for v in values)
+    joint = np.bincount(first * ENTROPY_BINS + second, minlength=ENTROPY_BINS**2).reshape(ENTROPY_BINS, ENTROPY_BINS)
+    joint = joint / joint.sum()
     marginal_entropies = _entropy(joint.sum(axis=1)) + _entropy(joint.sum(axis=0))
     if marginal_entropies == 0:
         return 0.0
     return float(2 * (marginal_entropies - _entropy(joint)) / marginal_entropies)
 
 
-def _histogram_edges(values: np.ndarray) -> np.ndarray:
+def _percentile_bins(values: np.ndarray) -> np.ndarray:
+    """Each value's bin of :data:`ENTROPY_BINS` equal bins over the values' 0.5-99.5 percentile range (clipped)."""
     low, high = np.percentile(values, [0.5, 99.5])
-    return np.linspace(low, high if high > low else low + 1.0, ENTROPY_BINS + 1)
+    width = (high - low if high > low else 1.0) / ENTROPY_BINS
+    return np.clip(((values - low) / width).astype(np.int64), 0, ENTROPY_BINS - 1)
 
 
 def _entropy(probabilities: np.ndarray) -> float:
