@@ -16,7 +16,7 @@ sitk = pytest.importorskip("SimpleITK")
 
 import registration_cases as cases  # noqa: E402
 
-from AlignSeriesLib import registration, registration_measures  # noqa: E402
+from AlignSeriesLib import registration, registration_measures, registration_report  # noqa: E402
 from AlignSeriesLib.errors import AlignSeriesError, GeometryError, OperationCancelledError  # noqa: E402
 from AlignSeriesLib.geometry import VolumeGeometry  # noqa: E402
 from AlignSeriesLib.registration import ImageOnGrid  # noqa: E402
@@ -199,7 +199,7 @@ def test_report_measures_against_independent_arithmetic(phantom_pair):
     assert "not an accuracy" in document["metric"] and document["levels"][0]["shrink_factor"] == 4
     # the shared information rises as the images come into register (phantom: organs of constant values)
     assert document["entropy_correlation"] > document["entropy_correlation_initial"] + 0.1
-    assert document["entropy_correlation"] > registration.MIN_ENTROPY_CORRELATION
+    assert document["entropy_correlation"] > registration_report.MIN_ENTROPY_CORRELATION
     text = report.text()
     assert "not an accuracy" in text and "fused preview" in text and "accuracy:" not in text.lower()
 
@@ -207,10 +207,10 @@ def test_report_measures_against_independent_arithmetic(phantom_pair):
 def test_warnings_state_value_and_limit():
     geometry = VolumeGeometry.from_spacing_origin_directions((10, 10, 10), (1, 1, 1), (0, 0, 0))
     mirror = np.diag([-1.0, 1.0, 1.3, 1.0])
-    report = registration.RegistrationReport(
+    report = registration_report.RegistrationReport(
         "affine", np.eye(4), mirror, registration_measures.change_at_corners_mm(geometry, np.eye(4), mirror), 0.0, [],
         -0.5, -0.4, 100, "Maximum number of iterations (100) exceeded.", False, 0.1, entropy_correlation=0.12)
-    codes = {warning.code: warning.message for warning in registration.report_warnings(report)}
+    codes = {warning.code: warning.message for warning in registration_report.report_warnings(report)}
     assert set(codes) == {"not_converged", "low_overlap", "metric_not_improved", "reflection", "affine_scale",
                           "weak_similarity"}
     assert "10 %" in codes["low_overlap"] and "limit 25 %" in codes["low_overlap"]
