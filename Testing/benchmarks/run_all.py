@@ -1,7 +1,7 @@
 """Run every benchmark in this folder (``make bench``), one after the other, each in its own process.
 
 Each benchmark prints its own table of times, ratios against the peers it measures in the same run
-(SimpleITK, scipy, a naive pydicom read, a numpy memory-bandwidth floor) and peak memory. The exit
+(SimpleITK, scipy, a naive pydicom read, a numpy memory-bandwidth floor, elastix) and peak memory. The exit
 status is non-zero when one of them fails or reports a bound it does not meet.
 
 Usage::
@@ -19,7 +19,8 @@ from pathlib import Path
 
 #: Benchmark script -> the option that makes it run on smaller inputs.
 BENCHMARKS = {"bench_dicom_load.py": ["--slices", "100"], "bench_resample.py": ["--small"],
-              "bench_scale.py": ["--quick"], "bench_batch.py": ["--quick"], "bench_end_to_end.py": ["--quick"]}
+              "bench_scale.py": ["--quick"], "bench_batch.py": ["--quick"], "bench_end_to_end.py": ["--quick"],
+              "bench_register.py": ["--cases", "1"]}
 
 
 def main() -> int:
