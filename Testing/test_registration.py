@@ -169,6 +169,19 @@ def test_images_that_do_not_overlap_are_refused(phantom_pair):
         registration.register(fixed, away)
 
 
+@pytest.mark.parametrize("single_slice_is", ["fixed", "moving"])
+def test_a_single_slice_is_refused_by_name_and_size(phantom_pair, single_slice_is):
+    """A one-slice series (a localizer) inside the other volume: refused before ITK sees it, naming the image."""
+    fixed, moving = phantom_pair
+    one_slice = ImageOnGrid(moving.array[10:11], VolumeGeometry(
+        (*moving.geometry.dimensions[:2], 1), moving.geometry.ijk_to_ras @ cases.rigid_about((0, 0, 0), (0, 0, 1), 0,
+                                                                                             (0, 0, 10))))
+    pair = (fixed, one_slice) if single_slice_is == "moving" else (one_slice, fixed)
+    size = f"{moving.geometry.dimensions[0]} x {moving.geometry.dimensions[1]} x 1"
+    with pytest.raises(GeometryError, match=f"the {single_slice_is} image is {size} voxels"):
+        registration.register(*pair)
+
+
 # -- progress and cancel ------------------------------------------------------------------------------
 
 

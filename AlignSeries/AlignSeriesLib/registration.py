@@ -99,6 +99,9 @@ RIGID_STAGES = (("rigid", (0, 1, 2)),)
 AFFINE_STAGES = (("affine", (1, 2)),)
 #: Fewer of an iteration's samples than this share inside the other image (and its mask) stops the search.
 MIN_INSIDE_FRACTION = 0.25
+#: Fewest voxels along any axis of the interpolated image's crop (ITK's recursive Gaussian needs 4); the sampled
+#: region needs two of the coarsest level's voxels.
+MIN_VOXELS_PER_AXIS = 4
 #: The interpolated image is cropped to the sampled region's footprint under the initial transform, plus this margin
 #: (mm): room for the search to move.
 OVERLAP_MARGIN_MM = 60.0
@@ -266,10 +269,13 @@ def _sampling_roles(fixed: ImageOnGrid, moving: ImageOnGrid,
     else:
         domain = _cropped_to_footprint(moving, fixed.geometry, inverse, "moving", 0.0)
         other = _cropped_to_footprint(fixed, domain.geometry, initial_moving_to_fixed_ras, "fixed", OVERLAP_MARGIN_MM)
-    if min(domain.geometry.dimensions) < 2 * SHRINK_FACTORS[0]:
-        raise GeometryError(f"cannot refine: the overlap of the images is {domain.geometry.dimensions} voxels, too "
-                            f"thin for a {len(SHRINK_FACTORS)}-level pyramid (at least {2 * SHRINK_FACTORS[0]} along "
-                            "each axis)")
+    names = ("fixed", "moving") if domain_is_fixed else ("moving", "fixed")
+    for region, name, least in ((domain, names[0], 2 * SHRINK_FACTORS[0]), (other, names[1], MIN_VOXELS_PER_AXIS)):
+        if min(region.geometry.dimensions) < least:
+            raise GeometryError(
+                f"cannot refine: the {name} image is {' x '.join(map(str, region.geometry.dimensions))} voxels where "
+                f"the images overlap, too thin to refine in 3-D (at least {least} along each axis): a single slice or "
+                "a localizer cannot be refined; use landmarks")
     return domain, other, domain_is_fixed
 
 
