@@ -71,7 +71,8 @@ logger = logging.getLogger(__name__)
 #: The pip requirement of the refinement (Slicer ships SimpleITK).
 SIMPLEITK_REQUIREMENT = "SimpleITK>=2.3"
 
-#: Pyramid: shrink factor per level, coarse to fine (the sampled image shrinks; the other image is only smoothed).
+#: Pyramid: shrink factor per level, coarse to fine (the sampled image shrinks; the other image is only smoothed, on
+#: blocks no wider than the smoothing: :func:`_block_averaged`).
 SHRINK_FACTORS = (4, 2, 1)
 #: Gaussian smoothing (sigma) per level of both images, in voxels of the full-resolution sampled image (on cubic
 #: voxels), so it follows the voxel size. None at the finest level: half a voxel there left the demo's refinement
@@ -160,7 +161,7 @@ def register(fixed: ImageOnGrid, moving: ImageOnGrid, initial_moving_to_fixed_ra
     initial = as_matrix4(np.eye(4) if initial_moving_to_fixed_ras is None else initial_moving_to_fixed_ras,
                          "initial transform")
     domain, other, domain_is_fixed = _sampling_roles(fixed, moving, initial)
-    names = ("fixed", "moving") if domain_is_fixed else ("moving", "fixed")
+    names = _role_names(domain_is_fixed)
     domain_image = _isotropic(sitk, to_sitk_image(sitk, domain.array.astype(np.float32, copy=False), domain.geometry,
                                                   f"{names[0]} image"))
     other_image = to_sitk_image(sitk, other.array.astype(np.float32, copy=False), other.geometry, f"{names[1]} image")
@@ -269,7 +270,7 @@ def _sampling_roles(fixed: ImageOnGrid, moving: ImageOnGrid,
     else:
         domain = _cropped_to_footprint(moving, fixed.geometry, inverse, "moving", 0.0)
         other = _cropped_to_footprint(fixed, domain.geometry, initial_moving_to_fixed_ras, "fixed", OVERLAP_MARGIN_MM)
-    names = ("fixed", "moving") if domain_is_fixed else ("moving", "fixed")
+    names = _role_names(domain_is_fixed)
     for region, name, least in ((domain, names[0], 2 * SHRINK_FACTORS[0]), (other, names[1], MIN_VOXELS_PER_AXIS)):
         if min(region.geometry.dimensions) < least:
             raise GeometryError(
@@ -277,6 +278,11 @@ def _sampling_roles(fixed: ImageOnGrid, moving: ImageOnGrid,
                 f"the images overlap, too thin to refine in 3-D (at least {least} along each axis): a single slice or "
                 "a localizer cannot be refined; use landmarks")
     return domain, other, domain_is_fixed
+
+
+def _role_names(domain_is_fixed: bool) -> tuple[str, str]:
+    """The names of the sampled and the interpolated image, for messages."""
+    return ("fixed", "moving") if domain_is_fixed else ("moving", "fixed")
 
 
 def _cropped_to_footprint(image: ImageOnGrid, other_geometry: VolumeGeometry, other_to_image_ras, name: str,
