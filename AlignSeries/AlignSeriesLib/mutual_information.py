@@ -153,7 +153,6 @@ class MattesHistogram:
         weights, slopes = cubic_bspline_weights(position - whole)
         cells = (sampled_bins[:, None] * self.bins + other_bins).reshape(-1)
         joint = np.bincount(cells, weights.reshape(-1), self.bins * self.bins).reshape(self.bins, self.bins) / count
-        occupied = joint > 0
         sampled_marginal, other_marginal = joint.sum(axis=1), joint.sum(axis=0)
         log_joint, log_sampled, log_other = (np.log(np.where(p > 0, p, 1.0))  # 0 for empty bins: p log p -> 0
                                              for p in (joint, sampled_marginal, other_marginal))
@@ -162,7 +161,7 @@ class MattesHistogram:
             return value, None
         # d MI / d p(a, b) summed against d p / d value: with the sampled marginal fixed, the terms in log p(a) and
         # the sums of d p vanish, leaving log(p(a, b) / p(b)).
-        log_conditional = np.where(occupied, log_joint - log_other, 0.0)
+        log_conditional = np.where(joint > 0, log_joint - log_other, 0.0)
         return value, np.einsum("nb,nb->n", slopes, log_conditional.reshape(-1)[cells].reshape(count, 4)) / (
             count * width)
 
