@@ -19,6 +19,7 @@ import registration_cases as cases  # noqa: E402
 from AlignSeriesLib import registration, registration_measures, registration_report  # noqa: E402
 from AlignSeriesLib.errors import AlignSeriesError, GeometryError, OperationCancelledError  # noqa: E402
 from AlignSeriesLib.geometry import VolumeGeometry  # noqa: E402
+from AlignSeriesLib.mutual_information import RigidModel  # noqa: E402
 from AlignSeriesLib.registration import ImageOnGrid  # noqa: E402
 
 needs_real_data = pytest.mark.skipif(not cases.real_data_available(),
@@ -215,6 +216,23 @@ def test_report_measures_against_independent_arithmetic(phantom_pair):
     assert document["entropy_correlation"] > registration_report.MIN_ENTROPY_CORRELATION
     text = report.text()
     assert "not an accuracy" in text and "fused preview" in text and "accuracy:" not in text.lower()
+
+
+def test_settling_is_the_drift_and_spread_of_the_averaged_iterates_at_the_corners():
+    """Truth: under pure translations every corner moves by the translation, so the drift is the distance between
+    the two halves' mean translations and the spread the root mean square distance of the translations from their
+    mean; converged means both within their limits (0.5 and 0.75 of a 2 mm voxel)."""
+    domain = sitk.Image([10, 10, 10], sitk.sitkFloat32)
+    domain.SetSpacing([2.0, 2.0, 2.0])
+    search = registration._Search(sitk, domain, domain, {}, np.eye(4), None, registration.RIGID_STAGES)
+    rng = np.random.default_rng(3)
+    translations = rng.normal(0.0, 0.4, (100, 3)) + np.linspace(0.0, 1.0, 100)[:, None] * [1.0, 0.0, 0.0]
+    drift, spread = search._settling(RigidModel, [np.concatenate([np.zeros(3), t]) for t in translations])
+    assert drift == pytest.approx(np.linalg.norm(translations[50:].mean(axis=0) - translations[:50].mean(axis=0)))
+    assert spread == pytest.approx(np.sqrt(np.mean(np.sum((translations - translations.mean(axis=0)) ** 2, axis=1))))
+    for drift_mm, spread_mm, converged in ((0.9, 1.4, True), (1.1, 1.4, False), (0.9, 1.6, False)):
+        search.drift_mm, search.spread_mm = drift_mm, spread_mm
+        assert search.converged is converged
 
 
 def test_warnings_state_value_and_limit():

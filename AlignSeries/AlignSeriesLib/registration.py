@@ -63,7 +63,7 @@ from .mutual_information import (
     adaptive_descent,
 )
 from .registration_measures import change_at_corners_mm, overlap_fraction, rotation_between_degrees
-from .registration_report import SETTLED_VOXELS, LevelReport, RegistrationReport, report_warnings
+from .registration_report import SETTLED_VOXELS, SPREAD_VOXELS, LevelReport, RegistrationReport, report_warnings
 from .resample import crop_to_overlap
 
 logger = logging.getLogger(__name__)
@@ -447,11 +447,11 @@ class _Search:
         self.rng = np.random.default_rng(SAMPLING_SEED)
         self.levels: list[LevelReport] = []
         self._built: dict[int, _Level] = {}
-        self.settling_mm, self.stop_condition = 0.0, ""
+        self.drift_mm, self.spread_mm, self.stop_condition = 0.0, 0.0, ""
 
     @property
     def converged(self) -> bool:
-        return self.settling_mm <= SETTLED_VOXELS * self.voxel_mm
+        return self.drift_mm <= SETTLED_VOXELS * self.voxel_mm and self.spread_mm <= SPREAD_VOXELS * self.voxel_mm
 
     def level(self, index: int) -> _Level:
         if index not in self._built:
@@ -498,15 +498,21 @@ class _Search:
         parameters = adaptive_descent(gradient_of, parameters * scales, settings, after_iteration) / scales
         self.levels.append(LevelReport(model.name, index, level.shrink_factor, level.smoothing_mm, iterations, start,
                                        level.metric_of(model, parameters), level.samples_fraction))
-        half = len(averaged) // 2
-        before, after = (_correction_matrix(model, np.mean(part, axis=0), self.centre)
-                         for part in (averaged[:half], averaged[half:]))
-        self.settling_mm = float(np.max(np.linalg.norm(apply_affine(after, self.corners) - apply_affine(
-            before, self.corners), axis=1)))
-        self.stop_condition = (f"{iterations} iterations of adaptive stochastic gradient descent; the mean of the last "
-                               f"{len(averaged) - half} iterates lies {self.settling_mm:.2f} mm from the mean of the "
-                               f"{half} before, at the sampled region's corners")
+        self.drift_mm, self.spread_mm = self._settling(model, averaged)
+        self.stop_condition = (f"{iterations} iterations of adaptive stochastic gradient descent; over the last "
+                               f"{len(averaged)}, at the sampled region's corners, the iterates drifted "
+                               f"{self.drift_mm:.2f} mm (mean of the second half from the first's) and spread "
+                               f"{self.spread_mm:.2f} mm (root mean square about their mean)")
         return parameters
+
+    def _settling(self, model: TransformModel, averaged: list[np.ndarray]) -> tuple[float, float]:
+        """How far the averaged iterates still drift (the second half's mean corners from the first's) and how widely
+        they spread about their mean (root mean square), at the sampled region's worst corner, mm."""
+        placed = np.array([apply_affine(_correction_matrix(model, x, self.centre), self.corners) for x in averaged])
+        half = len(placed) // 2
+        drift = np.linalg.norm(placed[half:].mean(axis=0) - placed[:half].mean(axis=0), axis=1)
+        spread = np.sqrt(np.sum((placed - placed.mean(axis=0)) ** 2, axis=2).mean(axis=0))
+        return float(drift.max()), float(spread.max())
 
 
 def _correction_matrix(model: TransformModel, parameters: np.ndarray, centre: np.ndarray) -> np.ndarray:

@@ -13,9 +13,13 @@ import numpy as np
 
 from .errors import AlignSeriesWarning
 
-#: Convergence: the iterates the finest level averages, split in two halves, have means that place the sampled
-#: region's corners no more than this many of its voxels apart (a drift, not the steps' jitter, which averages out).
+#: Convergence, judged on the iterates the finest level averages, at the sampled region's corners in its voxels: the
+#: means of their two halves lie no more than SETTLED_VOXELS apart (a drift; the steps' jitter averages out), and
+#: they spread about their mean by no more than SPREAD_VOXELS (root mean square; a wider spread means a metric too flat
+#: to place its optimum: 0.1-0.4 voxel on bench_register's cases, 1.4 voxels on a CT of smooth waves that the search
+#: left 11 mm off without another warning).
 SETTLED_VOXELS = 0.5
+SPREAD_VOXELS = 0.75
 #: Warning limits: overlap (share of the smaller volume inside the other), change from the initial
 #: transform (mm at the fixed volume's corners, degrees), affine scales (singular values).
 MIN_OVERLAP_FRACTION = 0.25
@@ -73,8 +77,9 @@ class RegistrationReport:
     stop_condition : str
         The optimizer's own words at the last level.
     converged : bool
-        False when the search was still drifting at the end: the finest level's averaged iterates, split in two
-        halves, have means more than half a voxel apart at the sampled region's corners.
+        False when the search had not settled: the finest level's averaged iterates still drifted (the means of
+        their two halves more than half a voxel apart at the sampled region's corners) or spread widely (more than
+        0.75 voxel about their mean: the metric is too flat there to place its optimum).
     overlap_fraction : float
         Share of the smaller volume that lies inside the other under the refined transform.
     entropy_correlation_initial, entropy_correlation : float
@@ -154,8 +159,9 @@ def report_warnings(report: RegistrationReport) -> list[AlignSeriesWarning]:
     warnings = []
     if not report.converged:
         warnings.append(AlignSeriesWarning("not_converged", (
-            f"the search was still drifting when it stopped ({report.stop_condition}; limit {SETTLED_VOXELS:g} of the "
-            "sampled image's voxels): the result may lie short of the optimum")))
+            f"the search had not settled when it stopped ({report.stop_condition}; limits {SETTLED_VOXELS:g} and "
+            f"{SPREAD_VOXELS:g} of the sampled image's voxels): the result may lie short of the optimum, or the metric "
+            "is too flat there to place it")))
     if report.overlap_fraction < MIN_OVERLAP_FRACTION:
         warnings.append(AlignSeriesWarning("low_overlap", (
             f"only {100 * report.overlap_fraction:.0f} % of the smaller volume lies inside the other (limit "
