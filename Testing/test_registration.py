@@ -249,6 +249,20 @@ def test_warnings_state_value_and_limit():
     assert "1.3" in codes["affine_scale"]
 
 
+@pytest.mark.parametrize(("centre_mm", "degrees", "flagged"), [(29.0, 19.0, False), (31.0, 0.0, True),
+                                                              (0.0, 21.0, True)])
+def test_large_change_weighs_the_overlap_centre_and_the_turn(centre_mm, degrees, flagged):
+    """Truth: the limits, 30 mm for the overlap's centre and 20 degrees; the message states both values."""
+    report = registration_report.RegistrationReport(
+        "rigid", np.eye(4), np.eye(4), np.zeros(8), degrees, [], -0.5, -0.6, 100, "", True, 1.0,
+        centre_change_mm=centre_mm, entropy_correlation=0.5)
+    codes = {warning.code: warning.message for warning in registration_report.report_warnings(report)}
+    assert ("large_change" in codes) is flagged
+    if flagged:
+        assert f"{centre_mm:.1f} mm" in codes["large_change"] and f"{degrees:.1f} degrees" in codes["large_change"]
+        assert "limits 30 mm, 20 degrees" in codes["large_change"]
+
+
 def test_overlap_fraction_of_half_shifted_boxes():
     geometry = VolumeGeometry.from_spacing_origin_directions((20, 20, 20), (1, 1, 1), (0, 0, 0))
     shift = cases.rigid_about((0, 0, 0), (0, 0, 1), 0.0, (10.0, 0.0, 0.0))

@@ -183,9 +183,10 @@ def register(fixed: ImageOnGrid, moving: ImageOnGrid, initial_moving_to_fixed_ra
         rotation_between_degrees(initial, refined), search.levels, metrics[0], metrics[1],
         sum(level.iterations for level in search.levels), search.stop_condition, search.converged,
         overlap_fraction(fixed.geometry, moving.geometry, refined), seconds=time.perf_counter() - started)
-    overlap = crop_to_overlap(fixed.geometry, moving.geometry, refined) if report.overlap_fraction > 0 else None
-    report.overlap_change_mm = float(np.max(change_at_corners_mm(overlap, initial, refined))) if overlap else float(
-        np.max(report.change_mm))
+    overlap = crop_to_overlap(fixed.geometry, moving.geometry, refined) if report.overlap_fraction > 0 else (
+        fixed.geometry)
+    report.centre_change_mm = float(np.linalg.norm(np.diff([apply_affine(np.linalg.inv(matrix), overlap.center_ras)
+                                                            for matrix in (initial, refined)], axis=0)))
     report.entropy_correlation_initial, report.entropy_correlation = (
         entropy_correlation(sitk, domain_image, other_image, matrix, masks)
         for matrix in (initial_lps, domain_to_other_lps))
