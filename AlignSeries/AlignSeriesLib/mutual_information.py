@@ -264,6 +264,11 @@ class DescentSettings:
     iterations: int
     max_step_mm: float
     averaged_fraction: float = 0.0
+
+    @property
+    def averaged_from(self) -> int:
+        """The first iteration whose iterate enters the result's mean (``iterations`` when none does)."""
+        return self.iterations - int(round(self.averaged_fraction * self.iterations))
     offset: float = 20.0
     decay: float = 0.602
     sigmoid_width: float = 0.1
@@ -289,7 +294,7 @@ def adaptive_descent(gradient_of: Callable[[np.ndarray], np.ndarray], start: np.
     typical = float(np.mean([np.max(np.abs(draw)) for draw in draws]))
     gain = settings.max_step_mm * (settings.offset + 1) ** settings.decay / max(typical, 1e-12)
     time, previous = 0.0, None
-    averaged_from = settings.iterations - int(round(settings.averaged_fraction * settings.iterations))
+    averaged_from = settings.averaged_from
     total = np.zeros_like(x)
     for iteration in range(settings.iterations):
         gradient = gradient_of(x)

@@ -481,21 +481,20 @@ class _Search:
         scales = model.scales(self.radius)
         start = level.metric_of(model, parameters)
         iterations = ITERATIONS[index]
-        averaged_from = iterations - int(round(AVERAGED_FRACTION * iterations))
-        averaged: list[np.ndarray] = []
+        settings = DescentSettings(iterations, MAX_STEP_VOXELS * self.voxel_mm, AVERAGED_FRACTION)
+        averaged: list[np.ndarray] = []  # the iterates the descent averages, for the settling measures
 
         def gradient_of(scaled: np.ndarray) -> np.ndarray:
             samples = level.draw(self.rng, level.samples_to_draw)
             return level.mutual_information(model, scaled / scales, samples, True)[1] / scales
 
         def after_iteration(iteration: int, scaled: np.ndarray) -> None:
-            if iteration >= averaged_from:
+            if iteration >= settings.averaged_from:
                 averaged.append(scaled / scales)
             if self.progress is not None and self.progress(progress_start + progress_share * (iteration + 1)
                                                            / iterations):
                 raise OperationCancelledError("intensity refinement cancelled: no transform was made")
 
-        settings = DescentSettings(iterations, MAX_STEP_VOXELS * self.voxel_mm, AVERAGED_FRACTION)
         parameters = adaptive_descent(gradient_of, parameters * scales, settings, after_iteration) / scales
         self.levels.append(LevelReport(model.name, index, level.shrink_factor, level.smoothing_mm, iterations, start,
                                        level.metric_of(model, parameters), level.samples_fraction))
