@@ -379,6 +379,33 @@ def test_cli_refine_options_misused_fail_in_one_line(capsys, tmp_path, phantom_f
     assert status == 2 and err.startswith("error:") and fragment in err and err.count("\n") == 1
 
 
+@needs_real_data
+def test_cli_refine_of_a_real_single_slice_fails_in_one_line_naming_it(capsys, tmp_path):
+    """One real CT slice (a file copied out of its series) refined against the whole series: one ``error:`` line that
+    names the moving image and its size, no transform written, both inputs byte for byte as they were."""
+    import hashlib
+    import shutil
+
+    from conftest import run
+
+    series = cases.SHARED_DICOM / cases.CT_SERIES / "dicom"
+    one_slice = tmp_path / "slice"
+    one_slice.mkdir()
+    shutil.copy(sorted(p for p in series.iterdir() if p.is_file())[10], one_slice)
+
+    def digest() -> dict:
+        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for folder in (series, one_slice)
+                for p in sorted(folder.iterdir()) if p.is_file()}
+
+    before = digest()
+    output = tmp_path / "t.h5"
+    status, out, err = run(capsys, "transform", "--fixed", series, "--moving", one_slice, "--mode", "centers",
+                           "--refine", "rigid", "--output", output)
+    assert status != 0 and err.startswith("error:") and err.count("\n") == 1, err
+    assert "the moving image is 512 x 512 x 1 voxels" in err and "single slice" in err
+    assert not output.exists() and digest() == before
+
+
 def test_api_register_from_a_mode_and_cancel_leaves_no_result(phantom_files):
     import alignseries
 

@@ -100,8 +100,8 @@ RIGID_STAGES = (("rigid", (0, 1, 2)),)
 AFFINE_STAGES = (("affine", (1, 2)),)
 #: Fewer of an iteration's samples than this share inside the other image (and its mask) stops the search.
 MIN_INSIDE_FRACTION = 0.25
-#: Fewest voxels along any axis of the interpolated image's crop (ITK's recursive Gaussian needs 4); the sampled
-#: region needs two of the coarsest level's voxels.
+#: Fewest voxels along any axis of either image, and of the interpolated image's crop (ITK's recursive Gaussian needs
+#: 4); the sampled region needs two of the coarsest level's voxels.
 MIN_VOXELS_PER_AXIS = 4
 #: The interpolated image is cropped to the sampled region's footprint under the initial transform, plus this margin
 #: (mm): room for the search to move.
@@ -263,6 +263,11 @@ def _sampling_roles(fixed: ImageOnGrid, moving: ImageOnGrid,
     initial transform; the other is cropped to the sampled region's footprint grown by :data:`OVERLAP_MARGIN_MM`, room
     for the search to move. Returns ``(domain, other, domain_is_fixed)``.
     """
+    for image, name in ((fixed, "fixed"), (moving, "moving")):
+        if min(image.geometry.dimensions) < MIN_VOXELS_PER_AXIS:
+            raise GeometryError(f"cannot refine: the {name} image is {_size(image)} voxels, too thin to refine in 3-D "
+                                f"(at least {MIN_VOXELS_PER_AXIS} along each axis): a single slice or a localizer "
+                                "cannot be refined; use landmarks")
     inverse = np.linalg.inv(initial_moving_to_fixed_ras)
     domain_is_fixed = bool(np.prod(fixed.geometry.spacing) >= np.prod(moving.geometry.spacing))
     if domain_is_fixed:
@@ -274,11 +279,14 @@ def _sampling_roles(fixed: ImageOnGrid, moving: ImageOnGrid,
     names = _role_names(domain_is_fixed)
     for region, name, least in ((domain, names[0], 2 * SHRINK_FACTORS[0]), (other, names[1], MIN_VOXELS_PER_AXIS)):
         if min(region.geometry.dimensions) < least:
-            raise GeometryError(
-                f"cannot refine: the {name} image is {' x '.join(map(str, region.geometry.dimensions))} voxels where "
-                f"the images overlap, too thin to refine in 3-D (at least {least} along each axis): a single slice or "
-                "a localizer cannot be refined; use landmarks")
+            raise GeometryError(f"cannot refine: where the images overlap, the {name} image is {_size(region)} "
+                                f"voxels, too thin to refine in 3-D (at least {least} along each axis): start from a "
+                                "transform under which they overlap more, or use landmarks")
     return domain, other, domain_is_fixed
+
+
+def _size(image: ImageOnGrid) -> str:
+    return " x ".join(map(str, image.geometry.dimensions))
 
 
 def _role_names(domain_is_fixed: bool) -> tuple[str, str]:
